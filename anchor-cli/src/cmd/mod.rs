@@ -1,0 +1,7 @@
+//! One module per subcommand: its flags (`Args`) and `run`, which returns the exit code.
+//! An `Err` from `run` is a usage or I/O problem and exits with 2.
+
+pub mod cron;
+pub mod generate;
+pub mod migrate;
+pub mod validate;

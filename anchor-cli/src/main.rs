@@ -1,0 +1,58 @@
+//! The `anchor` command. Flags are parsed here; every subcommand's work lives in a library
+//! (`anchor-spec`, `anchor-codegen`, `anchor-runtime`) and its `cmd::*` module only maps
+//! results to output and exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Durable, typed background tasks for Rust services on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "anchor", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check tasks.yaml files and report every problem with file:line:column.
+    Validate(cmd::validate::Args),
+    /// Print the next fire times of a cron expression.
+    Cron(cmd::cron::Args),
+    /// Generate the typed Rust task module from tasks.yaml (or check it is fresh).
+    Generate(cmd::generate::Args),
+    /// Create or upgrade the runtime's schema in a database.
+    Migrate(cmd::migrate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout with exit 0 and usage errors to stderr;
+            // usage errors map to exit code 2 as documented.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Cron(args) => cmd::cron::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Migrate(args) => cmd::migrate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

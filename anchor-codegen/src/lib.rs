@@ -1,0 +1,1 @@
+//! Code generation (see issue 3).

@@ -1,0 +1,1 @@
+//! Cron expressions (written by the spec/validate work).

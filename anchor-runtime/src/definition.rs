@@ -1,0 +1,60 @@
+//! The static table of task defaults that generated code hands to the runtime.
+
+/// A task's defaults from tasks.yaml, as `anchor generate` emits them (one `const` per task).
+///
+/// Every field is plain static data so the table is a `const` in generated code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskDefinition {
+    /// The task name as written in YAML; stored in the database and used for routing.
+    pub name: &'static str,
+    /// The retry policy, or `None` for "never retried".
+    pub retry: Option<RetryDefaults>,
+    /// The execution timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// The cron schedule, for cron tasks.
+    pub cron: Option<CronDefaults>,
+    /// The task enqueued with `{ taskID }` when this one fails permanently.
+    pub on_failed: Option<&'static str>,
+    /// The schema's top-level `default` values as a JSON object (`"{}"` when none). The
+    /// runtime merges them under the `{ taskID }` of an `onFailed` handler's payload.
+    pub default_params: &'static str,
+}
+
+/// A retry policy as static data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryDefaults {
+    /// The waits before the 1st, 2nd, ... retry in milliseconds; the last repeats. Not empty.
+    pub intervals_ms: &'static [u64],
+    /// `always_retry_on_failure`.
+    pub always_retry_on_failure: bool,
+    /// `max_retries`, when set.
+    pub max_retries: Option<u32>,
+}
+
+/// A cron schedule as static data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CronDefaults {
+    /// The cron expression (5 fields, or 6 with seconds first).
+    pub expression: &'static str,
+    /// The IANA time zone, or `None` for UTC.
+    pub timezone: Option<&'static str>,
+    /// The payload a schedule registered at worker start uses (a JSON object of the schema
+    /// defaults), or `None` when some required parameter has no default — then the task is
+    /// scheduled only once code calls `run_…` with parameters.
+    pub default_params: Option<&'static str>,
+}
+
+impl RetryDefaults {
+    /// Converts to the policy type the runtime computes with.
+    pub fn to_policy(&self) -> anchor_core::RetryPolicy {
+        anchor_core::RetryPolicy {
+            intervals: self
+                .intervals_ms
+                .iter()
+                .map(|ms| std::time::Duration::from_millis(*ms))
+                .collect(),
+            always_retry_on_failure: self.always_retry_on_failure,
+            max_retries: self.max_retries,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The validated model of a tasks.yaml file.
+//!
+//! This is what the generator (and the runtime defaults it emits) is built from. A value of
+//! these types only exists after validation succeeded, so every field here is known to be
+//! well formed: names are unique identifiers, durations parsed, cron expressions valid,
+//! `onFailed` targets exist and accept `{ taskID }`, and parameter schemas are mappable.
+
+use std::time::Duration;
+
+use anchor_core::RetryPolicy;
+
+/// The default task timeout when `timeout` is not set (SPEC §4).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// A validated tasks.yaml file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The path the spec was read from, as the user named it (used in generated headers).
+    pub source: String,
+    /// The tasks, in the order the file declares them.
+    pub tasks: Vec<Task>,
+}
+
+/// One validated task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The name exactly as written in YAML (`deleteOpaqueKey`, `SendEmail`, ...). This is
+    /// the name stored in the database and routed by workers.
+    pub name: String,
+    /// The `description`, if any.
+    pub description: Option<String>,
+    /// The task's parameters.
+    pub parameters: Parameters,
+    /// The retry policy; `None` means the task is never retried.
+    pub retry_policy: Option<RetryPolicy>,
+    /// The cron schedule, if the task is a cron job.
+    pub cron: Option<CronJob>,
+    /// The name of the task enqueued when this one fails permanently.
+    pub on_failed: Option<String>,
+    /// The execution timeout (default one hour).
+    pub timeout: Duration,
+    /// True when some task names this one in `events.onFailed`.
+    pub is_failure_handler: bool,
+}
+
+/// Where a task's parameter schema came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParametersSource {
+    /// Declared in YAML under `parameters`.
+    Declared,
+    /// Not declared, and the task is an `onFailed` target: the default `{ taskID: int64 }`.
+    DefaultFailureHandler,
+    /// Not declared and not a failure handler: an empty object.
+    Empty,
+}
+
+/// A task's parameters: a JSON Schema of `type: object`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameters {
+    /// Where the schema came from.
+    pub source: ParametersSource,
+    /// The JSON Schema (always `type: object`), ready for typify. For
+    /// `DefaultFailureHandler` this is the synthesised `{ taskID: integer/int64 }` schema.
+    pub schema: serde_json::Value,
+    /// The `default` of each top-level property that declares one, in declaration order.
+    pub defaults: serde_json::Map<String, serde_json::Value>,
+    /// True when every required top-level property has a `default`, so a payload can be
+    /// built without the caller (cron tasks scheduled at worker start need this).
+    pub all_defaultable: bool,
+}
+
+/// A validated `cronjob` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronJob {
+    /// The expression as written (5 fields, or 6 with seconds first).
+    pub expression: String,
+    /// The IANA time zone name, when `cronjob.timezone` is set; UTC otherwise.
+    pub timezone: Option<String>,
+}
