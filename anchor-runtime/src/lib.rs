@@ -2,21 +2,70 @@
 //!
 //! `anchor generate` turns `api/tasks.yaml` into a Rust module whose `TaskRunner` enqueues
 //! tasks through a [`Client`] and whose `register` function routes task names to your
-//! `Executor`. This crate is everything that module links against: the schema and its
-//! migrations, enqueue (also inside your own transaction), the worker (claiming, retries,
-//! timeouts, leases, failure events), the cron scheduler and task inspection.
+//! `Executor` in a [`Registry`]. This crate is everything that module links against: the
+//! schema and its migrations ([`migrate`]), enqueue (also inside your own transaction), the
+//! [`Worker`] (claiming, retries, timeouts, leases and failure events) and task inspection
+//! ([`Client::get_task`]).
+//!
+//! ```no_run
+//! use anchor_runtime::{Client, Registry, TaskContext, TaskDefinition, TaskError, Worker, WorkerConfig};
+//!
+//! static SEND_EMAIL: TaskDefinition = TaskDefinition {
+//!     name: "SendEmail",
+//!     retry: None,
+//!     timeout_ms: 60_000,
+//!     cron: None,
+//!     on_failed: None,
+//!     default_params: "{}",
+//! };
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct SendEmailParameters { to: String }
+//!
+//! # async fn demo() -> anchor_runtime::Result<()> {
+//! let client = Client::connect("postgres://app@localhost/app").await?;
+//! anchor_runtime::migrate(&client).await?;
+//! let mut registry = Registry::new();
+//! registry.register(&SEND_EMAIL, |ctx: TaskContext, p: SendEmailParameters| async move {
+//!     println!("task {} mails {}", ctx.id(), p.to);
+//!     Ok::<(), TaskError>(())
+//! });
+//! let handle = Worker::new(client.clone(), registry, WorkerConfig::default()).start();
+//! let id = client
+//!     .enqueue(&SEND_EMAIL, &SendEmailParameters { to: "a@example.com".into() }, &[])
+//!     .await?;
+//! println!("enqueued {id}");
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
+mod client;
 mod definition;
+mod enqueue;
 mod error;
+mod inspect;
+mod migrate;
+mod notify;
 mod overrides;
+mod registry;
+mod sql;
 mod task;
+mod worker;
 
+pub use client::{Client, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA};
 pub use definition::{CronDefaults, RetryDefaults, TaskDefinition};
 pub use error::{Error, ErrorKind, Result};
+pub use inspect::{ErrorRecord, TaskRecord, TaskStatus};
+pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use overrides::TaskOverride;
+pub use registry::Registry;
 pub use task::{BoxError, TaskContext, TaskError, TaskId};
+pub use worker::{Worker, WorkerConfig, WorkerHandle};
 
 /// Re-exported so generated code and users need no direct dependency on them.
 pub use anchor_core::RetryPolicy;
+pub use chrono;
+pub use deadpool_postgres;
+pub use serde_json;
 pub use tokio_postgres;

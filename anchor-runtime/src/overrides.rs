@@ -25,7 +25,10 @@ pub struct TaskOverride(pub(crate) OverrideKind);
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum OverrideKind {
-    RetryPolicy { interval: String, always_retry: bool },
+    RetryPolicy {
+        interval: String,
+        always_retry: bool,
+    },
     MaxRetries(u32),
     Timeout(Duration),
     UniqueTag(String),

@@ -29,8 +29,8 @@ impl TaskContext {
     /// assert_eq!(ctx.attempt(), 1);
     /// ```
     pub fn new(id: TaskId, name: impl Into<String>, attempt: u32, timeout: Duration) -> Self {
-        let deadline = Utc::now()
-            + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let deadline =
+            Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
         TaskContext {
             id,
             name: name.into(),

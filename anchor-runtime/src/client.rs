@@ -1,0 +1,248 @@
+//! [`Client`]: the handle generated `TaskRunner`s and workers share — a connection pool, the
+//! schema name and the statements rendered for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::notify::Notifier;
+use crate::sql::Sql;
+
+/// The schema the runtime uses unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "anchor";
+
+/// The pool size [`Client::connect`] uses: enough for a worker's claim, completion, lease
+/// and notify loops plus the application's own enqueues.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// A cheap-to-clone handle to the task tables: enqueue, inspect, cancel, and what a
+/// [`Worker`](crate::Worker) runs on.
+///
+/// ```no_run
+/// # async fn demo() -> anchor_runtime::Result<()> {
+/// let client = anchor_runtime::Client::connect("postgres://app@localhost/app").await?;
+/// anchor_runtime::migrate(&client).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) pool: Pool,
+    pub(crate) schema: String,
+    pub(crate) sql: Sql,
+    /// How to open the worker's dedicated LISTEN connection; `None` when the client was built
+    /// from a pool alone (workers then rely on polling).
+    pub(crate) listen_config: Option<tokio_postgres::Config>,
+    /// Set when [`Client::with_schema`] got an invalid name; every operation reports it.
+    pub(crate) config_error: Option<String>,
+    pub(crate) notifier: Notifier,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("schema", &self.inner.schema)
+            .field("pool", &self.inner.pool.status())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to `database_url` (a `postgres://` URL or a `key=value` string) with a pool of
+    /// [`DEFAULT_POOL_SIZE`] connections. Connections are opened lazily, so this succeeds
+    /// even when the database is down; the first operation reports the outage.
+    pub async fn connect(database_url: &str) -> Result<Client> {
+        Client::connect_with_pool_size(database_url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// Like [`Client::connect`] with a pool of `max_size` connections (at least 4 are
+    /// needed by a worker: claims, completions, leases and notifications run side by side).
+    pub async fn connect_with_pool_size(database_url: &str, max_size: usize) -> Result<Client> {
+        let mut pg_config: tokio_postgres::Config = database_url.parse().map_err(|err| {
+            Error::with_source(
+                ErrorKind::Config,
+                "invalid database URL; expected e.g. postgres://user:password@host:5432/dbname",
+                err,
+            )
+        })?;
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(Duration::from_secs(5));
+        }
+        if max_size == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "pool size must be at least 1 (a worker needs 4)",
+            ));
+        }
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|err| Error::with_source(ErrorKind::Config, "cannot build the pool", err))?;
+        Ok(Client::build(
+            pool,
+            DEFAULT_SCHEMA.to_string(),
+            Some(pg_config),
+            None,
+        ))
+    }
+
+    /// Wraps an existing pool. Workers built on such a client cannot open their dedicated
+    /// LISTEN connection (the pool does not reveal its settings) unless
+    /// [`Client::with_listen_config`] is given too; without it they wake by polling only.
+    pub fn from_pool(pool: Pool) -> Client {
+        Client::build(pool, DEFAULT_SCHEMA.to_string(), None, None)
+    }
+
+    /// Sets the connection settings workers use for their dedicated LISTEN connection
+    /// (plain TCP, no TLS).
+    pub fn with_listen_config(self, config: tokio_postgres::Config) -> Client {
+        let inner = &self.inner;
+        Client::build(
+            inner.pool.clone(),
+            inner.schema.clone(),
+            Some(config),
+            inner.config_error.clone(),
+        )
+    }
+
+    /// Uses the tables in `schema` instead of `anchor`. The name must be a plain identifier
+    /// (letters, digits, `_`, not starting with a digit, at most 56 bytes); an invalid one
+    /// makes every later operation fail with [`ErrorKind::Config`]. Use
+    /// [`Client::try_with_schema`] to get the error at once.
+    pub fn with_schema(self, schema: impl Into<String>) -> Client {
+        let schema = schema.into();
+        let error = validate_schema_name(&schema).err();
+        Client::build(
+            self.inner.pool.clone(),
+            schema,
+            self.inner.listen_config.clone(),
+            error,
+        )
+    }
+
+    /// Like [`Client::with_schema`], but reports an invalid name at once.
+    pub fn try_with_schema(self, schema: impl Into<String>) -> Result<Client> {
+        let client = self.with_schema(schema);
+        client.check_config()?;
+        Ok(client)
+    }
+
+    /// The connection pool, e.g. to open the transaction for
+    /// [`Client::enqueue_with_tx`].
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The schema holding the task tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    fn build(
+        pool: Pool,
+        schema: String,
+        listen_config: Option<tokio_postgres::Config>,
+        config_error: Option<String>,
+    ) -> Client {
+        let sql = Sql::new(&schema);
+        let notifier = Notifier::new(pool.clone(), sql.channel.clone());
+        Client {
+            inner: Arc::new(ClientInner {
+                pool,
+                schema,
+                sql,
+                listen_config,
+                config_error,
+                notifier,
+            }),
+        }
+    }
+
+    pub(crate) fn check_config(&self) -> Result<()> {
+        match &self.inner.config_error {
+            Some(message) => Err(Error::new(ErrorKind::Config, message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn sql(&self) -> &Sql {
+        &self.inner.sql
+    }
+
+    /// Takes a connection from the pool, with an error that says what was being attempted.
+    pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
+        self.check_config()?;
+        self.inner.pool.get().await.map_err(|err| {
+            Error::with_source(
+                ErrorKind::Pool,
+                "cannot get a database connection from the pool",
+                err,
+            )
+        })
+    }
+}
+
+/// Checks a schema name: a plain identifier short enough that `<schema>_tasks` is a valid
+/// channel name too.
+pub(crate) fn validate_schema_name(schema: &str) -> std::result::Result<(), String> {
+    let mut chars = schema.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !starts_well || !rest_ok || schema.len() > 56 {
+        return Err(format!(
+            "invalid schema name `{schema}`: use letters, digits and `_`, not starting with a \
+             digit, at most 56 bytes (e.g. `anchor`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Maps a database error with context.
+pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
+    // An undefined table or schema means the migrations have not run.
+    if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+        || err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
+    {
+        return Error::with_source(
+            ErrorKind::Schema,
+            format!("{context}: the task tables are missing; run `anchor migrate` (or anchor_runtime::migrate)"),
+            err,
+        );
+    }
+    Error::with_source(ErrorKind::Database, context.to_string(), err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_schema_name;
+
+    #[test]
+    fn schema_names() {
+        assert!(validate_schema_name("anchor").is_ok());
+        assert!(validate_schema_name("_t1").is_ok());
+        assert!(validate_schema_name("").is_err());
+        assert!(validate_schema_name("1abc").is_err());
+        assert!(validate_schema_name("a-b").is_err());
+        assert!(validate_schema_name("a\"b").is_err());
+        assert!(validate_schema_name(&"a".repeat(57)).is_err());
+    }
+}

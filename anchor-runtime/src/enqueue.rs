@@ -1,0 +1,446 @@
+//! Enqueue: a task's YAML defaults plus per-call overrides become one `pending` row.
+//!
+//! Overrides are validated into a [`NewTask`] before anything touches the database. Unique
+//! tags use `INSERT … ON CONFLICT DO NOTHING` and, when the insert wrote nothing, read the
+//! existing row's id — repeated, because the conflicting row can vanish (be cancelled)
+//! between the two statements.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Statement};
+
+use crate::client::{db_error, Client};
+use crate::definition::TaskDefinition;
+use crate::error::{Error, ErrorKind, Result};
+use crate::overrides::{OverrideKind, TaskOverride};
+use crate::task::TaskId;
+
+/// The longest unique tag accepted (the tag is a btree index key).
+const MAX_TAG_BYTES: usize = 1024;
+
+/// How often a tagged enqueue retries when the conflicting row disappears under it.
+const TAG_ATTEMPTS: usize = 20;
+
+/// A task's settings after defaults and overrides are merged and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewTask {
+    pub name: String,
+    pub run_at: Option<DateTime<Utc>>,
+    pub delay_ms: i64,
+    pub timeout_ms: i64,
+    pub retry_intervals_ms: Option<Vec<i64>>,
+    pub retry_always: bool,
+    pub max_retries: Option<i32>,
+    pub on_failed: Option<String>,
+    pub unique_tag: Option<String>,
+    pub parent_id: Option<TaskId>,
+}
+
+impl NewTask {
+    /// Whether the task is due now, so waking the workers is worth it.
+    fn due_now(&self) -> bool {
+        self.delay_ms == 0 && self.run_at.is_none_or(|at| at <= Utc::now())
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::new(ErrorKind::InvalidOverride, message)
+}
+
+fn millis(d: Duration, what: &str, task: &str) -> Result<i64> {
+    i64::try_from(d.as_millis())
+        .map_err(|_| invalid(format!("{what} for task {task} is too long ({d:?})")))
+}
+
+/// Merges a definition's defaults with overrides; every check happens here, before any write.
+pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Result<NewTask> {
+    let name = def.name;
+    if name.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "a task definition has an empty name",
+        ));
+    }
+    if def.timeout_ms == 0 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("task {name} has a zero timeout in its definition; regenerate from tasks.yaml"),
+        ));
+    }
+    let mut task = NewTask {
+        name: name.to_string(),
+        run_at: None,
+        delay_ms: 0,
+        timeout_ms: i64::try_from(def.timeout_ms).map_err(|_| {
+            Error::new(
+                ErrorKind::Config,
+                format!("task {name}: timeout in its definition is too long"),
+            )
+        })?,
+        retry_intervals_ms: def.retry.map(|r| {
+            r.intervals_ms
+                .iter()
+                .map(|ms| i64::try_from(*ms).unwrap_or(i64::MAX))
+                .collect()
+        }),
+        retry_always: def.retry.is_some_and(|r| r.always_retry_on_failure),
+        max_retries: match def.retry.and_then(|r| r.max_retries) {
+            Some(n) => Some(i32::try_from(n).map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("task {name}: max_retries in its definition is too large"),
+                )
+            })?),
+            None => None,
+        },
+        on_failed: def.on_failed.map(str::to_string),
+        unique_tag: None,
+        parent_id: None,
+    };
+    let mut run_after_given = false;
+    let mut run_at_given = false;
+    let mut max_retries_override = None;
+    for TaskOverride(kind) in overrides {
+        match kind {
+            OverrideKind::RetryPolicy {
+                interval,
+                always_retry,
+            } => {
+                let intervals = anchor_core::parse_intervals(interval).map_err(|err| {
+                    invalid(format!(
+                        "retry_policy interval `{interval}` for task {name}: {err}"
+                    ))
+                })?;
+                let ms = intervals
+                    .iter()
+                    .map(|d| millis(*d, "a retry interval", name))
+                    .collect::<Result<Vec<_>>>()?;
+                task.retry_intervals_ms = Some(ms);
+                task.retry_always = *always_retry;
+            }
+            OverrideKind::MaxRetries(n) => {
+                max_retries_override = Some(i32::try_from(*n).map_err(|_| {
+                    invalid(format!(
+                        "max_retries({n}) for task {name} is too large (at most {})",
+                        i32::MAX
+                    ))
+                })?);
+            }
+            OverrideKind::Timeout(d) => {
+                if d.is_zero() {
+                    return Err(invalid(format!(
+                        "timeout for task {name} must be longer than zero"
+                    )));
+                }
+                // Sub-millisecond timeouts round up so they never become zero.
+                task.timeout_ms = millis(*d, "timeout", name)?.max(1);
+            }
+            OverrideKind::UniqueTag(tag) => {
+                if tag.trim().is_empty() {
+                    return Err(invalid(format!(
+                        "unique_tag for task {name} is empty; give a non-empty tag"
+                    )));
+                }
+                if tag.len() > MAX_TAG_BYTES {
+                    return Err(invalid(format!(
+                        "unique_tag for task {name} is {} bytes; at most {MAX_TAG_BYTES} are allowed",
+                        tag.len()
+                    )));
+                }
+                task.unique_tag = Some(tag.clone());
+            }
+            OverrideKind::RunAfter(d) => {
+                run_after_given = true;
+                task.delay_ms = millis(*d, "run_after", name)?;
+            }
+            OverrideKind::RunAt(at) => {
+                run_at_given = true;
+                task.run_at = Some(*at);
+            }
+        }
+    }
+    if run_after_given && run_at_given {
+        return Err(invalid(format!(
+            "task {name} got both run_after and run_at; give one of them"
+        )));
+    }
+    if let Some(n) = max_retries_override {
+        if task.retry_intervals_ms.is_none() {
+            return Err(invalid(format!(
+                "max_retries({n}) for task {name}, which has no retry policy; add \
+                 TaskOverride::retry_policy(...) or a retryPolicy in tasks.yaml"
+            )));
+        }
+        task.max_retries = Some(n);
+    }
+    Ok(task)
+}
+
+/// Serialises parameters to JSON text.
+fn payload_text<P: Serialize + ?Sized>(name: &str, params: &P) -> Result<String> {
+    serde_json::to_string(params).map_err(|err| {
+        Error::with_source(
+            ErrorKind::Payload,
+            format!("cannot serialise the parameters of task {name} to JSON"),
+            err,
+        )
+    })
+}
+
+/// Inserts one task through any client or transaction; returns its id (or, for a unique tag
+/// that exists, the existing task's id).
+pub(crate) async fn insert_one<C: GenericClient>(
+    conn: &C,
+    insert: &Statement,
+    sql_select_by_tag: &str,
+    task: &NewTask,
+    payload: &str,
+) -> Result<TaskId> {
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &task.name,
+        &payload,
+        &task.run_at,
+        &task.delay_ms,
+        &task.timeout_ms,
+        &task.retry_intervals_ms,
+        &task.retry_always,
+        &task.max_retries,
+        &task.on_failed,
+        &task.unique_tag,
+        &task.parent_id,
+    ];
+    for _ in 0..TAG_ATTEMPTS {
+        let row = conn
+            .query_opt(insert, &params)
+            .await
+            .map_err(|e| db_error(&format!("cannot enqueue task {}", task.name), e))?;
+        if let Some(row) = row {
+            return Ok(row.get(0));
+        }
+        // Nothing inserted: the tag is taken. Read the holder's id; if it has just been
+        // cancelled, the next insert succeeds.
+        let Some(tag) = &task.unique_tag else {
+            return Err(Error::new(
+                ErrorKind::Database,
+                format!("enqueue of task {} inserted no row", task.name),
+            ));
+        };
+        let existing = conn
+            .query_opt(sql_select_by_tag, &[tag])
+            .await
+            .map_err(|e| db_error(&format!("cannot look up unique tag `{tag}`"), e))?;
+        if let Some(row) = existing {
+            return Ok(row.get(0));
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Database,
+        format!(
+            "enqueue of task {} with unique tag {:?} kept conflicting with a row that vanished",
+            task.name, task.unique_tag
+        ),
+    ))
+}
+
+impl Client {
+    /// Enqueues one task with its definition's defaults and `overrides`; returns its id.
+    ///
+    /// With a [`TaskOverride::unique_tag`] that a task (not cancelled) already holds, nothing
+    /// is written and that task's id is returned — also when enqueues race.
+    pub async fn enqueue<P: Serialize + ?Sized>(
+        &self,
+        def: &TaskDefinition,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<TaskId> {
+        let task = resolve(def, overrides)?;
+        let payload = payload_text(def.name, params)?;
+        let conn = self.conn().await?;
+        let sql = self.sql();
+        let insert = conn
+            .prepare_cached(&sql.insert)
+            .await
+            .map_err(|e| db_error("cannot prepare the task insert", e))?;
+        let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload).await?;
+        if task.due_now() {
+            self.inner.notifier.poke();
+        }
+        tracing::debug!(task.id = id, task.name = def.name, "task enqueued");
+        Ok(id)
+    }
+
+    /// Enqueues one task inside the caller's transaction: workers see it only after the
+    /// transaction commits, and it vanishes if it rolls back. The wake-up notification is
+    /// sent in the same transaction, so Postgres delivers it on commit.
+    pub async fn enqueue_with_tx<P: Serialize + ?Sized>(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        def: &TaskDefinition,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<TaskId> {
+        self.check_config()?;
+        let task = resolve(def, overrides)?;
+        let payload = payload_text(def.name, params)?;
+        let sql = self.sql();
+        let insert = tx
+            .prepare(&sql.insert)
+            .await
+            .map_err(|e| db_error("cannot prepare the task insert", e))?;
+        let id = insert_one(tx, &insert, &sql.select_by_tag, &task, &payload).await?;
+        if task.due_now() {
+            tx.execute(&sql.notify, &[&sql.channel])
+                .await
+                .map_err(|e| db_error("cannot queue the wake-up notification", e))?;
+        }
+        Ok(id)
+    }
+
+    /// Enqueues many tasks of one kind with one statement; returns their ids in the order of
+    /// `params`. A [`TaskOverride::unique_tag`] is refused here (one tag cannot name many
+    /// tasks).
+    pub async fn enqueue_many<P: Serialize>(
+        &self,
+        def: &TaskDefinition,
+        params: &[P],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>> {
+        let task = resolve(def, overrides)?;
+        if task.unique_tag.is_some() {
+            return Err(invalid(format!(
+                "unique_tag cannot be used with enqueue_many (task {}): one tag names one task",
+                def.name
+            )));
+        }
+        if params.is_empty() {
+            return Ok(Vec::new());
+        }
+        let payloads = params
+            .iter()
+            .map(|p| payload_text(def.name, p))
+            .collect::<Result<Vec<_>>>()?;
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&self.sql().insert_many)
+            .await
+            .map_err(|e| db_error("cannot prepare the bulk insert", e))?;
+        let rows = conn
+            .query(
+                &stmt,
+                &[
+                    &task.name,
+                    &payloads,
+                    &task.run_at,
+                    &task.delay_ms,
+                    &task.timeout_ms,
+                    &task.retry_intervals_ms,
+                    &task.retry_always,
+                    &task.max_retries,
+                    &task.on_failed,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                db_error(
+                    &format!("cannot enqueue {} tasks of {}", params.len(), def.name),
+                    e,
+                )
+            })?;
+        // Identity values are drawn in the order the rows are inserted, which is the order of
+        // the array; RETURNING does not promise an order, so sort.
+        let mut ids: Vec<TaskId> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        if task.due_now() {
+            self.inner.notifier.poke();
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::RetryDefaults;
+
+    const PLAIN: TaskDefinition = TaskDefinition {
+        name: "Plain",
+        retry: None,
+        timeout_ms: 3_600_000,
+        cron: None,
+        on_failed: None,
+        default_params: "{}",
+    };
+
+    const RETRYING: TaskDefinition = TaskDefinition {
+        name: "Retrying",
+        retry: Some(RetryDefaults {
+            intervals_ms: &[1000, 2000],
+            always_retry_on_failure: false,
+            max_retries: Some(3),
+        }),
+        timeout_ms: 1000,
+        cron: None,
+        on_failed: Some("Handler"),
+        default_params: "{}",
+    };
+
+    #[test]
+    fn defaults_are_carried() {
+        let t = resolve(&RETRYING, &[]).unwrap();
+        assert_eq!(t.retry_intervals_ms, Some(vec![1000, 2000]));
+        assert_eq!(t.max_retries, Some(3));
+        assert_eq!(t.on_failed.as_deref(), Some("Handler"));
+        assert_eq!(t.timeout_ms, 1000);
+        assert!(t.due_now());
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let t = resolve(
+            &RETRYING,
+            &[
+                TaskOverride::retry_policy("200ms,400ms", true),
+                TaskOverride::max_retries(5),
+                TaskOverride::timeout(Duration::from_secs(2)),
+                TaskOverride::unique_tag("tag"),
+                TaskOverride::run_after(Duration::from_secs(10)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.retry_intervals_ms, Some(vec![200, 400]));
+        assert!(t.retry_always);
+        assert_eq!(t.max_retries, Some(5));
+        assert_eq!(t.timeout_ms, 2000);
+        assert_eq!(t.unique_tag.as_deref(), Some("tag"));
+        assert_eq!(t.delay_ms, 10_000);
+        assert!(!t.due_now());
+    }
+
+    #[test]
+    fn invalid_overrides_are_refused() {
+        let cases = [
+            vec![TaskOverride::timeout(Duration::ZERO)],
+            vec![TaskOverride::retry_policy("1m,,2m", true)],
+            vec![TaskOverride::retry_policy("soon", true)],
+            vec![TaskOverride::unique_tag("  ")],
+            vec![TaskOverride::unique_tag("x".repeat(2000))],
+            vec![TaskOverride::max_retries(3)],
+            vec![
+                TaskOverride::run_after(Duration::from_secs(1)),
+                TaskOverride::run_at(Utc::now()),
+            ],
+        ];
+        for overrides in cases {
+            let err = resolve(&PLAIN, &overrides).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::InvalidOverride,
+                "{overrides:?}: {err}"
+            );
+            assert!(err.to_string().contains("Plain"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Inspection: read one task's row ([`Client::get_task`]) and cancel a pending task
+//! ([`Client::cancel_task`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::client::{db_error, Client};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sql::status;
+use crate::task::TaskId;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Waiting to be claimed (possibly until a later `run_after`, e.g. before a retry).
+    Pending,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Failed permanently (its `onFailed` handler, if any, was enqueued).
+    Failed,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The lowercase name, as in SPEC §4.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the task will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    pub(crate) fn from_code(code: i16) -> Option<TaskStatus> {
+        Some(match code {
+            status::PENDING => TaskStatus::Pending,
+            status::RUNNING => TaskStatus::Running,
+            status::COMPLETED => TaskStatus::Completed,
+            status::FAILED => TaskStatus::Failed,
+            status::CANCELLED => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of a task's error history.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ErrorRecord {
+    /// The run that failed (1 for the first).
+    pub attempt: u32,
+    /// When the failure was recorded.
+    pub at: DateTime<Utc>,
+    /// What went wrong, e.g. the executor's error, `panicked: …`, `timed out after 5s` or
+    /// `lease expired (worker lost)`.
+    pub message: String,
+}
+
+/// A task's row, as [`Client::get_task`] returns it.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    /// The task's id.
+    pub id: TaskId,
+    /// The task name.
+    pub name: String,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
+    /// The parameters as JSON; see [`TaskRecord::payload_as`] for the typed form.
+    pub payload: serde_json::Value,
+    /// Runs started so far (a run interrupted by a graceful shutdown is not counted).
+    pub attempts: u32,
+    /// Failed runs that count against `max_retries`.
+    pub failures: u32,
+    /// The error history, oldest first.
+    pub errors: Vec<ErrorRecord>,
+    /// When the task was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// The earliest time the task may (next) run.
+    pub run_after: DateTime<Utc>,
+    /// When the latest run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached a final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// For an `onFailed` handler, the task whose failure enqueued it.
+    pub parent_id: Option<TaskId>,
+    /// The unique tag, if one was given.
+    pub unique_tag: Option<String>,
+    /// The execution timeout.
+    pub timeout: Duration,
+    /// The retry intervals (`None`: no retry policy).
+    pub retry_intervals: Option<Vec<Duration>>,
+    /// `always_retry_on_failure`.
+    pub retry_always: bool,
+    /// `max_retries`, when set.
+    pub max_retries: Option<u32>,
+    /// The handler enqueued when this task fails permanently.
+    pub on_failed: Option<String>,
+    /// The worker holding the lease, while running.
+    pub lease_owner: Option<String>,
+    /// When the current lease expires, while running.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRecord {
+    /// Decodes the payload into the task's parameter type.
+    pub fn payload_as<P: DeserializeOwned>(&self) -> Result<P> {
+        P::deserialize(&self.payload).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Payload,
+                format!(
+                    "the payload of task {} ({}) does not match the requested type",
+                    self.id, self.name
+                ),
+                err,
+            )
+        })
+    }
+}
+
+fn non_negative(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
+impl Client {
+    /// Reads a task; `None` when no task has that id.
+    pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&self.sql().get_task)
+            .await
+            .map_err(|e| db_error("cannot prepare the task lookup", e))?;
+        let Some(row) = conn
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(|e| db_error(&format!("cannot read task {id}"), e))?
+        else {
+            return Ok(None);
+        };
+        let code: i16 = row.get("status");
+        let status = TaskStatus::from_code(code).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Schema,
+                format!("task {id} has unknown status code {code}; is the runtime older than the schema?"),
+            )
+        })?;
+        let errors_json: serde_json::Value = row.get("errors");
+        let errors: Vec<ErrorRecord> = serde_json::from_value(errors_json).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Payload,
+                format!("the error history of task {id} is malformed"),
+                err,
+            )
+        })?;
+        let intervals: Option<Vec<i64>> = row.get("retry_intervals_ms");
+        let max_retries: Option<i32> = row.get("max_retries");
+        Ok(Some(TaskRecord {
+            id: row.get("id"),
+            name: row.get("name"),
+            status,
+            payload: row.get("payload"),
+            attempts: non_negative(row.get("attempts")),
+            failures: non_negative(row.get("failures")),
+            errors,
+            created_at: row.get("created_at"),
+            run_after: row.get("run_after"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+            updated_at: row.get("updated_at"),
+            parent_id: row.get("parent_id"),
+            unique_tag: row.get("unique_tag"),
+            timeout: ms(row.get("timeout_ms")),
+            retry_intervals: intervals.map(|v| v.into_iter().map(ms).collect()),
+            retry_always: row.get("retry_always"),
+            max_retries: max_retries.map(non_negative),
+            on_failed: row.get("on_failed"),
+            lease_owner: row.get("lease_owner"),
+            lease_expires_at: row.get("lease_expires_at"),
+        }))
+    }
+
+    /// Cancels a task that is still `pending`; returns whether it was. A cancelled task
+    /// frees its unique tag. Running and finished tasks are not touched.
+    pub async fn cancel_task(&self, id: TaskId) -> Result<bool> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&self.sql().cancel)
+            .await
+            .map_err(|e| db_error("cannot prepare the task cancel", e))?;
+        let row = conn
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(|e| db_error(&format!("cannot cancel task {id}"), e))?;
+        if row.is_some() {
+            tracing::info!(task.id = id, "task cancelled");
+        }
+        Ok(row.is_some())
+    }
+}

@@ -1,0 +1,203 @@
+//! Every SQL statement the runtime runs, rendered once per schema name.
+//!
+//! The schema is configurable, so statements cannot be `const`s; they are rendered when a
+//! [`Client`](crate::Client) is built and then prepared (and cached per connection) by the code
+//! that runs them. Keeping them in one place makes the claim, completion and rescue paths easy
+//! to review against the indexes in `migrations/`.
+
+/// Task status codes as stored in `tasks.status` (a `smallint`).
+pub(crate) mod status {
+    pub const PENDING: i16 = 0;
+    pub const RUNNING: i16 = 1;
+    pub const COMPLETED: i16 = 2;
+    pub const FAILED: i16 = 3;
+    pub const CANCELLED: i16 = 4;
+}
+
+/// The statements for one schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    /// The `LISTEN`/`NOTIFY` channel name (unquoted) workers wake on.
+    pub channel: String,
+    pub listen: String,
+    pub notify: String,
+    pub insert: String,
+    pub insert_many: String,
+    pub select_by_tag: String,
+    pub claim: String,
+    pub complete_many: String,
+    pub retry: String,
+    pub retry_without_event: String,
+    pub fail: String,
+    pub renew: String,
+    pub release: String,
+    pub rescue_select: String,
+    pub rescue_retry: String,
+    pub rescue_fail: String,
+    pub get_task: String,
+    pub cancel: String,
+    pub schema_version: String,
+}
+
+/// Quotes an identifier for SQL (`"name"`, doubling embedded quotes).
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The columns a worker needs about a task it claims or rescues.
+const TASK_RUN_COLUMNS: &str =
+    "t.id, t.name, t.payload::text, t.attempts, t.failures, t.timeout_ms, \
+     t.retry_intervals_ms, t.retry_always, t.max_retries, t.on_failed, t.parent_id";
+
+/// Appends one entry to a task's error history; `$MSG` is replaced by the message parameter.
+fn append_error(msg_param: &str) -> String {
+    format!(
+        "errors = errors || jsonb_build_array(jsonb_build_object(\
+         'attempt', attempts, 'at', now(), 'message', {msg_param}::text))"
+    )
+}
+
+const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Sql {
+        let s = quote_ident(schema);
+        let tasks = format!("{s}.tasks");
+        let channel = format!("{schema}_tasks");
+        let run_after = "coalesce($3::timestamptz, now() + $4::bigint * interval '1 millisecond')";
+        Sql {
+            listen: format!("LISTEN {}", quote_ident(&channel)),
+            notify: "SELECT pg_notify($1, '')".to_string(),
+            channel,
+            // One task. `ON CONFLICT DO NOTHING` only ever fires on the unique-tag index
+            // (ids come from an identity column), and then no row is returned.
+            insert: format!(
+                "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            // Many tasks sharing one definition and one set of overrides: one statement,
+            // the payloads as one text array.
+            insert_many: format!(
+                "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
+                 retry_always, max_retries, on_failed) \
+                 SELECT $1, p::jsonb, {run_after}, $5, $6, $7, $8, $9 \
+                 FROM unnest($2::text[]) AS p RETURNING id"
+            ),
+            select_by_tag: format!(
+                "SELECT id FROM {tasks} WHERE unique_tag = $1 AND status <> {}",
+                status::CANCELLED
+            ),
+            // The claim: one statement picks up to $2 due tasks this worker can run, skipping
+            // rows other workers hold, and leases them. It reads only `tasks_claim_idx`.
+            claim: format!(
+                "WITH picked AS ( \
+                   SELECT id FROM {tasks} \
+                   WHERE status = {pending} AND run_after <= now() AND name = ANY($1::text[]) \
+                   ORDER BY run_after, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {tasks} t SET status = {running}, attempts = t.attempts + 1, \
+                   started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
+                   lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
+                 FROM picked WHERE t.id = picked.id \
+                 RETURNING {TASK_RUN_COLUMNS}",
+                pending = status::PENDING,
+                running = status::RUNNING,
+            ),
+            // Successful completions, many at once, each fenced by its lease token.
+            complete_many: format!(
+                "UPDATE {tasks} t SET status = {completed}, finished_at = now(), \
+                   updated_at = now(), {CLEAR_LEASE} \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                 WHERE t.id = c.id AND t.lease_token = c.token AND t.status = {running} \
+                 RETURNING t.id",
+                completed = status::COMPLETED,
+                running = status::RUNNING,
+            ),
+            // $1 id, $2 token, $3 message, $4 delay in ms.
+            retry: format!(
+                "UPDATE {tasks} SET status = {pending}, failures = failures + 1, {err}, \
+                   run_after = now() + $4::bigint * interval '1 millisecond', updated_at = now(), \
+                   {CLEAR_LEASE} \
+                 WHERE id = $1 AND lease_token = $2 AND status = {running}",
+                err = append_error("$3"),
+                pending = status::PENDING,
+                running = status::RUNNING,
+            ),
+            // $1 id, $2 token, $3 delay in ms. No error recorded, no failure counted.
+            retry_without_event: format!(
+                "UPDATE {tasks} SET status = {pending}, \
+                   run_after = now() + $3::bigint * interval '1 millisecond', updated_at = now(), \
+                   {CLEAR_LEASE} \
+                 WHERE id = $1 AND lease_token = $2 AND status = {running}",
+                pending = status::PENDING,
+                running = status::RUNNING,
+            ),
+            // $1 id, $2 token, $3 message.
+            fail: format!(
+                "UPDATE {tasks} SET status = {failed}, failures = failures + 1, {err}, \
+                   finished_at = now(), updated_at = now(), {CLEAR_LEASE} \
+                 WHERE id = $1 AND lease_token = $2 AND status = {running}",
+                err = append_error("$3"),
+                failed = status::FAILED,
+                running = status::RUNNING,
+            ),
+            // Extends the leases this worker holds; returns the ids it still holds.
+            renew: format!(
+                "UPDATE {tasks} t SET lease_expires_at = now() + $3::bigint * interval '1 millisecond' \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                 WHERE t.id = c.id AND t.lease_token = c.token AND t.status = {running} \
+                 RETURNING t.id",
+                running = status::RUNNING,
+            ),
+            // Shutdown: hands unfinished tasks back at once; the interrupted run is not counted.
+            release: format!(
+                "UPDATE {tasks} t SET status = {pending}, attempts = greatest(t.attempts - 1, 0), \
+                   run_after = now(), updated_at = now(), {CLEAR_LEASE} \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                 WHERE t.id = c.id AND t.lease_token = c.token AND t.status = {running} \
+                 RETURNING t.id",
+                pending = status::PENDING,
+                running = status::RUNNING,
+            ),
+            // Running tasks whose lease expired; locked so that one rescuer handles each.
+            rescue_select: format!(
+                "SELECT {TASK_RUN_COLUMNS} FROM {tasks} t \
+                 WHERE t.status = {running} AND t.lease_expires_at < now() \
+                 ORDER BY t.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                running = status::RUNNING,
+            ),
+            // $1 id, $2 message. The row is locked by `rescue_select` in the same transaction.
+            rescue_retry: format!(
+                "UPDATE {tasks} SET status = {pending}, failures = failures + 1, {err}, \
+                   run_after = now(), updated_at = now(), {CLEAR_LEASE} \
+                 WHERE id = $1 AND status = {running}",
+                err = append_error("$2"),
+                pending = status::PENDING,
+                running = status::RUNNING,
+            ),
+            rescue_fail: format!(
+                "UPDATE {tasks} SET status = {failed}, failures = failures + 1, {err}, \
+                   finished_at = now(), updated_at = now(), {CLEAR_LEASE} \
+                 WHERE id = $1 AND status = {running}",
+                err = append_error("$2"),
+                failed = status::FAILED,
+                running = status::RUNNING,
+            ),
+            get_task: format!(
+                "SELECT id, name, status, payload, attempts, failures, errors, created_at, \
+                   run_after, started_at, finished_at, updated_at, parent_id, unique_tag, \
+                   timeout_ms, retry_intervals_ms, retry_always, max_retries, on_failed, \
+                   lease_owner, lease_expires_at \
+                 FROM {tasks} WHERE id = $1"
+            ),
+            cancel: format!(
+                "UPDATE {tasks} SET status = {cancelled}, finished_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status = {pending} RETURNING id",
+                cancelled = status::CANCELLED,
+                pending = status::PENDING,
+            ),
+            schema_version: format!("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Runs one claimed task: decode the payload, call the handler under the task's timeout,
+//! catch panics, and hand the outcome to the completer.
+//!
+//! Each execution is its own tokio task, so a slow or stuck handler never blocks the
+//! worker, and the renewer can abort it when the lease turns out to be lost. No database
+//! connection or transaction is held while the handler runs.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::claim::ClaimedTask;
+use super::complete::{Finished, Message, Outcome};
+use super::{Lease, Shared};
+use crate::task::{TaskContext, TaskError};
+
+/// Frees the execution's capacity slot however the execution ends (also when aborted).
+struct SlotGuard(Arc<Shared>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.executing.fetch_sub(1, Ordering::SeqCst);
+        self.0.slot_freed.notify_one();
+    }
+}
+
+/// Starts `task` on a new tokio task and records its lease.
+pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
+    let Some(handler) = shared.registry.handler(&task.name) else {
+        // The claim only selects registered names, so this cannot happen; the lease then
+        // expires and the rescuer returns the task for a worker that knows it.
+        tracing::error!(task.id = task.id, task.name = %task.name, "claimed a task without a handler");
+        return;
+    };
+    shared.executing.fetch_add(1, Ordering::SeqCst);
+    // The lease is recorded before the execution starts so that the completer, which
+    // forgets it, can never run before it is recorded.
+    shared
+        .leases
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            task.id,
+            Lease {
+                token: task.token,
+                abort: None,
+            },
+        );
+    let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1));
+    let ctx = TaskContext {
+        id: task.id,
+        name: task.name.clone(),
+        attempt: task.attempt,
+        deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
+        timeout,
+        parent_id: task.parent_id,
+    };
+    let span = tracing::info_span!(
+        "anchor.task",
+        task.id = task.id,
+        task.name = %task.name,
+        task.attempt = task.attempt
+    );
+    let guard = SlotGuard(shared.clone());
+    let completer = shared.completer.clone();
+    let id = task.id;
+    let execution = async move {
+        let _guard = guard;
+        tracing::debug!("task started");
+        // The payload is needed only to decode the parameters; the outcome does not carry it.
+        let payload = std::mem::take(&mut task.payload);
+        let work = async move {
+            match handler(ctx, &payload) {
+                Ok(future) => match future.await {
+                    Ok(()) => Outcome::Completed,
+                    Err(TaskError::Failed(err)) => Outcome::Failed {
+                        message: err.to_string(),
+                        fatal: false,
+                    },
+                    Err(TaskError::Fatal(err)) => Outcome::Failed {
+                        message: format!("fatal: {err}"),
+                        fatal: true,
+                    },
+                    Err(TaskError::RetryWithoutErrorEvent) => Outcome::RetryWithoutEvent,
+                },
+                // A payload that does not decode now never will: fail without retrying.
+                Err(err) => Outcome::Failed {
+                    message: format!("payload does not match the parameters of this task: {err}"),
+                    fatal: true,
+                },
+            }
+        };
+        let outcome =
+            match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(panic)) => Outcome::Failed {
+                    message: format!("panicked: {}", panic_message(panic.as_ref())),
+                    fatal: false,
+                },
+                Err(_) => Outcome::Failed {
+                    message: format!("timed out after {}", humanise(timeout)),
+                    fatal: false,
+                },
+            };
+        match &outcome {
+            Outcome::Completed => tracing::debug!("task succeeded"),
+            Outcome::Failed { message, fatal } => {
+                tracing::info!(error = %message, fatal, "task attempt failed")
+            }
+            Outcome::RetryWithoutEvent => tracing::debug!("task asked to be retried later"),
+        }
+        // The slot is free once the handler is done; the outcome is written behind it.
+        drop(_guard);
+        if completer
+            .send(Message::Finished(Box::new(Finished { task, outcome })))
+            .await
+            .is_err()
+        {
+            tracing::warn!("worker stopped before the outcome was written; the lease will expire");
+        }
+    }
+    .instrument(span);
+    let handle = tokio::spawn(execution);
+    if let Some(lease) = shared
+        .leases
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&id)
+    {
+        lease.abort = Some(handle.abort_handle());
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}
+
+/// Formats a duration the way tasks.yaml writes them (`1h`, `30s`, `200ms`).
+pub(crate) fn humanise(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

@@ -1,0 +1,75 @@
+//! The listener: a dedicated connection (never a pooled one, whose notifications would be
+//! dropped) that `LISTEN`s on the schema's channel and wakes the producer on every
+//! notification. It reconnects with backoff when the connection dies; the producer's poll
+//! covers anything missed meanwhile, and every (re)connect wakes the producer once.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{Backoff, Shared};
+
+/// The listener loop; without connection settings (a client built from a pool only) the
+/// worker relies on polling.
+pub(crate) async fn run_listener(shared: Arc<Shared>) {
+    let Some(config) = shared.client.inner.listen_config.clone() else {
+        tracing::info!(
+            worker = %shared.worker_id,
+            "no connection settings for LISTEN (client built from a pool); polling only"
+        );
+        return;
+    };
+    let mut backoff = Backoff::new();
+    loop {
+        let started = tokio::time::Instant::now();
+        match listen_once(&shared, &config).await {
+            Ok(()) => {
+                tracing::warn!(worker = %shared.worker_id, "LISTEN connection closed; reconnecting")
+            }
+            Err(err) => tracing::warn!(
+                worker = %shared.worker_id,
+                error = %err,
+                "LISTEN connection failed; reconnecting"
+            ),
+        }
+        // A connection that lived a while was healthy: start the backoff afresh.
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Connects, listens and forwards notifications until the connection ends.
+async fn listen_once(
+    shared: &Shared,
+    config: &tokio_postgres::Config,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    // The connection must be polled for the LISTEN to complete, so drive it and the
+    // statement together.
+    let listen_sql = shared.client.sql().listen.clone();
+    let drive = async {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => shared.wake.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err),
+                None => return Ok(()),
+            }
+        }
+    };
+    let listen = async {
+        client.batch_execute(&listen_sql).await?;
+        tracing::debug!(worker = %shared.worker_id, "listening for new tasks");
+        // Tasks may have arrived while this connection was down.
+        shared.wake.notify_one();
+        std::future::pending::<Result<(), tokio_postgres::Error>>().await
+    };
+    tokio::select! {
+        result = drive => result,
+        result = listen => result,
+    }
+}

@@ -1,0 +1,438 @@
+//! The worker: claims due tasks, runs them, records their outcomes, keeps their leases and
+//! rescues the tasks of workers that died.
+//!
+//! A running worker is a handful of tokio tasks sharing one [`Shared`] state:
+//! - the *producer* (`claim.rs`) claims batches up to free capacity and spawns executions;
+//! - each *execution* (`execute.rs`) runs one task's handler under its timeout and hands
+//!   the outcome to the completer;
+//! - the *completer* (`complete.rs`) writes outcomes, successes many per statement;
+//! - the *renewer* and the *rescuer* (`lease.rs`) extend this worker's leases and return
+//!   other workers' expired tasks to `pending`;
+//! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer.
+
+mod claim;
+mod complete;
+mod execute;
+mod lease;
+mod listen;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::client::Client;
+use crate::registry::Registry;
+use crate::task::TaskId;
+
+/// How a worker runs. Build it from [`WorkerConfig::default`] and the `with_*` setters.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = anchor_runtime::WorkerConfig::default()
+///     .with_concurrency(20)
+///     .with_poll_interval(Duration::from_millis(500));
+/// assert_eq!(config.concurrency, 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How many tasks run at once (default 10).
+    pub concurrency: usize,
+    /// How often to look for due tasks when no notification arrives (default 1 s).
+    pub poll_interval: Duration,
+    /// How long a claim holds a task without renewal (default 30 s). A worker that dies is
+    /// noticed this long after its last renewal.
+    pub lease_duration: Duration,
+    /// How often leases are renewed (default: a third of the lease).
+    pub lease_renew_interval: Option<Duration>,
+    /// How often expired leases are looked for (default: half the lease, with jitter).
+    pub rescue_interval: Option<Duration>,
+    /// How long shutdown waits for running tasks before releasing them (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Do not run at all: [`Worker::start`] returns a handle that does nothing. For
+    /// processes that only enqueue.
+    pub disable: bool,
+    /// This worker's name in `lease_owner` (default: host name, process id and a random
+    /// suffix).
+    pub worker_id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 10,
+            poll_interval: Duration::from_secs(1),
+            lease_duration: Duration::from_secs(30),
+            lease_renew_interval: None,
+            rescue_interval: None,
+            shutdown_grace: Duration::from_secs(30),
+            disable: false,
+            worker_id: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Sets [`WorkerConfig::concurrency`].
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+    /// Sets [`WorkerConfig::poll_interval`].
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+    /// Sets [`WorkerConfig::lease_duration`].
+    pub fn with_lease_duration(mut self, lease: Duration) -> Self {
+        self.lease_duration = lease;
+        self
+    }
+    /// Sets [`WorkerConfig::lease_renew_interval`].
+    pub fn with_lease_renew_interval(mut self, interval: Duration) -> Self {
+        self.lease_renew_interval = Some(interval);
+        self
+    }
+    /// Sets [`WorkerConfig::rescue_interval`].
+    pub fn with_rescue_interval(mut self, interval: Duration) -> Self {
+        self.rescue_interval = Some(interval);
+        self
+    }
+    /// Sets [`WorkerConfig::shutdown_grace`].
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+    /// Sets [`WorkerConfig::disable`].
+    pub fn with_disable(mut self, disable: bool) -> Self {
+        self.disable = disable;
+        self
+    }
+    /// Sets [`WorkerConfig::worker_id`].
+    pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Replaces values no worker can run with (zero concurrency, zero intervals) by the
+    /// nearest workable ones.
+    fn normalised(mut self) -> Self {
+        self.concurrency = self.concurrency.max(1);
+        self.poll_interval = self.poll_interval.max(Duration::from_millis(10));
+        self.lease_duration = self.lease_duration.max(Duration::from_millis(100));
+        self
+    }
+
+    fn renew_interval(&self) -> Duration {
+        self.lease_renew_interval
+            .unwrap_or(self.lease_duration / 3)
+            .max(Duration::from_millis(10))
+    }
+
+    fn rescue_interval(&self) -> Duration {
+        self.rescue_interval
+            .unwrap_or(self.lease_duration / 2)
+            .max(Duration::from_millis(10))
+    }
+}
+
+/// A lease this worker holds: the token that fences its writes and the running execution.
+struct Lease {
+    token: i64,
+    abort: Option<AbortHandle>,
+}
+
+/// State shared by a worker's tasks.
+pub(crate) struct Shared {
+    client: Client,
+    registry: Registry,
+    config: WorkerConfig,
+    worker_id: String,
+    names: Vec<String>,
+    /// New work may be due (a notification, a poll, a retry timer).
+    wake: Notify,
+    /// An execution ended, so capacity is free.
+    slot_freed: Notify,
+    executing: AtomicUsize,
+    leases: Mutex<HashMap<TaskId, Lease>>,
+    stop: watch::Sender<bool>,
+    completer: mpsc::Sender<complete::Message>,
+}
+
+impl Shared {
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease_duration.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The leases held now, as parallel id and token arrays.
+    fn lease_snapshot(&self) -> (Vec<TaskId>, Vec<i64>) {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.iter().map(|(id, l)| (*id, l.token)).unzip()
+    }
+
+    fn forget_leases(&self, ids: impl IntoIterator<Item = TaskId>) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            leases.remove(&id);
+        }
+    }
+}
+
+/// A worker: runs the tasks of a [`Registry`] from the database behind a [`Client`].
+///
+/// ```no_run
+/// # async fn demo(client: anchor_runtime::Client, registry: anchor_runtime::Registry) {
+/// use anchor_runtime::{Worker, WorkerConfig};
+/// let handle = Worker::new(client, registry, WorkerConfig::default()).start();
+/// // ... serve requests ...
+/// handle.shutdown().await;
+/// # }
+/// ```
+pub struct Worker {
+    client: Client,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// Prepares a worker; nothing runs until [`Worker::start`].
+    pub fn new(client: Client, registry: Registry, config: WorkerConfig) -> Worker {
+        Worker {
+            client,
+            registry,
+            config: config.normalised(),
+        }
+    }
+
+    /// Starts the worker on the current tokio runtime and returns at once. Dropping the
+    /// handle leaves the worker running; call [`WorkerHandle::shutdown`] to stop it.
+    pub fn start(self) -> WorkerHandle {
+        let worker_id = self
+            .config
+            .worker_id
+            .clone()
+            .unwrap_or_else(default_worker_id);
+        let (stop, _) = watch::channel(false);
+        let (completer_tx, completer_rx) = mpsc::channel(complete::CHANNEL_CAPACITY);
+        let names: Vec<String> = self
+            .registry
+            .task_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let shared = Arc::new(Shared {
+            client: self.client,
+            registry: self.registry,
+            config: self.config,
+            worker_id,
+            names,
+            wake: Notify::new(),
+            slot_freed: Notify::new(),
+            executing: AtomicUsize::new(0),
+            leases: Mutex::new(HashMap::new()),
+            stop,
+            completer: completer_tx,
+        });
+        if shared.config.disable {
+            tracing::info!(worker = %shared.worker_id, "worker disabled by configuration");
+            return WorkerHandle {
+                shared,
+                producer: None,
+                background: Vec::new(),
+            };
+        }
+        tracing::info!(
+            worker = %shared.worker_id,
+            tasks = ?shared.names,
+            concurrency = shared.config.concurrency,
+            "worker starting"
+        );
+        let background = vec![
+            tokio::spawn(complete::run_completer(shared.clone(), completer_rx)),
+            tokio::spawn(lease::run_renewer(shared.clone())),
+            tokio::spawn(lease::run_rescuer(shared.clone())),
+            tokio::spawn(listen::run_listener(shared.clone())),
+        ];
+        let producer = tokio::spawn(claim::run_producer(shared.clone()));
+        WorkerHandle {
+            shared,
+            producer: Some(producer),
+            background,
+        }
+    }
+
+    /// Runs the worker until SIGINT or SIGTERM, then shuts it down gracefully.
+    pub async fn run_until_signal(self) {
+        let handle = self.start();
+        wait_for_signal().await;
+        tracing::info!(worker = %handle.worker_id(), "shutdown signal received");
+        handle.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; waiting for SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Controls a started worker.
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    producer: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// This worker's id, as written to `lease_owner`.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// How many tasks are running now.
+    pub fn running(&self) -> usize {
+        self.shared.executing.load(Ordering::SeqCst)
+    }
+
+    /// Stops gracefully: no new claims, running tasks get up to the shutdown grace to
+    /// finish, their outcomes are written, and whatever still runs is then stopped and
+    /// released (back to `pending`, the run not counted) for another worker to take at once.
+    pub async fn shutdown(mut self) {
+        let shared = self.shared.clone();
+        shared.stop.send_replace(true);
+        if let Some(producer) = self.producer.take() {
+            let _ = producer.await;
+        } else {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace;
+        loop {
+            let freed = shared.slot_freed.notified();
+            if shared.executing.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break;
+            }
+        }
+        let left = shared.executing.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(
+                worker = %shared.worker_id,
+                tasks = left,
+                "shutdown grace expired; stopping and releasing the tasks still running"
+            );
+            let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+            for lease in leases.values() {
+                if let Some(abort) = &lease.abort {
+                    abort.abort();
+                }
+            }
+        }
+        // Write every outcome that is queued, then hand back what never finished.
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if shared
+            .completer
+            .send(complete::Message::Flush(ack_tx))
+            .await
+            .is_ok()
+        {
+            let flush_wait = shared.config.shutdown_grace.max(Duration::from_secs(5));
+            if tokio::time::timeout(flush_wait, ack_rx).await.is_err() {
+                tracing::warn!(worker = %shared.worker_id, "timed out writing the last outcomes");
+            }
+        }
+        lease::release_all(&shared).await;
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        tracing::info!(worker = %shared.worker_id, "worker stopped");
+    }
+
+    /// Stops at once without writing outcomes or releasing leases, as if the process had
+    /// died: the tasks it held return to other workers when their leases expire. For tests
+    /// and for emergencies.
+    pub fn abort(mut self) {
+        self.shared.stop.send_replace(true);
+        if let Some(producer) = self.producer.take() {
+            producer.abort();
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for lease in leases.values() {
+            if let Some(abort) = &lease.abort {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "worker".to_string());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Exponential backoff with jitter for database outages: 100 ms doubling to 5 s.
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The next wait, between half and all of the current step.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        let half = step / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
