@@ -238,7 +238,14 @@ fn check_schema(
     }
 
     let enum_entry = entry(entries, "enum");
+    let composed = ["oneOf", "anyOf", "allOf", "not", "$ref"]
+        .iter()
+        .any(|k| entry(entries, k).is_some());
     let Some((type_key, type_node)) = entry(entries, "type") else {
+        if composed {
+            // The unsupported keyword was reported; a missing `type` would only repeat it.
+            return None;
+        }
         let hint = if enum_entry.is_some() {
             "add `type: string` (only string enums are supported)".to_string()
         } else if top {
@@ -251,6 +258,11 @@ fn check_schema(
             format!("the schema of {what} has no `type`"),
             Some(hint),
         );
+        // Keep checking the properties of what is evidently meant to be an object, so their
+        // problems are reported in the same run.
+        if entry(entries, "properties").is_some() {
+            let _ = check_object(r, entries, what);
+        }
         return None;
     };
     let ty = match &type_node.kind {

@@ -12,7 +12,7 @@ use heck::ToSnakeCase;
 use serde_json::{json, Map, Value};
 
 use crate::model::{CronJob, Parameters, ParametersSource, Spec, Task, DEFAULT_TIMEOUT};
-use crate::report::{hint_did_you_mean, Reporter};
+use crate::report::{did_you_mean, hint_did_you_mean, Reporter};
 use crate::schema::{self, Checked, Property};
 use crate::yaml::{Node, NodeKind, Pos, Scalar};
 
@@ -34,11 +34,11 @@ const EVENT_KEYS: &[&str] = &["onFailed"];
 /// `retryPolicy:`".
 fn home_of(key: &str) -> Option<&'static str> {
     if RETRY_KEYS.contains(&key) {
-        Some("retryPolicy")
+        Some("`retryPolicy:`")
     } else if CRON_KEYS.contains(&key) {
-        Some("cronjob")
+        Some("`cronjob:`")
     } else if EVENT_KEYS.contains(&key) {
-        Some("events")
+        Some("`events:`")
     } else if TASK_KEYS.contains(&key) {
         Some("a task (`- name: ...`)")
     } else {
@@ -103,6 +103,18 @@ fn fields<'n>(
     what: &str,
     allowed: &[&'static str],
 ) -> Option<Vec<(&'static str, &'n Node, &'n Node)>> {
+    fields_and_guesses(r, node, what, allowed).map(|(known, _)| known)
+}
+
+/// Known keys (as [`fields`]) and the keys that unknown keys were probably meant to be, so a
+/// "missing `interval`" error is not added to "unknown key `intervall`; did you mean
+/// `interval`?".
+fn fields_and_guesses<'n>(
+    r: &mut Reporter<'_>,
+    node: &'n Node,
+    what: &str,
+    allowed: &[&'static str],
+) -> Option<(Vec<(&'static str, &'n Node, &'n Node)>, Vec<&'static str>)> {
     let Some(entries) = node.as_map() else {
         let expected = allowed
             .iter()
@@ -117,6 +129,7 @@ fn fields<'n>(
         return None;
     };
     let mut out: Vec<(&'static str, &'n Node, &'n Node)> = Vec::new();
+    let mut guesses: Vec<&'static str> = Vec::new();
     for (key, value) in entries {
         let Some(name) = key.scalar_text() else {
             r.error_at(
@@ -144,7 +157,10 @@ fn fields<'n>(
             out.push((known, key, value));
             continue;
         }
-        let hint = hint_did_you_mean(name, allowed.iter().copied())
+        let guess = did_you_mean(name, allowed.iter().copied());
+        guesses.extend(guess);
+        let hint = guess
+            .map(|g| format!("did you mean `{g}`?"))
             .or_else(|| home_of(name).map(|home| format!("`{name}` belongs under {home}")))
             .or_else(|| {
                 Some(format!(
@@ -158,7 +174,7 @@ fn fields<'n>(
             });
         r.error_at(key, format!("unknown key `{name}` in {what}"), hint);
     }
-    Some(out)
+    Some((out, guesses))
 }
 
 /// A text value: strings, and the source text of numbers when `numbers_as_text` (so a
@@ -205,7 +221,7 @@ fn duration_text<'n>(r: &mut Reporter<'_>, node: &'n Node, what: &str) -> Option
             node,
             value: text.clone(),
         }),
-        _ => text(r, node, what, "30s, 5m or 1h"),
+        _ => text(r, node, what, "10m"),
     }
 }
 
@@ -236,7 +252,7 @@ fn read_retry<'n>(
     label: &str,
 ) -> Option<RawRetry<'n>> {
     let what = format!("`retryPolicy` of {label}");
-    let entries = fields(r, node, &what, RETRY_KEYS)?;
+    let (entries, guesses) = fields_and_guesses(r, node, &what, RETRY_KEYS)?;
     let mut raw = RawRetry {
         key,
         intervals: None,
@@ -322,6 +338,9 @@ fn read_retry<'n>(
     }
     if raw.complete && raw.intervals.is_none() {
         raw.complete = false;
+        if guesses.contains(&"interval") {
+            return Some(raw);
+        }
         r.error_at(
             key,
             format!("{what} has no `interval`"),
@@ -338,7 +357,7 @@ fn read_cron<'n>(
     label: &str,
 ) -> Option<RawCron<'n>> {
     let what = format!("`cronjob` of {label}");
-    let entries = fields(r, node, &what, CRON_KEYS)?;
+    let (entries, guesses) = fields_and_guesses(r, node, &what, CRON_KEYS)?;
     let mut raw = RawCron {
         key,
         expression: None,
@@ -405,6 +424,9 @@ fn read_cron<'n>(
     }
     if raw.complete && raw.expression.is_none() {
         raw.complete = false;
+        if guesses.contains(&"cronExpression") {
+            return Some(raw);
+        }
         r.error_at(
             key,
             format!("{what} has no `cronExpression`"),
@@ -425,12 +447,7 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
         })
         .and_then(|(_, v)| v.as_str())
         .map_or_else(|| format!("task #{}", index + 1), |n| format!("task `{n}`"));
-    let entries = fields(
-        r,
-        node,
-        &format!("{label} (item {} of `tasks`)", index + 1),
-        TASK_KEYS,
-    )?;
+    let (entries, guesses) = fields_and_guesses(r, node, &label, TASK_KEYS)?;
     let mut task = RawTask {
         node,
         label: label.clone(),
@@ -496,7 +513,7 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
             _ => {}
         }
     }
-    if !name_seen {
+    if !name_seen && !guesses.contains(&"name") {
         r.error_at(
             node,
             format!("{label} has no `name`"),
@@ -528,8 +545,11 @@ pub(crate) fn check_document(
         );
         return None;
     };
-    let top = fields(r, root, "the top level", TOP_KEYS)?;
+    let (top, guesses) = fields_and_guesses(r, root, "the top level", TOP_KEYS)?;
     let Some((_, tasks_key, tasks_node)) = top.iter().find(|(k, _, _)| *k == "tasks") else {
+        if guesses.contains(&"tasks") {
+            return None;
+        }
         r.error_at(
             root,
             "the file has no `tasks` list",
