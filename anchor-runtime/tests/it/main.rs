@@ -1,0 +1,5 @@
+//! Integration tests of the runtime against a real, throwaway PostgreSQL. One test binary;
+//! each test gets its own database.
+
+mod basics;
+mod harness;
