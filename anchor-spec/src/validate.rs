@@ -102,9 +102,12 @@ fn fields<'n>(
     node: &'n Node,
     what: &str,
     allowed: &[&'static str],
-) -> Option<Vec<(&'static str, &'n Node, &'n Node)>> {
+) -> Option<Entries<'n>> {
     fields_and_guesses(r, node, what, allowed).map(|(known, _)| known)
 }
+
+/// The known entries of a mapping: key name, key node, value node.
+type Entries<'n> = Vec<(&'static str, &'n Node, &'n Node)>;
 
 /// Known keys (as [`fields`]) and the keys that unknown keys were probably meant to be, so a
 /// "missing `interval`" error is not added to "unknown key `intervall`; did you mean
@@ -114,7 +117,7 @@ fn fields_and_guesses<'n>(
     node: &'n Node,
     what: &str,
     allowed: &[&'static str],
-) -> Option<(Vec<(&'static str, &'n Node, &'n Node)>, Vec<&'static str>)> {
+) -> Option<(Entries<'n>, Vec<&'static str>)> {
     let Some(entries) = node.as_map() else {
         let expected = allowed
             .iter()
@@ -128,7 +131,7 @@ fn fields_and_guesses<'n>(
         );
         return None;
     };
-    let mut out: Vec<(&'static str, &'n Node, &'n Node)> = Vec::new();
+    let mut out: Entries<'n> = Vec::new();
     let mut guesses: Vec<&'static str> = Vec::new();
     for (key, value) in entries {
         let Some(name) = key.scalar_text() else {
