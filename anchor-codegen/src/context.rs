@@ -69,6 +69,8 @@ pub(crate) struct CronContext {
     pub expression: String,
     /// `Some("Europe/Berlin")` or `None` as Rust code.
     pub timezone: String,
+    /// The time zone for docs: the IANA name, or `UTC`.
+    pub timezone_text: String,
     /// `Some("{...}")` or `None` as Rust code.
     pub default_params: String,
 }
@@ -139,6 +141,7 @@ fn task_context(task: &Task, empty_params: bool) -> TaskContext {
                 Some(tz) => format!("Some({})", rust_str(tz)),
                 None => "None".into(),
             },
+            timezone_text: cron.timezone.clone().unwrap_or_else(|| "UTC".into()),
             default_params: if task.parameters.all_defaultable {
                 format!("Some({})", rust_str(&defaults_json))
             } else {

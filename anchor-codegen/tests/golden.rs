@@ -129,3 +129,49 @@ fn generating_twice_is_byte_for_byte_identical() {
         }
     }
 }
+
+#[test]
+fn cargo_fmt_leaves_the_generated_module_unchanged() {
+    // mod.rs is formatted exactly as rustfmt would; every other file is declared
+    // `#[rustfmt::skip]`, so running `cargo fmt` in a user's crate cannot make
+    // `anchor generate --check` fail.
+    for dir in ["valid", "codegen"] {
+        for (relative, _) in fixtures(dir) {
+            let files = generate(&relative);
+            let root = files.iter().find(|f| f.path == "mod.rs").expect("mod.rs");
+            for file in files.iter().filter(|f| f.path != "mod.rs") {
+                let module = file.path.trim_end_matches(".rs");
+                assert!(
+                    root.contents
+                        .contains(&format!("#[rustfmt::skip]\npub mod {module};")),
+                    "{relative}: {module} is not skipped by rustfmt"
+                );
+            }
+            let mut child = std::process::Command::new("rustfmt")
+                .args(["--edition", "2021", "--emit", "stdout"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("rustfmt is installed (rustup component add rustfmt)");
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(root.contents.as_bytes())
+                .expect("rustfmt reads its input");
+            let output = child.wait_with_output().expect("rustfmt finishes");
+            // `rustfmt --check` exits 0 on stdin input even when it differs, so compare the
+            // formatted text instead.
+            assert!(
+                output.status.success(),
+                "{relative}: rustfmt failed on mod.rs"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout),
+                root.contents,
+                "{relative}: rustfmt would change mod.rs"
+            );
+        }
+    }
+}

@@ -2,15 +2,17 @@
 
 //! The defaults of each task from `testdata/codegen/seed.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `SendEmail` task.
 ///
 /// Send an email to a user
 ///
 /// - retry: waits 5m; always retried on failure; until it succeeds
 /// - timeout: 1h
-pub const SEND_EMAIL: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     name: "SendEmail",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[300000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -27,16 +29,16 @@ pub const SEND_EMAIL: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskD
 ///
 /// - retry: waits 1h; always retried on failure; until it succeeds
 /// - timeout: 1h
-/// - cron: `0 0 1 * * *`
-pub const PROCESS_DAILY_REPORTS: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `0 0 1 * * *` (UTC), scheduled once code calls `run_process_daily_reports`
+pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     name: "ProcessDailyReports",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[3600000],
         always_retry_on_failure: true,
         max_retries: None,
     }),
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "0 0 1 * * *",
         timezone: None,
         default_params: None,
@@ -52,9 +54,9 @@ pub const PROCESS_DAILY_REPORTS: ::anchor_runtime::TaskDefinition = ::anchor_run
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 10m
 /// - on failure: enqueues `HandleOrderFailure`
-pub const PROCESS_ORDER: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     name: "ProcessOrder",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -71,7 +73,7 @@ pub const PROCESS_ORDER: ::anchor_runtime::TaskDefinition = ::anchor_runtime::Ta
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const HANDLE_ORDER_FAILURE: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     name: "HandleOrderFailure",
     retry: None,
     timeout_ms: 3600000,
@@ -87,9 +89,9 @@ pub const HANDLE_ORDER_FAILURE: ::anchor_runtime::TaskDefinition = ::anchor_runt
 /// - retry: waits 1m, 2m, 4m, 8m; always retried on failure; at most 4 retries
 /// - timeout: 1h
 /// - on failure: enqueues `EscalateFailedNotification`
-pub const SEND_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     name: "SendNotification",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[60000, 120000, 240000, 480000],
         always_retry_on_failure: true,
         max_retries: Some(4),
@@ -106,7 +108,7 @@ pub const SEND_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anchor_runtime
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const ESCALATE_FAILED_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     name: "EscalateFailedNotification",
     retry: None,
     timeout_ms: 3600000,
@@ -122,9 +124,9 @@ pub const ESCALATE_FAILED_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anc
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 1h
 /// - on failure: enqueues `onDeleteOpaqueKeyFailed`
-pub const DELETE_OPAQUE_KEY: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     name: "deleteOpaqueKey",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -141,9 +143,9 @@ pub const DELETE_OPAQUE_KEY: ::anchor_runtime::TaskDefinition = ::anchor_runtime
 ///
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 1h
-pub const ON_DELETE_OPAQUE_KEY_FAILED: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     name: "onDeleteOpaqueKeyFailed",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -163,12 +165,12 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: ::anchor_runtime::TaskDefinition = ::anch
 ///
 /// - retry: never retried
 /// - timeout: 1h
-/// - cron: `*/15 * * * *`
-pub const IMPORT_CATALOG_FAILED: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `*/15 * * * *` (Europe/Berlin), scheduled when a worker starts
+pub const IMPORT_CATALOG_FAILED: TaskDefinition = TaskDefinition {
     name: "import_catalog_failed",
     retry: None,
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "*/15 * * * *",
         timezone: Some("Europe/Berlin"),
         default_params: Some("{\"batchSize\":100}"),
@@ -183,7 +185,7 @@ pub const IMPORT_CATALOG_FAILED: ::anchor_runtime::TaskDefinition = ::anchor_run
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const CLEANUP: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const CLEANUP: TaskDefinition = TaskDefinition {
     name: "Cleanup",
     retry: None,
     timeout_ms: 3600000,

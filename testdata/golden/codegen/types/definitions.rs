@@ -2,13 +2,15 @@
 
 //! The defaults of each task from `testdata/codegen/types.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `MapTypes` task.
 ///
 /// Every JSON Schema shape the generator maps, one property each.
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const MAP_TYPES: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const MAP_TYPES: TaskDefinition = TaskDefinition {
     name: "MapTypes",
     retry: None,
     timeout_ms: 3600000,

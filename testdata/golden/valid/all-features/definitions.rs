@@ -2,6 +2,8 @@
 
 //! The defaults of each task from `testdata/valid/all-features.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `ImportCatalog` task.
 ///
 /// Import a product catalog from a partner feed.
@@ -9,9 +11,9 @@
 /// - retry: waits 1m, 5m, 15m; always retried on failure; at most 5 retries
 /// - timeout: 90m
 /// - on failure: enqueues `catalog_import_failed`
-pub const IMPORT_CATALOG: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     name: "ImportCatalog",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[60000, 300000, 900000],
         always_retry_on_failure: true,
         max_retries: Some(5),
@@ -28,9 +30,9 @@ pub const IMPORT_CATALOG: ::anchor_runtime::TaskDefinition = ::anchor_runtime::T
 ///
 /// - retry: waits 10s; at most 2 retries
 /// - timeout: 1h
-pub const CATALOG_IMPORT_FAILED: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const CATALOG_IMPORT_FAILED: TaskDefinition = TaskDefinition {
     name: "catalog_import_failed",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[10000],
         always_retry_on_failure: false,
         max_retries: Some(2),
@@ -47,12 +49,12 @@ pub const CATALOG_IMPORT_FAILED: ::anchor_runtime::TaskDefinition = ::anchor_run
 ///
 /// - retry: never retried
 /// - timeout: 1h
-/// - cron: `30 6 * * MON-FRI`
-pub const NIGHTLY_DIGEST: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `30 6 * * MON-FRI` (America/New_York), scheduled when a worker starts
+pub const NIGHTLY_DIGEST: TaskDefinition = TaskDefinition {
     name: "NightlyDigest",
     retry: None,
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "30 6 * * MON-FRI",
         timezone: Some("America/New_York"),
         default_params: Some("{\"audience\":\"staff\"}"),
@@ -65,7 +67,7 @@ pub const NIGHTLY_DIGEST: ::anchor_runtime::TaskDefinition = ::anchor_runtime::T
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const EMPTY_PARAMS: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const EMPTY_PARAMS: TaskDefinition = TaskDefinition {
     name: "EmptyParams",
     retry: None,
     timeout_ms: 3600000,

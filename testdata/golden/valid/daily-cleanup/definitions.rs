@@ -2,18 +2,20 @@
 
 //! The defaults of each task from `testdata/valid/daily-cleanup.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `DailyCleanup` task.
 ///
 /// Run daily cleanup tasks
 ///
 /// - retry: never retried
 /// - timeout: 1h
-/// - cron: `0 0 2 * * *`
-pub const DAILY_CLEANUP: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `0 0 2 * * *` (UTC), scheduled when a worker starts
+pub const DAILY_CLEANUP: TaskDefinition = TaskDefinition {
     name: "DailyCleanup",
     retry: None,
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "0 0 2 * * *",
         timezone: None,
         default_params: Some("{}"),
@@ -26,12 +28,12 @@ pub const DAILY_CLEANUP: ::anchor_runtime::TaskDefinition = ::anchor_runtime::Ta
 ///
 /// - retry: never retried
 /// - timeout: 1h
-/// - cron: `*/30 * * * * *`
-pub const HEARTBEAT: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `*/30 * * * * *` (UTC), scheduled when a worker starts
+pub const HEARTBEAT: TaskDefinition = TaskDefinition {
     name: "Heartbeat",
     retry: None,
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "*/30 * * * * *",
         timezone: None,
         default_params: Some("{}"),
@@ -44,12 +46,12 @@ pub const HEARTBEAT: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDe
 ///
 /// - retry: never retried
 /// - timeout: 1h
-/// - cron: `0 0 */6 * * *`
-pub const SIX_HOURLY: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `0 0 */6 * * *` (Europe/Berlin), scheduled when a worker starts
+pub const SIX_HOURLY: TaskDefinition = TaskDefinition {
     name: "SixHourly",
     retry: None,
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "0 0 */6 * * *",
         timezone: Some("Europe/Berlin"),
         default_params: Some("{}"),

@@ -2,22 +2,24 @@
 
 //! The defaults of each task from `testdata/valid/daily-reports.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `ProcessDailyReports` task.
 ///
 /// Generate daily reports
 ///
 /// - retry: waits 1h; always retried on failure; until it succeeds
 /// - timeout: 1h
-/// - cron: `0 0 1 * * *`
-pub const PROCESS_DAILY_REPORTS: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+/// - cron: `0 0 1 * * *` (UTC), scheduled once code calls `run_process_daily_reports`
+pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     name: "ProcessDailyReports",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[3600000],
         always_retry_on_failure: true,
         max_retries: None,
     }),
     timeout_ms: 3600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "0 0 1 * * *",
         timezone: None,
         default_params: None,

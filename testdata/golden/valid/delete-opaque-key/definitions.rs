@@ -2,6 +2,8 @@
 
 //! The defaults of each task from `testdata/valid/delete-opaque-key.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `deleteOpaqueKey` task.
 ///
 /// Delete an opaque key
@@ -9,9 +11,9 @@
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 1h
 /// - on failure: enqueues `onDeleteOpaqueKeyFailed`
-pub const DELETE_OPAQUE_KEY: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     name: "deleteOpaqueKey",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -28,9 +30,9 @@ pub const DELETE_OPAQUE_KEY: ::anchor_runtime::TaskDefinition = ::anchor_runtime
 ///
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 1h
-pub const ON_DELETE_OPAQUE_KEY_FAILED: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     name: "onDeleteOpaqueKeyFailed",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,

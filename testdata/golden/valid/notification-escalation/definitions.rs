@@ -2,6 +2,8 @@
 
 //! The defaults of each task from `testdata/valid/notification-escalation.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `SendNotification` task.
 ///
 /// Send notification to user
@@ -9,9 +11,9 @@
 /// - retry: waits 5m; always retried on failure; until it succeeds
 /// - timeout: 1h
 /// - on failure: enqueues `EscalateFailedNotification`
-pub const SEND_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     name: "SendNotification",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[300000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -28,7 +30,7 @@ pub const SEND_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anchor_runtime
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const ESCALATE_FAILED_NOTIFICATION: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     name: "EscalateFailedNotification",
     retry: None,
     timeout_ms: 3600000,

@@ -2,6 +2,8 @@
 
 //! The defaults of each task from `testdata/valid/order-workflow.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `ProcessOrder` task.
 ///
 /// Process customer order
@@ -9,9 +11,9 @@
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 10m
 /// - on failure: enqueues `HandleOrderFailure`
-pub const PROCESS_ORDER: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     name: "ProcessOrder",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -28,7 +30,7 @@ pub const PROCESS_ORDER: ::anchor_runtime::TaskDefinition = ::anchor_runtime::Ta
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const HANDLE_ORDER_FAILURE: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     name: "HandleOrderFailure",
     retry: None,
     timeout_ms: 3600000,

@@ -2,13 +2,15 @@
 
 //! The defaults of each task from `testdata/valid/parameter-types.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `ChargeUser` task.
 ///
 /// - retry: waits 30m; always retried on failure; at most 3 retries
 /// - timeout: 1h
-pub const CHARGE_USER: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const CHARGE_USER: TaskDefinition = TaskDefinition {
     name: "ChargeUser",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: Some(3),
@@ -23,9 +25,9 @@ pub const CHARGE_USER: ::anchor_runtime::TaskDefinition = ::anchor_runtime::Task
 ///
 /// - retry: waits 1m, 2m, 4m, 8m; always retried on failure; until it succeeds
 /// - timeout: 1h
-pub const BACKOFF_TASK: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const BACKOFF_TASK: TaskDefinition = TaskDefinition {
     name: "BackoffTask",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[60000, 120000, 240000, 480000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -40,7 +42,7 @@ pub const BACKOFF_TASK: ::anchor_runtime::TaskDefinition = ::anchor_runtime::Tas
 ///
 /// - retry: never retried
 /// - timeout: 2h
-pub const LONG_RUNNING_TASK: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const LONG_RUNNING_TASK: TaskDefinition = TaskDefinition {
     name: "LongRunningTask",
     retry: None,
     timeout_ms: 7200000,

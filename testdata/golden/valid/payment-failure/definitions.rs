@@ -2,6 +2,8 @@
 
 //! The defaults of each task from `testdata/valid/payment-failure.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `ProcessPayment` task.
 ///
 /// Process user payment
@@ -9,9 +11,9 @@
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 1h
 /// - on failure: enqueues `HandlePaymentFailure`
-pub const PROCESS_PAYMENT: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const PROCESS_PAYMENT: TaskDefinition = TaskDefinition {
     name: "ProcessPayment",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
@@ -28,7 +30,7 @@ pub const PROCESS_PAYMENT: ::anchor_runtime::TaskDefinition = ::anchor_runtime::
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const HANDLE_PAYMENT_FAILURE: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const HANDLE_PAYMENT_FAILURE: TaskDefinition = TaskDefinition {
     name: "HandlePaymentFailure",
     retry: None,
     timeout_ms: 3600000,

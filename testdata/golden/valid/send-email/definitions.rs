@@ -2,15 +2,17 @@
 
 //! The defaults of each task from `testdata/valid/send-email.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `SendEmail` task.
 ///
 /// Send an email to a user
 ///
 /// - retry: waits 5m; always retried on failure; until it succeeds
 /// - timeout: 1h
-pub const SEND_EMAIL: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     name: "SendEmail",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[300000],
         always_retry_on_failure: true,
         max_retries: None,

@@ -2,23 +2,25 @@
 
 //! The defaults of each task from `testdata/valid/task-definition.yaml`, as the runtime reads them.
 
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+
 /// Defaults of the `TaskName` task.
 ///
 /// Task description
 ///
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 10m
-/// - cron: `0 */1 * * *`
+/// - cron: `0 */1 * * *` (UTC), scheduled once code calls `run_task_name`
 /// - on failure: enqueues `HandleTaskFailure`
-pub const TASK_NAME: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const TASK_NAME: TaskDefinition = TaskDefinition {
     name: "TaskName",
-    retry: Some(::anchor_runtime::RetryDefaults {
+    retry: Some(RetryDefaults {
         intervals_ms: &[1800000],
         always_retry_on_failure: true,
         max_retries: None,
     }),
     timeout_ms: 600000,
-    cron: Some(::anchor_runtime::CronDefaults {
+    cron: Some(CronDefaults {
         expression: "0 */1 * * *",
         timezone: None,
         default_params: None,
@@ -33,7 +35,7 @@ pub const TASK_NAME: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDe
 ///
 /// - retry: never retried
 /// - timeout: 1h
-pub const HANDLE_TASK_FAILURE: ::anchor_runtime::TaskDefinition = ::anchor_runtime::TaskDefinition {
+pub const HANDLE_TASK_FAILURE: TaskDefinition = TaskDefinition {
     name: "HandleTaskFailure",
     retry: None,
     timeout_ms: 3600000,
