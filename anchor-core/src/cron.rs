@@ -626,8 +626,15 @@ fn parse_item(field: CronField, item: &str, offset: usize) -> Result<(u64, bool)
             1,
         ));
     }
+    // Sunday may be written 7, but a `*` or `N/step` runs to Saturday (6), as in robfig, so
+    // `MON/2` is Mon, Wed, Fri and never Sunday.
+    let implicit_max = if field == CronField::DayOfWeek {
+        6
+    } else {
+        max
+    };
     let (start, end) = if star {
-        (min, max)
+        (min, implicit_max)
     } else if let Some((low, high)) = range.split_once('-') {
         let start = parse_value(field, low, offset)?;
         let end = parse_value(field, high, offset + low.len() + 1)?;
@@ -644,7 +651,14 @@ fn parse_item(field: CronField, item: &str, offset: usize) -> Result<(u64, bool)
     } else {
         let value = parse_value(field, range, offset)?;
         // `N/step` means `N-max/step` (robfig); a plain `N` is just `N`.
-        (value, if step_text.is_some() { max } else { value })
+        (
+            value,
+            if step_text.is_some() {
+                implicit_max.max(value)
+            } else {
+                value
+            },
+        )
     };
     let mut bits = 0u64;
     let mut value = start;
@@ -652,7 +666,6 @@ fn parse_item(field: CronField, item: &str, offset: usize) -> Result<(u64, bool)
         bits |= 1 << value;
         value += step;
     }
-    // Sunday may be written 7; `*` in the weekday field covers 0-6 (7 folds onto 0 anyway).
     Ok((bits, star && step == 1))
 }
 
@@ -1024,6 +1037,242 @@ mod tests {
             ),
             ["2024-11-03T07:00:00+00:00"]
         );
+    }
+
+    /// Cases from robfig/cron v3's own `TestNext` and `TestActivation` tables (times there are
+    /// local; UTC here), so `anchor cron` agrees with the Go scheduler the seed comes from.
+    #[test]
+    fn agrees_with_robfig_next_table() {
+        let cases = [
+            (
+                "2012-07-09T14:45:00Z",
+                "0 0/15 * * * *",
+                "2012-07-09T15:00:00+00:00",
+            ),
+            (
+                "2012-07-09T14:59:00Z",
+                "0 0/15 * * * *",
+                "2012-07-09T15:00:00+00:00",
+            ),
+            (
+                "2012-07-09T14:59:59Z",
+                "0 0/15 * * * *",
+                "2012-07-09T15:00:00+00:00",
+            ),
+            (
+                "2012-07-09T15:45:00Z",
+                "0 20-35/15 * * * *",
+                "2012-07-09T16:20:00+00:00",
+            ),
+            (
+                "2012-07-09T23:46:00Z",
+                "0 */15 * * * *",
+                "2012-07-10T00:00:00+00:00",
+            ),
+            (
+                "2012-07-09T23:45:00Z",
+                "0 20-35/15 * * * *",
+                "2012-07-10T00:20:00+00:00",
+            ),
+            (
+                "2012-07-09T23:35:51Z",
+                "15/35 20-35/15 * * * *",
+                "2012-07-10T00:20:15+00:00",
+            ),
+            (
+                "2012-07-09T23:35:51Z",
+                "15/35 20-35/15 1/2 * * *",
+                "2012-07-10T01:20:15+00:00",
+            ),
+            (
+                "2012-07-09T23:35:51Z",
+                "15/35 20-35/15 10-12 * * *",
+                "2012-07-10T10:20:15+00:00",
+            ),
+            (
+                "2012-07-09T23:35:51Z",
+                "15/35 20-35/15 1/2 */2 * *",
+                "2012-07-11T01:20:15+00:00",
+            ),
+            (
+                "2012-07-09T23:35:51Z",
+                "15/35 20-35/15 * 9-20 * *",
+                "2012-07-10T00:20:15+00:00",
+            ),
+            (
+                "2012-07-09T23:35:51Z",
+                "15/35 20-35/15 * 9-20 Jul *",
+                "2012-07-10T00:20:15+00:00",
+            ),
+            (
+                "2012-07-09T23:35:00Z",
+                "0 0 0 9 Apr-Oct ?",
+                "2012-08-09T00:00:00+00:00",
+            ),
+            (
+                "2012-07-09T23:35:00Z",
+                "0 0 0 */5 Apr,Aug,Oct Mon",
+                "2012-08-01T00:00:00+00:00",
+            ),
+            (
+                "2012-07-09T23:35:00Z",
+                "0 0 0 */5 Oct Mon",
+                "2012-10-01T00:00:00+00:00",
+            ),
+            (
+                "2012-07-09T23:35:00Z",
+                "0 0 0 * Feb Mon",
+                "2013-02-04T00:00:00+00:00",
+            ),
+            (
+                "2012-07-09T23:35:00Z",
+                "0 0 0 * Feb Mon/2",
+                "2013-02-01T00:00:00+00:00",
+            ),
+            (
+                "2012-12-31T23:59:45Z",
+                "0 * * * * *",
+                "2013-01-01T00:00:00+00:00",
+            ),
+            (
+                "2012-07-09T23:35:00Z",
+                "0 0 0 29 Feb ?",
+                "2016-02-29T00:00:00+00:00",
+            ),
+        ];
+        for (after, expr, expected) in cases {
+            assert_eq!(next(expr, after), expected, "{expr} after {after}");
+        }
+        // Activation: DOM/DOW interaction (2012-07-15 is a Sunday).
+        let fires_at = |expr: &str, at: &str| {
+            let at = utc(at);
+            CronExpr::parse(expr)
+                .unwrap()
+                .next_after(at - Duration::seconds(1), None)
+                == Some(at)
+        };
+        assert!(fires_at("* * 1,15 * Sun", "2012-07-15T00:00:00Z"));
+        assert!(fires_at("* * 1,15 * Sun", "2012-06-15T00:00:00Z"));
+        assert!(fires_at("* * 1,15 * Sun", "2012-08-01T00:00:00Z"));
+        assert!(fires_at("* * */10 * Sun", "2012-07-15T00:00:00Z"));
+        assert!(!fires_at("* * * * Mon", "2012-07-15T00:00:00Z"));
+        assert!(!fires_at("* * 1,15 * *", "2012-07-09T00:00:00Z"));
+        assert!(fires_at("* * 1,15 * *", "2012-07-15T00:00:00Z"));
+        assert!(fires_at("* * */2 * Sun", "2012-07-15T00:00:00Z"));
+        assert!(fires_at("30 08 ? Jul Sun", "2012-07-15T08:30:00Z"));
+        assert!(!fires_at("30 08 ? Jul Sun", "2012-07-16T08:30:00Z"));
+        assert!(fires_at("5/15 * * * *", "2012-07-09T15:50:00Z"));
+        // `MON/2` is Monday, Wednesday, Friday: never Sunday.
+        assert_eq!(
+            CronExpr::parse("0 0 * * MON/2").unwrap().days_of_week,
+            0b0010_1010
+        );
+    }
+
+    /// robfig's time-zone cases (America/New_York, America/Sao_Paulo). Where robfig fires a
+    /// repeated autumn hour twice, anchor fires it once (the documented difference).
+    #[test]
+    fn agrees_with_robfig_time_zone_table() {
+        let cases = [
+            (
+                "2012-03-11T00:00:00-05:00",
+                "0 30 2 11 Mar ?",
+                "2013-03-11T02:30:00-04:00",
+            ),
+            (
+                "2012-03-11T00:00:00-05:00",
+                "0 0 * * * ?",
+                "2012-03-11T01:00:00-05:00",
+            ),
+            (
+                "2012-03-11T01:00:00-05:00",
+                "0 0 * * * ?",
+                "2012-03-11T03:00:00-04:00",
+            ),
+            (
+                "2012-03-11T03:00:00-04:00",
+                "0 0 * * * ?",
+                "2012-03-11T04:00:00-04:00",
+            ),
+            (
+                "2012-03-11T00:00:00-05:00",
+                "0 0 1 * * ?",
+                "2012-03-11T01:00:00-05:00",
+            ),
+            (
+                "2012-03-11T01:00:00-05:00",
+                "0 0 1 * * ?",
+                "2012-03-12T01:00:00-04:00",
+            ),
+            (
+                "2012-03-11T00:00:00-05:00",
+                "0 0 2 * * ?",
+                "2012-03-12T02:00:00-04:00",
+            ),
+            (
+                "2012-11-04T00:00:00-04:00",
+                "0 30 2 04 Nov ?",
+                "2012-11-04T02:30:00-05:00",
+            ),
+            (
+                "2012-11-04T00:00:00-04:00",
+                "0 0 * * * ?",
+                "2012-11-04T01:00:00-04:00",
+            ),
+            (
+                "2012-11-04T00:00:00-04:00",
+                "0 0 1 * * ?",
+                "2012-11-04T01:00:00-04:00",
+            ),
+            (
+                "2012-11-04T00:00:00-04:00",
+                "0 0 2 * * ?",
+                "2012-11-04T02:00:00-05:00",
+            ),
+            (
+                "2012-11-04T02:00:00-05:00",
+                "0 0 2 * * ?",
+                "2012-11-05T02:00:00-05:00",
+            ),
+            (
+                "2012-11-04T00:00:00-04:00",
+                "0 0 3 * * ?",
+                "2012-11-04T03:00:00-05:00",
+            ),
+            (
+                "2012-11-04T00:00:00-04:00",
+                "0 0 3 3 * ?",
+                "2012-12-03T03:00:00-05:00",
+            ),
+            // robfig: 01:00 EDT then 01:00 EST; anchor: the repeated 01:00 fires once.
+            (
+                "2012-11-04T01:00:00-04:00",
+                "0 0 * * * ?",
+                "2012-11-04T02:00:00-05:00",
+            ),
+            (
+                "2012-11-04T01:00:00-04:00",
+                "0 0 1 * * ?",
+                "2012-11-05T01:00:00-05:00",
+            ),
+        ];
+        let new_york = parse_timezone("America/New_York").unwrap();
+        for (after, expr, expected) in cases {
+            let got = CronExpr::parse(expr)
+                .unwrap()
+                .next_after(utc(after), Some(new_york));
+            assert_eq!(got, Some(utc(expected)), "{expr} after {after}");
+        }
+        // Midnight does not exist on some DST days in São Paulo (robfig issue 157).
+        let sao_paulo = parse_timezone("America/Sao_Paulo").unwrap();
+        let got = CronExpr::parse("0 0 9 10 * ?")
+            .unwrap()
+            .next_after(utc("2018-10-17T05:00:00-04:00"), Some(sao_paulo));
+        assert_eq!(got, Some(utc("2018-11-10T06:00:00-05:00")));
+        let got = CronExpr::parse("0 0 9 22 * ?")
+            .unwrap()
+            .next_after(utc("2018-02-14T05:00:00-05:00"), Some(sao_paulo));
+        assert_eq!(got, Some(utc("2018-02-22T07:00:00-05:00")));
     }
 
     #[test]
