@@ -220,18 +220,23 @@ struct LedgerInner {
 }
 
 impl Ledger {
-    pub fn start(&self, id: TaskId, attempt: u32) {
+    /// Records the start of a run; the run ends when the returned guard is dropped.
+    pub fn start(&self, id: TaskId, attempt: u32) -> RunGuard {
         let mut l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *l.runs.entry(id).or_default() += 1;
         if !l.running.insert(id) {
             l.overlaps.push(id);
         }
         l.starts.push((id, attempt, Instant::now()));
+        RunGuard {
+            ledger: self.clone(),
+            id,
+        }
     }
 
-    pub fn end(&self, id: TaskId) {
-        let mut l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        l.running.remove(&id);
+    pub fn is_running(&self, id: TaskId) -> bool {
+        let l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        l.running.contains(&id)
     }
 
     pub fn runs(&self, id: TaskId) -> u32 {
@@ -262,5 +267,18 @@ impl Ledger {
             .filter(|(i, _, _)| *i == id)
             .map(|(_, a, t)| (*a, *t))
             .collect()
+    }
+}
+
+/// Ends a run in the [`Ledger`] when dropped.
+pub struct RunGuard {
+    ledger: Ledger,
+    id: TaskId,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let mut l = self.ledger.inner.lock().unwrap_or_else(|e| e.into_inner());
+        l.running.remove(&self.id);
     }
 }

@@ -1,0 +1,671 @@
+//! The worker against a real database: outcomes, retries, timeouts, panics, failure events,
+//! leases, rescue, shutdown and bad input.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchor_runtime::{
+    Client, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError, TaskStatus, Worker,
+    WorkerConfig, WorkerHandle,
+};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::harness::{count, test_db, wait_for, wait_for_status, Ledger};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    n: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct FailureParams {
+    #[serde(rename = "taskID")]
+    task_id: i64,
+    channel: String,
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+const fn def(
+    name: &'static str,
+    retry: Option<RetryDefaults>,
+    timeout_ms: u64,
+    on_failed: Option<&'static str>,
+) -> TaskDefinition {
+    TaskDefinition {
+        name,
+        retry,
+        timeout_ms,
+        cron: None,
+        on_failed,
+        default_params: "{}",
+    }
+}
+
+const fn retry(intervals_ms: &'static [u64], max_retries: Option<u32>) -> Option<RetryDefaults> {
+    Some(RetryDefaults {
+        intervals_ms,
+        always_retry_on_failure: false,
+        max_retries,
+    })
+}
+
+fn config() -> WorkerConfig {
+    WorkerConfig::default()
+        .with_poll_interval(Duration::from_millis(200))
+        .with_lease_duration(Duration::from_secs(5))
+        .with_shutdown_grace(Duration::from_secs(5))
+}
+
+/// Registers a handler that records each run in `ledger` and then does `body`.
+fn register_recorded<F, Fut>(
+    registry: &mut Registry,
+    def: &'static TaskDefinition,
+    ledger: &Ledger,
+    body: F,
+) where
+    F: Fn(TaskContext, Job) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    let ledger = ledger.clone();
+    let body = Arc::new(body);
+    registry.register(def, move |ctx: TaskContext, job: Job| {
+        let ledger = ledger.clone();
+        let body = body.clone();
+        async move {
+            // The run ends when this future is dropped, also when it is cut short.
+            let _run = ledger.start(ctx.id(), ctx.attempt());
+            body(ctx, job).await
+        }
+    });
+}
+
+fn start(client: &Client, registry: Registry, config: WorkerConfig) -> WorkerHandle {
+    Worker::new(client.clone(), registry, config).start()
+}
+
+static ECHO: TaskDefinition = def("Echo", None, 10_000, None);
+
+#[tokio::test]
+async fn success_completes_and_context_is_filled() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let mut registry = Registry::new();
+    let seen2 = seen.clone();
+    register_recorded(&mut registry, &ECHO, &ledger, move |ctx, job| {
+        *seen2.lock().unwrap() = Some((
+            ctx.id(),
+            ctx.name().to_string(),
+            ctx.attempt(),
+            ctx.timeout(),
+            job.n,
+        ));
+        async { Ok(()) }
+    });
+    let worker = start(&db.client, registry, config());
+    let id = db.client.enqueue(&ECHO, &Job { n: 5 }, &[]).await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert_eq!(task.attempts, 1);
+    assert!(task.errors.is_empty());
+    assert!(task.finished_at.is_some() && task.started_at.is_some());
+    assert!(task.lease_owner.is_none());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        Some((id, "Echo".to_string(), 1, Duration::from_secs(10), 5))
+    );
+    worker.shutdown().await;
+    Ok(())
+}
+
+static FLAKY: TaskDefinition = def("Flaky", retry(&[200, 400], Some(2)), 10_000, None);
+
+#[tokio::test]
+async fn retry_comma_list_waits_the_listed_delays() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &FLAKY, &ledger, |_, _| async {
+        Err(TaskError::failed("boom"))
+    });
+    let worker = start(&db.client, registry, config());
+    let id = db.client.enqueue(&FLAKY, &Job { n: 1 }, &[]).await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
+    let starts = ledger.starts(id);
+    assert_eq!(
+        starts.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let first_gap = starts[1].1 - starts[0].1;
+    let second_gap = starts[2].1 - starts[1].1;
+    assert!(first_gap >= Duration::from_millis(200), "{first_gap:?}");
+    assert!(second_gap >= Duration::from_millis(400), "{second_gap:?}");
+    assert!(first_gap < Duration::from_secs(5), "{first_gap:?}");
+    assert!(second_gap < Duration::from_secs(5), "{second_gap:?}");
+    assert_eq!(task.attempts, 3);
+    assert_eq!(task.failures, 3);
+    assert_eq!(
+        task.errors
+            .iter()
+            .map(|e| (e.attempt, e.message.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "boom"), (2, "boom"), (3, "boom")]
+    );
+    worker.shutdown().await;
+    Ok(())
+}
+
+static DOOMED: TaskDefinition = def(
+    "Doomed",
+    retry(&[10], Some(1)),
+    10_000,
+    Some("DoomedFailed"),
+);
+static DOOMED_FAILED: TaskDefinition = TaskDefinition {
+    name: "DoomedFailed",
+    retry: None,
+    timeout_ms: 7_000,
+    cron: None,
+    on_failed: None,
+    default_params: r#"{"channel":"ops"}"#,
+};
+
+#[tokio::test]
+async fn max_retries_then_on_failed_in_the_same_transaction() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &DOOMED, &ledger, |_, _| async {
+        Err(TaskError::failed("still broken"))
+    });
+    let got = received.clone();
+    registry.register(&DOOMED_FAILED, move |ctx: TaskContext, p: FailureParams| {
+        got.lock().unwrap().push((ctx.parent_id(), p));
+        async { Ok(()) }
+    });
+    let worker = start(&db.client, registry, config());
+    let id = db.client.enqueue(&DOOMED, &Job { n: 1 }, &[]).await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
+    assert_eq!(task.attempts, 2, "max_retries 1 allows two runs");
+    assert_eq!(task.errors.len(), 2);
+
+    let handler_id = wait_for("the onFailed handler to run", LONG, || async {
+        Ok(received
+            .lock()
+            .unwrap()
+            .first()
+            .map(|(parent, p)| (*parent, p.clone())))
+    })
+    .await?;
+    assert_eq!(handler_id.0, Some(id));
+    assert_eq!(handler_id.1.task_id, id);
+    assert_eq!(handler_id.1.channel, "ops");
+
+    // The failure and the handler's insert happened in one transaction: now() is the
+    // transaction's start time, so the two timestamps are equal.
+    let conn = db.client.pool().get().await?;
+    let row = conn
+        .query_one(
+            "SELECT h.created_at = f.finished_at, h.timeout_ms, h.payload, h.name \
+             FROM anchor.tasks h JOIN anchor.tasks f ON h.parent_id = f.id WHERE f.id = $1",
+            &[&id],
+        )
+        .await?;
+    assert!(
+        row.get::<_, bool>(0),
+        "failure and onFailed enqueue commit together"
+    );
+    assert_eq!(row.get::<_, i64>(1), 7_000, "the handler's own timeout");
+    assert_eq!(
+        row.get::<_, serde_json::Value>(2),
+        serde_json::json!({"channel": "ops", "taskID": id})
+    );
+    assert_eq!(
+        count(&db.client, "parent_id IS NOT NULL").await?,
+        1,
+        "never on a retry"
+    );
+    worker.shutdown().await;
+    Ok(())
+}
+
+static FATAL: TaskDefinition = TaskDefinition {
+    name: "Fatal",
+    retry: Some(RetryDefaults {
+        intervals_ms: &[10],
+        always_retry_on_failure: true,
+        max_retries: None,
+    }),
+    timeout_ms: 10_000,
+    cron: None,
+    on_failed: None,
+    default_params: "{}",
+};
+
+#[tokio::test]
+async fn fatal_skips_retries() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &FATAL, &ledger, |_, _| async {
+        Err(TaskError::fatal("card declined"))
+    });
+    let worker = start(&db.client, registry, config());
+    let id = db.client.enqueue(&FATAL, &Job { n: 1 }, &[]).await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
+    assert_eq!(task.attempts, 1);
+    assert_eq!(task.errors.len(), 1);
+    assert_eq!(task.errors[0].message, "fatal: card declined");
+    assert_eq!(ledger.runs(id), 1);
+    worker.shutdown().await;
+    Ok(())
+}
+
+static POLITE: TaskDefinition = def("Polite", retry(&[150], Some(0)), 10_000, None);
+
+#[tokio::test]
+async fn retry_without_error_event_records_nothing_and_does_not_count() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    // max_retries 0: an ordinary error would fail at once, but asking to be retried later
+    // does not count, so the task runs again (twice) and then succeeds.
+    register_recorded(&mut registry, &POLITE, &ledger, |ctx, _| async move {
+        if ctx.attempt() < 3 {
+            Err(TaskError::RetryWithoutErrorEvent)
+        } else {
+            Ok(())
+        }
+    });
+    let worker = start(&db.client, registry, config());
+    let id = db.client.enqueue(&POLITE, &Job { n: 1 }, &[]).await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert!(task.errors.is_empty());
+    assert_eq!(task.failures, 0);
+    assert_eq!(task.attempts, 3);
+    let starts = ledger.starts(id);
+    assert!(starts[1].1 - starts[0].1 >= Duration::from_millis(150));
+    worker.shutdown().await;
+    Ok(())
+}
+
+static PANICKY: TaskDefinition = def("Panicky", None, 10_000, None);
+
+#[tokio::test]
+async fn a_panic_is_a_failure_and_the_worker_lives_on() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &PANICKY, &ledger, |_, job| async move {
+        if job.n == 1 {
+            panic!("kaboom");
+        }
+        Ok(())
+    });
+    let worker = start(&db.client, registry, config().with_concurrency(1));
+    let bad = db.client.enqueue(&PANICKY, &Job { n: 1 }, &[]).await?;
+    let task = wait_for_status(&db.client, bad, TaskStatus::Failed, LONG).await?;
+    assert_eq!(task.errors.len(), 1);
+    assert_eq!(task.errors[0].message, "panicked: kaboom");
+    let good = db.client.enqueue(&PANICKY, &Job { n: 2 }, &[]).await?;
+    wait_for_status(&db.client, good, TaskStatus::Completed, LONG).await?;
+    assert_eq!(worker.running(), 0);
+    worker.shutdown().await;
+    Ok(())
+}
+
+static SLOW: TaskDefinition = def("Slow", retry(&[10], Some(1)), 200, None);
+
+/// Sets its flag when dropped: proves a future was dropped, not left running.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn timeout_drops_the_future_and_retries() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut registry = Registry::new();
+    let flag = dropped.clone();
+    register_recorded(&mut registry, &SLOW, &ledger, move |ctx, _| {
+        let flag = flag.clone();
+        async move {
+            if ctx.attempt() == 1 {
+                let _guard = DropFlag(flag);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(())
+        }
+    });
+    let worker = start(&db.client, registry, config());
+    let id = db.client.enqueue(&SLOW, &Job { n: 1 }, &[]).await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the timed-out future was dropped"
+    );
+    assert_eq!(task.attempts, 2);
+    assert_eq!(task.errors.len(), 1);
+    assert_eq!(task.errors[0].message, "timed out after 200ms");
+    worker.shutdown().await;
+    Ok(())
+}
+
+static REPORT: TaskDefinition = def("Report", None, 10_000, Some("ReportFailed"));
+
+#[tokio::test]
+async fn bad_input_is_recorded_and_the_worker_lives_on() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &REPORT, &ledger, |_, _| async { Ok(()) });
+    let worker = start(&db.client, registry, config());
+    let conn = db.client.pool().get().await?;
+    // A payload of the wrong shape, written behind the runtime's back.
+    let malformed: i64 = conn
+        .query_one(
+            "INSERT INTO anchor.tasks (name, payload, timeout_ms, on_failed) \
+             VALUES ('Report', '{\"n\": \"not a number\"}', 5000, 'ReportFailed') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    // A task no worker here knows.
+    let unknown: i64 = conn
+        .query_one(
+            "INSERT INTO anchor.tasks (name, payload, timeout_ms) VALUES ('NotMine', '{}', 5000) RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    let task = wait_for_status(&db.client, malformed, TaskStatus::Failed, LONG).await?;
+    assert_eq!(task.attempts, 1);
+    assert!(
+        task.errors[0].message.contains("payload does not match"),
+        "{}",
+        task.errors[0].message
+    );
+    assert_eq!(ledger.runs(malformed), 0);
+    // The failure handler is enqueued even though no worker here runs it.
+    let handler = wait_for("the handler row", LONG, || async {
+        let row = conn
+            .query_opt(
+                "SELECT id, payload, status FROM anchor.tasks WHERE parent_id = $1",
+                &[&malformed],
+            )
+            .await?;
+        Ok(row.map(|r| (r.get::<_, serde_json::Value>(1), r.get::<_, i16>(2))))
+    })
+    .await?;
+    assert_eq!(handler, (serde_json::json!({"taskID": malformed}), 0));
+
+    let good = db.client.enqueue(&REPORT, &Job { n: 2 }, &[]).await?;
+    wait_for_status(&db.client, good, TaskStatus::Completed, LONG).await?;
+    let unknown = db.client.get_task(unknown).await?.context("row exists")?;
+    assert_eq!(unknown.status, TaskStatus::Pending);
+    assert_eq!(
+        unknown.attempts, 0,
+        "never claimed by a worker that cannot run it"
+    );
+    worker.shutdown().await;
+    Ok(())
+}
+
+static WORK: TaskDefinition = def("Work", None, 10_000, None);
+
+#[tokio::test]
+async fn two_workers_run_1000_tasks_each_exactly_once() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut registry = Registry::new();
+        register_recorded(&mut registry, &WORK, &ledger, |_, _| async {
+            tokio::task::yield_now().await;
+            Ok(())
+        });
+        let client = Client::connect(&db.url).await?;
+        workers.push(start(&client, registry, config()));
+    }
+    let params: Vec<Job> = (0..1000).map(|n| Job { n }).collect();
+    let ids = db.client.enqueue_many(&WORK, &params, &[]).await?;
+    wait_for("1000 completions", Duration::from_secs(120), || async {
+        Ok((count(&db.client, "status = 2").await? == 1000).then_some(()))
+    })
+    .await?;
+    let runs = ledger.all_runs();
+    assert_eq!(runs.len(), 1000);
+    for id in &ids {
+        assert_eq!(runs.get(id), Some(&1), "task {id} ran once");
+    }
+    assert!(ledger.overlaps().is_empty());
+    assert_eq!(count(&db.client, "attempts <> 1").await?, 0);
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    Ok(())
+}
+
+static HOLD: TaskDefinition = def("Hold", None, 60_000, None);
+
+#[tokio::test]
+async fn shutdown_waits_for_running_tasks_within_the_grace() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &HOLD, &ledger, |_, _| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    });
+    let worker = start(
+        &db.client,
+        registry,
+        config().with_shutdown_grace(Duration::from_secs(10)),
+    );
+    let id = db.client.enqueue(&HOLD, &Job { n: 1 }, &[]).await?;
+    wait_for("the task to start", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    worker.shutdown().await;
+    let task = db.client.get_task(id).await?.context("row exists")?;
+    assert_eq!(
+        task.status,
+        TaskStatus::Completed,
+        "finished within the grace"
+    );
+    Ok(())
+}
+
+static STUCK: TaskDefinition = def("Stuck", None, 60_000, None);
+
+#[tokio::test]
+async fn shutdown_releases_what_outlives_the_grace() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let quick = Arc::new(AtomicBool::new(false));
+    let make_registry = || {
+        let mut registry = Registry::new();
+        let flag = dropped.clone();
+        let quick = quick.clone();
+        register_recorded(&mut registry, &STUCK, &ledger, move |_, _| {
+            let flag = flag.clone();
+            let quick = quick.load(Ordering::SeqCst);
+            async move {
+                if !quick {
+                    let _guard = DropFlag(flag);
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                }
+                Ok(())
+            }
+        });
+        registry
+    };
+    let worker = start(
+        &db.client,
+        make_registry(),
+        config().with_shutdown_grace(Duration::from_millis(300)),
+    );
+    let id = db.client.enqueue(&STUCK, &Job { n: 1 }, &[]).await?;
+    wait_for("the task to start", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    let begun = std::time::Instant::now();
+    worker.shutdown().await;
+    assert!(begun.elapsed() < Duration::from_secs(10));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the unfinished run was stopped"
+    );
+    let task = db.client.get_task(id).await?.context("row exists")?;
+    assert_eq!(task.status, TaskStatus::Pending, "released at once");
+    assert_eq!(task.attempts, 0, "the interrupted run is not counted");
+    assert!(task.errors.is_empty());
+    assert!(task.lease_owner.is_none());
+    // Another worker takes it straight away, without waiting for a lease to expire.
+    quick.store(true, Ordering::SeqCst);
+    let next = start(
+        &db.client,
+        make_registry(),
+        config().with_lease_duration(Duration::from_secs(600)),
+    );
+    let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert_eq!(task.attempts, 1);
+    next.shutdown().await;
+    Ok(())
+}
+
+static FRAGILE: TaskDefinition = def("Fragile", retry(&[10], Some(3)), 60_000, None);
+
+#[tokio::test]
+async fn a_killed_worker_s_task_is_rescued_and_completed_once() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let make_registry = || {
+        let mut registry = Registry::new();
+        register_recorded(&mut registry, &FRAGILE, &ledger, |ctx, _| async move {
+            if ctx.attempt() == 1 {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+            Ok(())
+        });
+        registry
+    };
+    let short_lease = config()
+        .with_lease_duration(Duration::from_millis(600))
+        .with_rescue_interval(Duration::from_millis(200));
+
+    // Worker A runs on its own runtime, which is then dropped mid-task: as if the process
+    // had been killed (no shutdown, no release, its connections cut).
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let url = db.url.clone();
+    let registry_a = make_registry();
+    let config_a = short_lease.clone();
+    let thread = std::thread::spawn(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let client = Client::connect(&url).await?;
+            let _worker = Worker::new(client, registry_a, config_a).start();
+            let _ = kill_rx.await;
+            anyhow::Ok(())
+        })?;
+        runtime.shutdown_background();
+        Ok(())
+    });
+    let id = db.client.enqueue(&FRAGILE, &Job { n: 1 }, &[]).await?;
+    wait_for("worker A to start the task", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    let _ = kill_tx.send(());
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("worker A's thread panicked"))??;
+
+    let worker_b = start(&db.client, make_registry(), short_lease);
+    let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert_eq!(task.attempts, 2);
+    assert_eq!(task.failures, 1);
+    assert_eq!(task.errors.len(), 1);
+    assert_eq!(task.errors[0].message, "lease expired (worker lost)");
+    assert_eq!(ledger.runs(id), 2, "the killed run and the rescued run");
+    assert!(ledger.overlaps().is_empty());
+    worker_b.shutdown().await;
+    Ok(())
+}
+
+static CONTESTED: TaskDefinition = def("Contested", retry(&[10], Some(3)), 60_000, None);
+
+#[tokio::test]
+async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let make_registry = || {
+        let mut registry = Registry::new();
+        register_recorded(&mut registry, &CONTESTED, &ledger, |ctx, _| async move {
+            if ctx.attempt() == 1 {
+                // Outlives its lease, then reports success.
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                Ok(())
+            } else {
+                Err(TaskError::fatal("second run fails"))
+            }
+        });
+        registry
+    };
+    // Worker A never renews its short lease, as if it were stalled (a long GC pause, a
+    // network partition).
+    let stalled = config()
+        .with_lease_duration(Duration::from_millis(500))
+        .with_lease_renew_interval(Duration::from_secs(3600))
+        .with_rescue_interval(Duration::from_secs(3600));
+    let worker_a = start(&db.client, make_registry(), stalled);
+    let id = db.client.enqueue(&CONTESTED, &Job { n: 1 }, &[]).await?;
+    wait_for("worker A to start the task", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    let worker_b = start(
+        &db.client,
+        make_registry(),
+        config().with_rescue_interval(Duration::from_millis(100)),
+    );
+    let task = wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
+    assert_eq!(task.attempts, 2);
+    // A's first run now finishes and reports success with its old lease token.
+    wait_for("worker A's run to end", LONG, || async {
+        Ok((!ledger.is_running(id)).then_some(()))
+    })
+    .await?;
+    // Give A's completer time to try its write.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let task = db.client.get_task(id).await?.context("row exists")?;
+    assert_eq!(
+        task.status,
+        TaskStatus::Failed,
+        "the stale completion changed nothing"
+    );
+    assert_eq!(
+        task.errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        vec!["lease expired (worker lost)", "fatal: second run fails"]
+    );
+    worker_a.shutdown().await;
+    worker_b.shutdown().await;
+    Ok(())
+}
