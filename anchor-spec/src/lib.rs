@@ -86,7 +86,7 @@ pub fn check(source_name: &str, text: &str) -> Outcome {
                 err.pos,
                 1,
                 format!("invalid YAML: {}", err.message),
-                Some("fix the YAML syntax first; indentation must use spaces, and `key: value` needs a space after the colon".into()),
+                Some(err.note.unwrap_or_else(|| "fix the YAML syntax first; indentation must use spaces, and `key: value` needs a space after the colon".into())),
             );
             None
         }

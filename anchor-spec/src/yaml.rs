@@ -194,7 +194,13 @@ pub struct SyntaxError {
     pub message: String,
     /// Where.
     pub pos: Pos,
+    /// A likelier cause, when one is known (an unclosed bracket earlier in the file).
+    pub note: Option<String>,
 }
+
+/// The deepest nesting accepted. A tasks.yaml needs a few levels; far deeper input is an
+/// attack or an accident, and refusing it keeps every recursive walk off the stack limit.
+const MAX_DEPTH: usize = 128;
 
 /// The most nodes a document may expand to through aliases; more is treated as an attack
 /// (a "billion laughs" document) rather than a task list.
@@ -213,6 +219,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 line: err.marker().line(),
                 column: err.marker().col() + 1,
             },
+            note: builder.unclosed_bracket(text),
         })?;
         let span = Span::from_yaml(span);
         match event {
@@ -222,6 +229,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     return Err(SyntaxError {
                         message: "a second YAML document (`---`) is not allowed; put every task in the one `tasks:` list".into(),
                         pos: span.start,
+                        note: None,
                     });
                 }
             }
@@ -231,6 +239,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 let node = builder.anchors.get(&id).cloned().ok_or(SyntaxError {
                     message: "this alias refers to an anchor that is not defined before it".into(),
                     pos: span.start,
+                    note: None,
                 })?;
                 builder.count += count_nodes(&node);
                 if builder.count > MAX_NODES {
@@ -239,6 +248,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                             "the document expands to more than {MAX_NODES} values through aliases"
                         ),
                         pos: span.start,
+                        note: None,
                     });
                 }
                 if let Some(done) = builder.push(node, 0) {
@@ -278,6 +288,14 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
             return Err(SyntaxError {
                 message: format!("the document has more than {MAX_NODES} values"),
                 pos: span.start,
+                note: None,
+            });
+        }
+        if builder.stack.len() > MAX_DEPTH {
+            return Err(SyntaxError {
+                message: format!("the document is nested more than {MAX_DEPTH} levels deep"),
+                pos: span.start,
+                note: None,
             });
         }
     }
@@ -310,6 +328,24 @@ struct Builder {
 }
 
 impl Builder {
+    /// The innermost open `[` or `{` collection, described for a syntax error: an unclosed
+    /// bracket is usually the real cause of an error reported further down.
+    fn unclosed_bracket(&self, text: &str) -> Option<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        self.stack.iter().rev().find_map(|(_, span, _)| {
+            let line = lines.get(span.start.line.checked_sub(1)?)?;
+            let c = line.chars().nth(span.start.column.checked_sub(1)?)?;
+            matches!(c, '[' | '{').then(|| {
+                format!(
+                    "the `{c}` opened on line {} column {} is not closed; close it with `{}`",
+                    span.start.line,
+                    span.start.column,
+                    if c == '[' { ']' } else { '}' }
+                )
+            })
+        })
+    }
+
     fn open(&mut self, open: Open, span: Span, anchor: usize) {
         self.count += 1;
         self.stack.push((open, span, anchor));
@@ -465,6 +501,39 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = parse("tasks:\n  - name: [a\n").unwrap_err();
         assert!(err.pos.line >= 2, "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "- ".repeat(100_000) + "x\n";
+        let err = parse(&deep).unwrap_err();
+        assert!(err.message.contains("nested more than"), "{err:?}");
+        let flow = "[".repeat(1000);
+        assert!(parse(&flow).is_err());
+    }
+
+    #[test]
+    fn unclosed_brackets_are_named() {
+        let err = parse("tasks:\n  - name: A\n    parameters: {type: object, properties: [userId\n  - name: B\n").unwrap_err();
+        let note = err.note.expect("a note about the bracket");
+        assert!(note.contains("line 3"), "{note}");
+    }
+
+    #[test]
+    fn byte_order_mark_and_crlf() {
+        let doc = parse("\u{feff}tasks:\r\n  - name: A\r\n").unwrap().unwrap();
+        let top = doc.as_map().unwrap();
+        assert_eq!(top[0].0.scalar_text(), Some("tasks"));
+        let NodeKind::Seq(tasks) = &top[0].1.kind else {
+            panic!()
+        };
+        assert_eq!(
+            tasks[0].as_map().unwrap()[0].1.span.start,
+            Pos {
+                line: 2,
+                column: 11
+            }
+        );
     }
 
     #[test]

@@ -33,6 +33,13 @@ fn check_never_panics(text: &str) {
     }
 }
 
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 /// Pieces that YAML and tasks.yaml are made of, so random text reaches deep into the
 /// validator rather than failing at the first character.
 const TOKENS: &[&str] = &[
@@ -95,7 +102,8 @@ const TOKENS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases keep CI fast; set PROPTEST_CASES to run more locally.
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
