@@ -26,6 +26,8 @@ pub(crate) fn generate_params(spec: &Spec) -> Result<ParamsCode> {
     let mut space = typify::TypeSpace::new(&settings);
     let mut empty = Vec::new();
     let mut any_types = false;
+    // The root type of each task, to check afterwards that no two tasks share a type.
+    let mut roots: Vec<(typify::TypeId, String)> = Vec::new();
     for (index, task) in spec.tasks.iter().enumerate() {
         let names = TaskNames::new(&task.name);
         let has_properties = task
@@ -66,8 +68,10 @@ pub(crate) fn generate_params(spec: &Spec) -> Result<ParamsCode> {
                 ),
             });
         }
+        roots.push((type_id, task.name.clone()));
         any_types = true;
     }
+    check_no_shared_types(&space, &roots)?;
     // The validator rejects `pattern` and string formats are narrowed above, so these
     // crates never appear; a user's crate must not need them.
     if space.uses_regress() || space.uses_uuid() {
@@ -82,6 +86,88 @@ pub(crate) fn generate_params(spec: &Spec) -> Result<ParamsCode> {
         String::new()
     };
     Ok(ParamsCode { types, empty })
+}
+
+/// Fails when a named type is reachable from two tasks' parameter structs. typify reuses an
+/// existing type when a name repeats, so this is how a name collision shows (task `A` with an
+/// object property `bParameters` makes `AParametersBParameters`, which is also the struct of
+/// a task `AParametersB`); without the check one task would silently get the other's fields.
+fn check_no_shared_types(
+    space: &typify::TypeSpace,
+    roots: &[(typify::TypeId, String)],
+) -> Result<()> {
+    let mut owner: Vec<(typify::TypeId, &str)> = Vec::new();
+    for (root, task) in roots {
+        let mut stack = vec![root.clone()];
+        let mut visited: Vec<typify::TypeId> = Vec::new();
+        while let Some(id) = stack.pop() {
+            if visited.contains(&id) {
+                continue;
+            }
+            visited.push(id.clone());
+            let Ok(ty) = space.get_type(&id) else {
+                continue;
+            };
+            let named = match ty.details() {
+                typify::TypeDetails::Struct(details) => {
+                    stack.extend(details.properties().map(|(_, id)| id));
+                    true
+                }
+                typify::TypeDetails::Enum(details) => {
+                    for (_, variant) in details.variants() {
+                        match variant {
+                            typify::TypeEnumVariant::Simple => {}
+                            typify::TypeEnumVariant::Tuple(ids) => stack.extend(ids),
+                            typify::TypeEnumVariant::Struct(props) => {
+                                stack.extend(props.into_iter().map(|(_, id)| id))
+                            }
+                        }
+                    }
+                    true
+                }
+                typify::TypeDetails::Newtype(details) => {
+                    stack.push(details.inner());
+                    true
+                }
+                typify::TypeDetails::Option(inner)
+                | typify::TypeDetails::Vec(inner)
+                | typify::TypeDetails::Set(inner)
+                | typify::TypeDetails::Box(inner)
+                | typify::TypeDetails::Array(inner, _) => {
+                    stack.push(inner);
+                    false
+                }
+                typify::TypeDetails::Map(key, value) => {
+                    stack.extend([key, value]);
+                    false
+                }
+                typify::TypeDetails::Tuple(items) => {
+                    stack.extend(items);
+                    false
+                }
+                typify::TypeDetails::Builtin(_)
+                | typify::TypeDetails::Unit
+                | typify::TypeDetails::String => false,
+            };
+            if !named {
+                continue;
+            }
+            match owner.iter().find(|(known, _)| *known == id) {
+                Some((_, other)) if other != task => {
+                    return Err(Error::Schema {
+                        task: task.clone(),
+                        message: format!(
+                            "the generated type `{}` is also generated for task `{other}` (the names collide); rename one of the tasks or properties",
+                            ty.name()
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => owner.push((id, task.as_str())),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// String formats with their own Rust type; any other `format` of a string is only

@@ -125,3 +125,24 @@ fn default_parameters_reach_the_definition_and_the_cron_schedule() {
         "{definitions}"
     );
 }
+
+#[test]
+fn colliding_generated_type_names_are_an_error_not_a_silent_merge() {
+    // Task `A`'s object property `bParameters` becomes `AParametersBParameters`, which is also
+    // the parameter struct of task `AParametersB`; typify would reuse one for the other.
+    let a = "  - name: A\n    parameters:\n      type: object\n      properties:\n        \
+             bParameters:\n          type: object\n          properties:\n            x:\n              \
+             type: string\n";
+    let b = "  - name: AParametersB\n    parameters:\n      type: object\n      \
+             properties:\n        y:\n          type: integer\n";
+    for yaml in [format!("tasks:\n{a}{b}"), format!("tasks:\n{b}{a}")] {
+        let outcome = anchor_spec::check("api/tasks.yaml", &yaml);
+        let spec = outcome.spec.expect("valid spec");
+        let err = anchor_codegen::generate(&spec).expect_err("the names collide");
+        let text = err.to_string();
+        assert!(
+            text.contains("`AParametersBParameters` is also generated for task"),
+            "{text}"
+        );
+    }
+}
