@@ -92,7 +92,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
         if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+            // Some sources (tokio-postgres) keep the useful part in their own source, e.g.
+            // "db error" whose cause holds the server's message: print the whole chain.
+            write!(f, ": {}", error_chain(source.as_ref()))?;
         }
         Ok(())
     }
@@ -108,3 +110,19 @@ impl std::error::Error for Error {
 
 /// A `Result` with the runtime's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats an error and its sources as `outer: inner: innermost`.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        // Some errors repeat their source's text in their own; skip the repeat.
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}

@@ -30,7 +30,7 @@ pub(crate) async fn run_listener(shared: Arc<Shared>) {
             }
             Err(err) => tracing::warn!(
                 worker = %shared.worker_id,
-                error = %err,
+                error = %crate::error::error_chain(&err),
                 "LISTEN connection failed; reconnecting"
             ),
         }

@@ -23,7 +23,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a new cluster with a watchdog that stops it when this process exits.
     pub fn start() -> Cluster {
-        let db = PgTempDB::builder()
+        let mut builder = PgTempDB::builder();
+        // sudo runs commands with its own PATH (secure_path), which may lack the server
+        // binaries that are on ours: give absolute paths.
+        if let Some(dir) = server_bin_dir() {
+            builder = builder.with_bin_path(dir);
+        }
+        let db = builder
             // The server's output goes to a pipe nobody reads: keep it quiet so it never fills.
             .with_config_param("log_min_messages", "panic")
             .with_config_param("max_connections", "400")
@@ -40,9 +46,10 @@ impl Cluster {
         };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             sudo -u postgres pg_ctl -D '{data}' stop -m immediate >/dev/null 2>&1; \
+             sudo -u postgres '{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; \
              rm -rf '{temp}'",
             pid = std::process::id(),
+            pg_ctl = pg_ctl_path().display(),
             data = data_dir.display(),
             temp = temp_dir.display(),
         );
@@ -72,10 +79,10 @@ impl Cluster {
         let log = data_dir.with_file_name("pg_ctl.log");
         let mut cmd = if is_root() {
             let mut c = Command::new("sudo");
-            c.args(["-u", "postgres", "pg_ctl"]);
+            c.args(["-u", "postgres"]).arg(pg_ctl_path());
             c
         } else {
-            Command::new("pg_ctl")
+            Command::new(pg_ctl_path())
         };
         let output = cmd
             .arg("-D")
@@ -94,6 +101,17 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// The directory on PATH that holds `initdb` and `pg_ctl`.
+fn server_bin_dir() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+}
+
+fn pg_ctl_path() -> std::path::PathBuf {
+    server_bin_dir().map_or_else(|| "pg_ctl".into(), |dir| dir.join("pg_ctl"))
 }
 
 fn is_root() -> bool {
@@ -139,9 +157,19 @@ pub async fn test_db_in(cluster: &Cluster) -> Result<TestDb> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     );
-    let (admin, conn) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
-        .await
-        .context("cannot connect to the test cluster")?;
+    // pgtemp returns as soon as the server process is spawned; it may not accept
+    // connections yet.
+    let admin_url = cluster.url("postgres");
+    let (admin, conn) = wait_for(
+        "the test cluster to accept connections",
+        Duration::from_secs(30),
+        || async {
+            Ok(tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                .await
+                .ok())
+        },
+    )
+    .await?;
     let driver = tokio::spawn(conn);
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))

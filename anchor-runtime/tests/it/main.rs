@@ -3,4 +3,5 @@
 
 mod basics;
 mod harness;
+mod outage;
 mod worker;
