@@ -60,9 +60,12 @@ const TYPES: &[&str] = &["integer", "number", "string", "boolean", "object", "ar
 /// The Rust-relevant shape of a schema, used to check `default` values and handler rules.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Shape {
-    Integer { int32: bool },
+    Integer {
+        int32: bool,
+    },
     Number,
-    String,
+    /// A string, with the formats whose values the generator may parse.
+    String(Option<StringFormat>),
     Boolean,
     Enum(Vec<String>),
     Object(Vec<Property>),
@@ -76,7 +79,11 @@ impl Shape {
             Shape::Integer { int32: true } => "an integer (int32)".into(),
             Shape::Integer { int32: false } => "an integer".into(),
             Shape::Number => "a number".into(),
-            Shape::String => "a string".into(),
+            Shape::String(Some(StringFormat::Date)) => "a date string (YYYY-MM-DD)".into(),
+            Shape::String(Some(StringFormat::DateTime)) => {
+                "an RFC 3339 date-time string (e.g. 2024-01-31T12:00:00Z)".into()
+            }
+            Shape::String(None) => "a string".into(),
             Shape::Boolean => "a boolean (true or false)".into(),
             Shape::Enum(values) => format!(
                 "one of {}",
@@ -91,6 +98,13 @@ impl Shape {
             Shape::Array(_) => "a list".into(),
         }
     }
+}
+
+/// String formats that map to typed values, so their defaults must parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StringFormat {
+    Date,
+    DateTime,
 }
 
 /// One property of an object schema.
@@ -152,6 +166,19 @@ fn check_schema(
     top: bool,
 ) -> Option<Shape> {
     let Some(entries) = node.as_map() else {
+        if matches!(node.as_scalar(), Some(Scalar::Null)) {
+            let hint = if top {
+                "write `type: object` and the parameters under `properties`, or remove `parameters`"
+            } else {
+                "give it a `type`, e.g. `type: string`"
+            };
+            r.error_at(
+                anchor,
+                format!("the schema of {what} is empty"),
+                Some(hint.into()),
+            );
+            return None;
+        }
         let hint = match node.as_scalar() {
             Some(Scalar::Str(t)) if TYPES.contains(&t.as_str()) => Some(format!(
                 "write `type: {t}` on its own line, indented under the name"
@@ -364,7 +391,11 @@ fn check_schema(
         },
         "string" => match enum_entry {
             Some((_, values)) => check_enum(r, values, what).map(Shape::Enum),
-            None => Some(Shape::String),
+            None => Some(Shape::String(match format {
+                Some(("date", _)) => Some(StringFormat::Date),
+                Some(("date-time", _)) => Some(StringFormat::DateTime),
+                _ => None,
+            })),
         },
         "boolean" | "object" | "array" => {
             if let Some((_, node)) = format {
@@ -708,13 +739,29 @@ fn check_value(r: &mut Reporter<'_>, shape: &Shape, node: &Node, what: &str) -> 
             }
         }
         (
-            Shape::String,
+            Shape::String(format),
             NodeKind::Scalar {
-                value: Scalar::Str(_),
+                value: Scalar::Str(text),
                 ..
             },
-        ) => true,
-        (Shape::String, NodeKind::Scalar { text, .. }) => {
+        ) => {
+            let parses = match format {
+                None => true,
+                Some(StringFormat::Date) => {
+                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+                }
+                Some(StringFormat::DateTime) => chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+            };
+            if !parses {
+                r.error_at(
+                    node,
+                    format!("{what} must be {}, found `{text}`", shape.describe()),
+                    None,
+                );
+            }
+            parses
+        }
+        (Shape::String(_), NodeKind::Scalar { text, .. }) => {
             mismatch(r, Some(format!("quote it to make it a string: \"{text}\"")))
         }
         (

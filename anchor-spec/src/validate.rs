@@ -103,7 +103,7 @@ fn fields<'n>(
     what: &str,
     allowed: &[&'static str],
 ) -> Option<Entries<'n>> {
-    fields_and_guesses(r, node, what, allowed).map(|(known, _)| known)
+    fields_and_guesses(r, node, what, allowed, None).map(|(known, _)| known)
 }
 
 /// The known entries of a mapping: key name, key node, value node.
@@ -117,8 +117,24 @@ fn fields_and_guesses<'n>(
     node: &'n Node,
     what: &str,
     allowed: &[&'static str],
+    key: Option<&Node>,
 ) -> Option<(Entries<'n>, Vec<&'static str>)> {
     let Some(entries) = node.as_map() else {
+        if let (Some(key), Some(Scalar::Null)) = (key, node.as_scalar()) {
+            let expected = allowed
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            r.error_at(
+                key,
+                format!("{what} is empty"),
+                Some(format!(
+                    "give it the keys it needs ({expected}), or remove it"
+                )),
+            );
+            return None;
+        }
         let expected = allowed
             .iter()
             .map(|k| format!("`{k}`"))
@@ -255,7 +271,7 @@ fn read_retry<'n>(
     label: &str,
 ) -> Option<RawRetry<'n>> {
     let what = format!("`retryPolicy` of {label}");
-    let (entries, guesses) = fields_and_guesses(r, node, &what, RETRY_KEYS)?;
+    let (entries, guesses) = fields_and_guesses(r, node, &what, RETRY_KEYS, Some(key))?;
     let mut raw = RawRetry {
         key,
         intervals: None,
@@ -360,7 +376,7 @@ fn read_cron<'n>(
     label: &str,
 ) -> Option<RawCron<'n>> {
     let what = format!("`cronjob` of {label}");
-    let (entries, guesses) = fields_and_guesses(r, node, &what, CRON_KEYS)?;
+    let (entries, guesses) = fields_and_guesses(r, node, &what, CRON_KEYS, Some(key))?;
     let mut raw = RawCron {
         key,
         expression: None,
@@ -450,7 +466,17 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
         })
         .and_then(|(_, v)| v.as_str())
         .map_or_else(|| format!("task #{}", index + 1), |n| format!("task `{n}`"));
-    let (entries, guesses) = fields_and_guesses(r, node, &label, TASK_KEYS)?;
+    if matches!(node.as_scalar(), Some(Scalar::Null)) {
+        r.error_at(
+            node,
+            format!("{label} is empty"),
+            Some(
+                "write the task after the `-`, e.g. `- name: SendEmail`, or remove the line".into(),
+            ),
+        );
+        return None;
+    }
+    let (entries, guesses) = fields_and_guesses(r, node, &label, TASK_KEYS, None)?;
     let mut task = RawTask {
         node,
         label: label.clone(),
@@ -489,8 +515,13 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
             "retryPolicy" => task.retry = read_retry(r, key, value, &label),
             "cronjob" => task.cron = read_cron(r, key, value, &label),
             "events" => {
-                if let Some(events) = fields(r, value, &format!("`events` of {label}"), EVENT_KEYS)
-                {
+                if let Some((events, _)) = fields_and_guesses(
+                    r,
+                    value,
+                    &format!("`events` of {label}"),
+                    EVENT_KEYS,
+                    Some(key),
+                ) {
                     for (_, _, target) in events {
                         task.on_failed = text(
                             r,
@@ -548,7 +579,7 @@ pub(crate) fn check_document(
         );
         return None;
     };
-    let (top, guesses) = fields_and_guesses(r, root, "the top level", TOP_KEYS)?;
+    let (top, guesses) = fields_and_guesses(r, root, "the top level", TOP_KEYS, None)?;
     let Some((_, tasks_key, tasks_node)) = top.iter().find(|(k, _, _)| *k == "tasks") else {
         if guesses.contains(&"tasks") {
             return None;
@@ -650,6 +681,14 @@ fn check_names(r: &mut Reporter<'_>, tasks: &[RawTask<'_>]) {
     let mut seen: HashMap<String, &Text<'_>> = HashMap::new();
     for task in tasks {
         let Some(name) = &task.name else { continue };
+        if name.value.is_empty() {
+            r.error_at(
+                name.node,
+                "the task name is empty",
+                Some("write a name such as `SendEmail`".into()),
+            );
+            continue;
+        }
         if !is_identifier(&name.value) {
             let suggestion = heck::ToLowerCamelCase::to_lower_camel_case(name.value.as_str());
             let hint = if is_identifier(&suggestion) {
