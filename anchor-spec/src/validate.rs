@@ -95,21 +95,12 @@ struct RawTask<'n> {
     timeout: Option<Duration>,
 }
 
-/// Reads the keys of a mapping, reporting a non-mapping, duplicate keys and unknown keys.
-/// Returns the known keys with their key and value nodes (first occurrence only).
-fn fields<'n>(
-    r: &mut Reporter<'_>,
-    node: &'n Node,
-    what: &str,
-    allowed: &[&'static str],
-) -> Option<Entries<'n>> {
-    fields_and_guesses(r, node, what, allowed, None).map(|(known, _)| known)
-}
-
 /// The known entries of a mapping: key name, key node, value node.
 type Entries<'n> = Vec<(&'static str, &'n Node, &'n Node)>;
 
-/// Known keys (as [`fields`]) and the keys that unknown keys were probably meant to be, so a
+/// Reads the keys of a mapping, reporting a non-mapping (an empty value at its `key`),
+/// duplicate keys and unknown keys. Returns the known keys with their key and value nodes
+/// (first occurrence only), and the keys that unknown keys were probably meant to be, so a
 /// "missing `interval`" error is not added to "unknown key `intervall`; did you mean
 /// `interval`?".
 fn fields_and_guesses<'n>(
