@@ -664,7 +664,7 @@ fn parse_item(field: CronField, item: &str, offset: usize) -> Result<(u64, bool)
     let mut value = start;
     while value <= end {
         bits |= 1 << value;
-        value += step;
+        value = value.saturating_add(step);
     }
     Ok((bits, star && step == 1))
 }
@@ -1304,6 +1304,12 @@ mod tests {
             ("", None, 0, "empty"),
             ("0 0 30 2 *", Some(CronField::DayOfMonth), 4, "never fires"),
             ("TZ=UTC 0 * * * *", None, 0, "cronjob.timezone"),
+            (
+                "99999999999 * * * *",
+                Some(CronField::Minute),
+                0,
+                "not a valid value",
+            ),
         ];
         for (expr, field, offset, needle) in cases {
             let err = CronExpr::parse(expr).expect_err(expr);
@@ -1311,6 +1317,13 @@ mod tests {
             assert_eq!(err.offset, *offset, "{expr}: {err}");
             assert!(err.message.contains(needle), "{expr}: {err}");
         }
+    }
+
+    #[test]
+    fn huge_steps_do_not_overflow() {
+        let expr = CronExpr::parse("1/4294967295 * * * *").unwrap();
+        assert_eq!(expr.minutes, 1 << 1);
+        assert!(CronExpr::parse("*/4294967296 * * * *").is_err());
     }
 
     #[test]
