@@ -167,6 +167,21 @@ fn fields_and_guesses<'n>(
             out.push((known, key, value));
             continue;
         }
+        // Top-level `x-...` keys are free for YAML anchors shared by several tasks, as in
+        // docker-compose files.
+        if allowed == TOP_KEYS && name.starts_with("x-") {
+            continue;
+        }
+        if name == "<<" {
+            // Whatever the merge would have supplied is not reported missing as well.
+            guesses.extend(allowed.iter().copied());
+            r.error_at(
+                key,
+                format!("merge keys (`<<`) are not supported in {what}"),
+                Some("alias the whole value instead, e.g. `retryPolicy: *defaultRetry` with `x-retry: &defaultRetry {...}` at the top level".into()),
+            );
+            continue;
+        }
         let guess = did_you_mean(name, allowed.iter().copied());
         guesses.extend(guess);
         let hint = guess

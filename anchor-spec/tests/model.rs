@@ -133,3 +133,28 @@ fn json_diagnostics_have_the_documented_fields() {
         }])
     );
 }
+
+#[test]
+fn top_level_x_keys_hold_shared_anchors() {
+    let yaml = "\
+x-retry: &defaultRetry
+  interval: 1m,5m
+  always_retry_on_failure: true
+tasks:
+  - name: SyncInventory
+    retryPolicy: *defaultRetry
+  - name: SyncPrices
+    retryPolicy: *defaultRetry
+";
+    let outcome = anchor_spec::check("t.yaml", yaml);
+    assert!(outcome.diagnostics.is_empty(), "{:?}", outcome.diagnostics);
+    let spec = outcome.spec.expect("valid");
+    assert_eq!(spec.tasks[0].retry_policy, spec.tasks[1].retry_policy);
+    assert_eq!(
+        spec.tasks[1]
+            .retry_policy
+            .as_ref()
+            .map(|p| p.intervals.len()),
+        Some(2)
+    );
+}
