@@ -508,6 +508,65 @@ impl Iterator for Upcoming<'_> {
     }
 }
 
+/// A cron expression together with the time zone whose wall clock it runs on: what a
+/// `cronjob` block describes and what the runtime's scheduler evaluates.
+///
+/// ```
+/// use anchor_core::cron::Schedule;
+/// use chrono::{TimeZone, Utc};
+/// let schedule = Schedule::new("0 9 * * *", Some("Europe/Berlin")).unwrap();
+/// let after = Utc.with_ymd_and_hms(2024, 7, 1, 0, 0, 0).unwrap();
+/// // 09:00 in Berlin in summer (UTC+2) is 07:00 UTC.
+/// assert_eq!(schedule.next_after(after), Some(Utc.with_ymd_and_hms(2024, 7, 1, 7, 0, 0).unwrap()));
+/// assert!(Schedule::new("0 9 * * *", Some("Europe/Berln")).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    expr: CronExpr,
+    timezone: Option<Tz>,
+}
+
+/// Why a [`Schedule`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// The expression is invalid.
+    #[error("invalid cron expression: {0}")]
+    Expression(#[from] CronError),
+    /// The time zone is unknown.
+    #[error(transparent)]
+    Timezone(#[from] TimezoneError),
+}
+
+impl Schedule {
+    /// Parses an expression and an optional IANA time zone name (UTC when `None`).
+    pub fn new(expression: &str, timezone: Option<&str>) -> Result<Schedule, ScheduleError> {
+        Ok(Schedule {
+            expr: CronExpr::parse(expression)?,
+            timezone: timezone.map(parse_timezone).transpose()?,
+        })
+    }
+
+    /// The expression.
+    pub fn expr(&self) -> &CronExpr {
+        &self.expr
+    }
+
+    /// The time zone, `None` for UTC.
+    pub fn timezone(&self) -> Option<Tz> {
+        self.timezone
+    }
+
+    /// The first fire time strictly after `after` (see [`CronExpr::next_after`]).
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.expr.next_after(after, self.timezone)
+    }
+
+    /// The fire times strictly after `after`, in order.
+    pub fn upcoming(&self, after: DateTime<Utc>) -> Upcoming<'_> {
+        self.expr.upcoming(after, self.timezone)
+    }
+}
+
 /// A time zone name that is not in the IANA database.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown time zone `{name}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_else(|| "; use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into()))]
