@@ -82,6 +82,12 @@ pub(crate) struct OnFailedContext {
     pub name_lit: String,
 }
 
+/// The spec path as generated files name it: with `/` separators, so the output is the same
+/// whichever operating system ran the generator.
+pub(crate) fn display_source(source: &str) -> String {
+    source.replace('\\', "/")
+}
+
 /// A Rust string literal for `text`, escaped the way the compiler reads it back.
 pub(crate) fn rust_str(text: &str) -> String {
     proc_macro2::Literal::string(text).to_string()
@@ -89,8 +95,8 @@ pub(crate) fn rust_str(text: &str) -> String {
 
 pub(crate) fn build(spec: &Spec, params: &ParamsCode) -> Context {
     Context {
-        source_lit: rust_str(&spec.source),
-        source: spec.source.clone(),
+        source_lit: rust_str(&display_source(&spec.source)),
+        source: display_source(&spec.source),
         param_types: params.types.clone(),
         tasks: spec
             .tasks
@@ -204,6 +210,12 @@ mod tests {
     fn string_literals_escape_quotes_and_newlines() {
         assert_eq!(rust_str(r#"say "hi""#), r#""say \"hi\"""#);
         assert_eq!(rust_str("a\nb"), r#""a\nb""#);
+    }
+
+    #[test]
+    fn spec_paths_use_forward_slashes() {
+        assert_eq!(display_source("api\\tasks.yaml"), "api/tasks.yaml");
+        assert_eq!(display_source("api/tasks.yaml"), "api/tasks.yaml");
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub fn generate(spec: &Spec) -> Result<Vec<GeneratedFile>> {
             path: (*file).to_string(),
             contents: format!(
                 "{HEADER_PREFIX}{}. Do not edit.\n\n{formatted}",
-                spec.source
+                context.source
             ),
         });
     }
