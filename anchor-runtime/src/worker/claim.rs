@@ -1,17 +1,20 @@
 //! The producer: claims due tasks in batches up to free capacity and starts them.
 //!
-//! One statement (`Sql::claim`) selects up to `free` due tasks this worker has handlers for
-//! with `FOR UPDATE SKIP LOCKED` and leases them under a fresh random token. The producer
-//! claims again at once while the last claim filled all free capacity (a backlog), and
-//! otherwise sleeps until a notification, a freed slot, a retry timer or the poll tick.
+//! One statement (`Sql::claim`) selects up to `free + prefetch` due tasks this worker has
+//! handlers for with `FOR UPDATE SKIP LOCKED` and leases them under a fresh random token.
+//! The producer claims again as soon as the buffer is empty and a slot is free while the
+//! last claim came back full (a backlog), and otherwise sleeps until a notification, a
+//! retry timer or the poll tick.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anchor_core::RetryPolicy;
 use tokio_postgres::Row;
 
-use super::{execute, Backoff, Shared};
+use super::{execute, lease, Backoff, Shared};
 use crate::client::db_error;
 use crate::error::Result;
 use crate::task::TaskId;
@@ -105,12 +108,26 @@ async fn claim_batch(shared: &Shared, limit: usize) -> Result<Vec<ClaimedTask>> 
         .collect())
 }
 
+/// How long a claimed task may wait in the local buffer for a free slot before it is handed
+/// back, so that tasks held behind long-running ones go to workers with free capacity.
+const BUFFER_TTL: Duration = Duration::from_secs(1);
+
 /// The producer loop; returns when the worker stops.
+///
+/// Claims fetch the free slots' worth of tasks plus up to `prefetch` more into a local
+/// buffer, so a busy worker makes one round trip per many tasks; the buffer feeds slots as
+/// they free up, with no database call. A new claim is made only when the buffer is empty
+/// and a slot is free, so a worker never hoards work while all its slots are busy.
 pub(crate) async fn run_producer(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut backoff = Backoff::new();
-    let mut backlog = false;
     let concurrency = shared.config.concurrency;
+    let prefetch = shared.config.prefetch();
+    let mut buffer: VecDeque<(Instant, ClaimedTask)> = VecDeque::new();
+    // Whether there may be due tasks: set by wake-ups and by full claims, cleared by a claim
+    // that found fewer tasks than it asked for.
+    let mut should_claim = true;
+    let mut backlog = false;
     if shared.names.is_empty() {
         tracing::warn!(worker = %shared.worker_id, "no task handlers registered; nothing to claim");
     }
@@ -118,23 +135,37 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
         if shared.stopping() {
             break;
         }
+        // Feed free slots from the buffer.
+        while shared.executing.load(Ordering::SeqCst) < concurrency {
+            let Some((_, task)) = buffer.pop_front() else {
+                break;
+            };
+            execute::spawn_execution(&shared, task);
+        }
+        // Hand back what waited too long behind busy slots.
+        if buffer
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > BUFFER_TTL)
+        {
+            let stale: Vec<ClaimedTask> = buffer.drain(..).map(|(_, t)| t).collect();
+            lease::release(&shared, &stale).await;
+        }
         let running = shared.executing.load(Ordering::SeqCst);
-        let free = concurrency.saturating_sub(running);
-        if free > 0 && !shared.names.is_empty() {
-            match claim_batch(&shared, free).await {
+        if should_claim && buffer.is_empty() && running < concurrency && !shared.names.is_empty() {
+            let want = concurrency - running + prefetch;
+            match claim_batch(&shared, want).await {
                 Ok(batch) => {
                     backoff.reset();
-                    backlog = batch.len() == free;
+                    backlog = batch.len() == want;
+                    should_claim = backlog;
                     if !batch.is_empty() {
                         tracing::trace!(count = batch.len(), "claimed tasks");
                     }
-                    for task in batch {
-                        execute::spawn_execution(&shared, task);
-                    }
-                    if backlog && shared.executing.load(Ordering::SeqCst) < concurrency {
-                        // Capacity freed while we were claiming: claim again now.
-                        continue;
-                    }
+                    // Buffered tasks hold leases too: the renewer must keep them alive.
+                    shared.track_leases(&batch);
+                    let now = Instant::now();
+                    buffer.extend(batch.into_iter().map(|t| (now, t)));
+                    continue;
                 }
                 Err(err) => {
                     let delay = backoff.next_delay();
@@ -152,13 +183,15 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                 }
             }
         }
-        let wait_for_slot = backlog || free == 0;
         tokio::select! {
-            _ = shared.wake.notified() => {}
-            _ = shared.slot_freed.notified(), if wait_for_slot => {}
-            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            _ = shared.wake.notified() => should_claim = true,
+            _ = shared.slot_freed.notified() => should_claim |= backlog,
+            _ = tokio::time::sleep(shared.config.poll_interval) => should_claim = true,
             _ = stop.changed() => {}
         }
     }
+    // Tasks claimed but never started go back at once.
+    let unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
+    lease::release(&shared, &unstarted).await;
     tracing::debug!(worker = %shared.worker_id, "producer stopped claiming");
 }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::claim::ClaimedTask;
 use super::complete::{Finished, Message, Outcome};
-use super::{Lease, Shared};
+use super::Shared;
 use crate::task::{TaskContext, TaskError};
 
 /// Frees the execution's capacity slot however the execution ends (also when aborted).
@@ -38,19 +38,8 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
         return;
     };
     shared.executing.fetch_add(1, Ordering::SeqCst);
-    // The lease is recorded before the execution starts so that the completer, which
-    // forgets it, can never run before it is recorded.
-    shared
-        .leases
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            task.id,
-            Lease {
-                token: task.token,
-                abort: None,
-            },
-        );
+    // The lease was recorded at claim time (`Shared::track_leases`); the abort handle is
+    // added below once the execution is spawned.
     let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1));
     let ctx = TaskContext {
         id: task.id,

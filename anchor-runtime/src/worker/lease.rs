@@ -181,6 +181,18 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
 /// Releases every lease this worker still holds (shutdown, after the grace period).
 pub(crate) async fn release_all(shared: &Shared) {
     let (ids, tokens) = shared.lease_snapshot();
+    release_leases(shared, ids, tokens).await;
+}
+
+/// Releases the leases of claimed tasks that never started.
+pub(crate) async fn release(shared: &Shared, tasks: &[ClaimedTask]) {
+    let ids = tasks.iter().map(|t| t.id).collect();
+    let tokens = tasks.iter().map(|t| t.token).collect();
+    release_leases(shared, ids, tokens).await;
+}
+
+/// Hands tasks back (`pending` at once, the run not counted), fenced by their tokens.
+async fn release_leases(shared: &Shared, ids: Vec<TaskId>, tokens: Vec<i64>) {
     if ids.is_empty() {
         return;
     }
@@ -194,7 +206,7 @@ pub(crate) async fn release_all(shared: &Shared) {
     };
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(n)) => {
-            tracing::info!(worker = %shared.worker_id, released = n, "unfinished tasks released");
+            tracing::info!(worker = %shared.worker_id, released = n, "unstarted or unfinished tasks released");
             shared.forget_leases(ids);
             shared.client.inner.notifier.poke();
         }

@@ -15,6 +15,7 @@ mod complete;
 mod execute;
 mod lease;
 mod listen;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,10 @@ use crate::task::TaskId;
 pub struct WorkerConfig {
     /// How many tasks run at once (default 10).
     pub concurrency: usize,
+    /// How many claimed tasks may wait locally for a free slot, beyond `concurrency`
+    /// (default: 4 × concurrency, at most 500). Larger batches mean fewer round trips for
+    /// short tasks; a task that waits over a second behind busy slots is handed back.
+    pub prefetch: Option<usize>,
     /// How often to look for due tasks when no notification arrives (default 1 s).
     pub poll_interval: Duration,
     /// How long a claim holds a task without renewal (default 30 s). A worker that dies is
@@ -64,6 +69,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 10,
+            prefetch: None,
             poll_interval: Duration::from_secs(1),
             lease_duration: Duration::from_secs(30),
             lease_renew_interval: None,
@@ -79,6 +85,11 @@ impl WorkerConfig {
     /// Sets [`WorkerConfig::concurrency`].
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+    /// Sets [`WorkerConfig::prefetch`] (0 claims only what free slots can start at once).
+    pub fn with_prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch);
         self
     }
     /// Sets [`WorkerConfig::poll_interval`].
@@ -126,6 +137,11 @@ impl WorkerConfig {
         self
     }
 
+    fn prefetch(&self) -> usize {
+        self.prefetch
+            .unwrap_or_else(|| (self.concurrency * 4).min(500))
+    }
+
     fn renew_interval(&self) -> Duration {
         self.lease_renew_interval
             .unwrap_or(self.lease_duration / 3)
@@ -154,6 +170,8 @@ pub(crate) struct Shared {
     names: Vec<String>,
     /// New work may be due (a notification, a poll, a retry timer).
     wake: Notify,
+    /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
+    schedules_changed: Notify,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
@@ -175,6 +193,19 @@ impl Shared {
     fn lease_snapshot(&self) -> (Vec<TaskId>, Vec<i64>) {
         let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         leases.iter().map(|(id, l)| (*id, l.token)).unzip()
+    }
+
+    fn track_leases(&self, tasks: &[claim::ClaimedTask]) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for task in tasks {
+            leases.insert(
+                task.id,
+                Lease {
+                    token: task.token,
+                    abort: None,
+                },
+            );
+        }
     }
 
     fn forget_leases(&self, ids: impl IntoIterator<Item = TaskId>) {
@@ -234,6 +265,7 @@ impl Worker {
             worker_id,
             names,
             wake: Notify::new(),
+            schedules_changed: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             leases: Mutex::new(HashMap::new()),
@@ -259,6 +291,7 @@ impl Worker {
             tokio::spawn(lease::run_renewer(shared.clone())),
             tokio::spawn(lease::run_rescuer(shared.clone())),
             tokio::spawn(listen::run_listener(shared.clone())),
+            tokio::spawn(scheduler::run_scheduler(shared.clone())),
         ];
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
         WorkerHandle {

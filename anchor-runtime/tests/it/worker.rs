@@ -669,3 +669,64 @@ async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
     worker_b.shutdown().await;
     Ok(())
 }
+
+static WATCHED: TaskDefinition = def("Watched", None, 60_000, None);
+
+#[tokio::test]
+async fn a_run_whose_lease_was_taken_is_stopped() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut registry = Registry::new();
+    let flag = dropped.clone();
+    register_recorded(&mut registry, &WATCHED, &ledger, move |_, _| {
+        let flag = flag.clone();
+        async move {
+            let _guard = DropFlag(flag);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        }
+    });
+    let worker = start(
+        &db.client,
+        registry,
+        config()
+            .with_lease_duration(Duration::from_secs(2))
+            .with_lease_renew_interval(Duration::from_millis(100))
+            .with_rescue_interval(Duration::from_secs(3600)),
+    );
+    let id = db.client.enqueue(&WATCHED, &Job { n: 1 }, &[]).await?;
+    wait_for("the task to start", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    // Another worker's claim, as after a rescue: a new lease token.
+    let conn = db.client.pool().get().await?;
+    conn.execute(
+        "UPDATE anchor.tasks SET lease_token = 42, lease_owner = 'other' WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    wait_for("the local run to be stopped", LONG, || async {
+        Ok(dropped.load(Ordering::SeqCst).then_some(()))
+    })
+    .await?;
+    assert_eq!(worker.running(), 0);
+    let row = conn
+        .query_one(
+            "SELECT status, lease_token, lease_owner FROM anchor.tasks WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    assert_eq!(
+        row.get::<_, i16>(0),
+        1,
+        "still running under the other lease"
+    );
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(42));
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("other"));
+    worker.shutdown().await;
+    // Shutdown released nothing: the lease was not this worker's.
+    assert_eq!(count(&db.client, "status = 1").await?, 1);
+    Ok(())
+}
