@@ -250,12 +250,23 @@ impl Client {
     ///
     /// With a [`TaskOverride::unique_tag`] that a task (not cancelled) already holds, nothing
     /// is written and that task's id is returned — also when enqueues race.
+    ///
+    /// On a cron task (`def.cron` is `Some`) nothing is enqueued: this registers or updates
+    /// the task's schedule for `params` and returns the schedule's id, a negative
+    /// [`ScheduleId`](crate::ScheduleId) that never names a task. Equal parameters name the
+    /// same schedule (a [`TaskOverride::unique_tag`] names it instead); other overrides are
+    /// refused. See `docs/cron.md`.
     pub async fn enqueue<P: Serialize + ?Sized>(
         &self,
         def: &TaskDefinition,
         params: &P,
         overrides: &[TaskOverride],
     ) -> Result<TaskId> {
+        if def.cron.is_some() {
+            return self
+                .schedule_from_enqueue(None, def, params, overrides)
+                .await;
+        }
         let task = resolve(def, overrides)?;
         let payload = payload_text(def.name, params)?;
         let conn = self.conn().await?;
@@ -275,6 +286,12 @@ impl Client {
     /// Enqueues one task inside the caller's transaction: workers see it only after the
     /// transaction commits, and it vanishes if it rolls back. The wake-up notification is
     /// sent in the same transaction, so Postgres delivers it on commit.
+    ///
+    /// On a cron task (`def.cron` is `Some`) nothing is enqueued: this registers or updates
+    /// (on commit) the task's schedule for `params` and returns the schedule's id, a negative
+    /// [`ScheduleId`](crate::ScheduleId) that never names a task. Equal parameters name the
+    /// same schedule (a [`TaskOverride::unique_tag`] names it instead); other overrides are
+    /// refused. See `docs/cron.md`.
     pub async fn enqueue_with_tx<P: Serialize + ?Sized>(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -282,6 +299,11 @@ impl Client {
         params: &P,
         overrides: &[TaskOverride],
     ) -> Result<TaskId> {
+        if def.cron.is_some() {
+            return self
+                .schedule_from_enqueue(Some(tx), def, params, overrides)
+                .await;
+        }
         self.check_config()?;
         let task = resolve(def, overrides)?;
         let payload = payload_text(def.name, params)?;
@@ -317,6 +339,14 @@ impl Client {
         }
         if params.is_empty() {
             return Ok(Vec::new());
+        }
+        // A cron task: one schedule per set of parameters (see `Client::enqueue`).
+        if def.cron.is_some() {
+            let mut ids = Vec::with_capacity(params.len());
+            for p in params {
+                ids.push(self.schedule_from_enqueue(None, def, p, overrides).await?);
+            }
+            return Ok(ids);
         }
         let payloads = params
             .iter()

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod cron;
 mod definition;
 mod enqueue;
 mod error;
@@ -54,6 +55,7 @@ mod task;
 mod worker;
 
 pub use client::{Client, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA};
+pub use cron::{CronSchedule, ScheduleId, DEFAULT_SCHEDULE_KEY};
 pub use definition::{CronDefaults, RetryDefaults, TaskDefinition};
 pub use error::{Error, ErrorKind, Result};
 pub use inspect::{ErrorRecord, TaskRecord, TaskStatus};

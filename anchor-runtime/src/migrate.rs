@@ -23,14 +23,21 @@ pub struct Migration {
 }
 
 /// Every migration this runtime knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/V1__initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/V1__initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cron_schedules",
+        sql: include_str!("../../migrations/V2__cron_schedules.sql"),
+    },
+];
 
 /// The schema version this runtime needs.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

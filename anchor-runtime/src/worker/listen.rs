@@ -50,11 +50,18 @@ async fn listen_once(
     let (client, mut connection) = config.connect(NoTls).await?;
     // The connection must be polled for the LISTEN to complete, so drive it and the
     // statement together.
-    let listen_sql = shared.client.sql().listen.clone();
+    // One connection listens for new tasks and for cron schedule changes.
+    let listen_sql = format!(
+        "{}; {}",
+        shared.client.sql().listen,
+        crate::cron::listen_statement(shared.client.schema())
+    );
     let drive = async {
         loop {
             match poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => shared.wake.notify_one(),
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    super::scheduler::route_notification(shared, &n)
+                }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => return Err(err),
                 None => return Ok(()),

@@ -15,6 +15,7 @@ mod complete;
 mod execute;
 mod lease;
 mod listen;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,6 +170,8 @@ pub(crate) struct Shared {
     names: Vec<String>,
     /// New work may be due (a notification, a poll, a retry timer).
     wake: Notify,
+    /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
+    schedules_changed: Notify,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
@@ -262,6 +265,7 @@ impl Worker {
             worker_id,
             names,
             wake: Notify::new(),
+            schedules_changed: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             leases: Mutex::new(HashMap::new()),
@@ -287,6 +291,7 @@ impl Worker {
             tokio::spawn(lease::run_renewer(shared.clone())),
             tokio::spawn(lease::run_rescuer(shared.clone())),
             tokio::spawn(listen::run_listener(shared.clone())),
+            tokio::spawn(scheduler::run_scheduler(shared.clone())),
         ];
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
         WorkerHandle {

@@ -2,6 +2,7 @@
 //! each test gets its own database.
 
 mod basics;
+mod cron;
 mod harness;
 mod outage;
 mod worker;

@@ -1,0 +1,171 @@
+//! Cron: durable schedules whose ticks enqueue exactly one occurrence across all workers.
+//!
+//! A schedule is a row in `cron_schedules` (task, key, expression, time zone, parameters,
+//! next tick). Every worker runs a scheduler (`worker/scheduler.rs`) that, in one transaction,
+//! locks the due schedules of the tasks it runs with `FOR UPDATE SKIP LOCKED`, inserts one
+//! occurrence per schedule and advances the schedule's next tick. The database's clock decides
+//! what is due and the row lock decides who fires it; a unique key on (schedule, tick) in
+//! `tasks` is the second guard. See `docs/cron.md` for the behaviour users rely on.
+//!
+//! - `register.rs`: creating and updating schedules (worker start, `run_foo` on a cron task).
+//! - `fire.rs`: the due query, the occurrence insert and the next-tick computation.
+//! - `sql.rs`: the statements.
+
+mod fire;
+mod register;
+mod sql;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+use crate::client::{db_error, Client};
+use crate::error::{Error, ErrorKind, Result};
+use crate::task::TaskId;
+
+pub(crate) use fire::{disable_orphans, fire_due, next_due, BATCH};
+pub(crate) use register::register_at_start;
+pub(crate) use sql::{is_cron_channel, listen_statement, CronSql};
+
+/// A schedule's id. Schedule ids are negative (-1, -2, …) so that one returned where a
+/// [`TaskId`] is expected — `run_foo` on a cron task — never names a task.
+pub type ScheduleId = i64;
+
+/// The key of the schedule workers register for a cron task whose parameters all have
+/// defaults.
+pub const DEFAULT_SCHEDULE_KEY: &str = "default";
+
+/// One durable schedule, as [`Client::schedules`] and [`Client::get_schedule`] read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronSchedule {
+    /// The schedule's id (negative; see [`ScheduleId`]).
+    pub id: ScheduleId,
+    /// The task each tick enqueues.
+    pub task_name: String,
+    /// [`DEFAULT_SCHEDULE_KEY`], the unique tag given to `run_foo`, or `params-<md5>` of the
+    /// parameters given to `run_foo`.
+    pub key: String,
+    /// The cron expression (5 fields, or 6 with seconds first).
+    pub expression: String,
+    /// The IANA time zone the expression runs on; `None` for UTC.
+    pub timezone: Option<String>,
+    /// The parameters every occurrence gets.
+    pub payload: serde_json::Value,
+    /// The next tick to fire.
+    pub next_fire_at: DateTime<Utc>,
+    /// The tick the last occurrence was enqueued for.
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// The last occurrence's task id.
+    pub last_task_id: Option<TaskId>,
+    /// When the last occurrence was enqueued (database time).
+    pub last_fired_at: Option<DateTime<Utc>>,
+    /// Whether ticks fire.
+    pub enabled: bool,
+    /// Why the schedule is disabled: `orphaned` (no running worker runs its task), `paused`
+    /// ([`Client::pause_schedule`]) or `invalid` (its expression cannot be evaluated).
+    pub disabled_reason: Option<String>,
+    /// Detail for the reason, e.g. the parse error or the worker that disabled it.
+    pub disabled_detail: Option<String>,
+    /// When the schedule was registered.
+    pub created_at: DateTime<Utc>,
+    /// When the schedule last changed (including each fire).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CronSchedule {
+    fn from_row(row: &Row) -> CronSchedule {
+        CronSchedule {
+            id: row.get(0),
+            task_name: row.get(1),
+            key: row.get(2),
+            expression: row.get(3),
+            timezone: row.get(4),
+            payload: row.get(5),
+            next_fire_at: row.get(6),
+            last_tick_at: row.get(7),
+            last_task_id: row.get(8),
+            last_fired_at: row.get(9),
+            enabled: row.get(10),
+            disabled_reason: row.get(11),
+            disabled_detail: row.get(12),
+            created_at: row.get(13),
+            updated_at: row.get(14),
+        }
+    }
+}
+
+impl Client {
+    /// Every cron schedule, sorted by task name and key.
+    pub async fn schedules(&self) -> Result<Vec<CronSchedule>> {
+        let sql = CronSql::new(self.schema());
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(&sql.list, &[])
+            .await
+            .map_err(|e| db_error("cannot list the cron schedules", e))?;
+        Ok(rows.iter().map(CronSchedule::from_row).collect())
+    }
+
+    /// One cron schedule, or `None` when no schedule has that id.
+    pub async fn get_schedule(&self, id: ScheduleId) -> Result<Option<CronSchedule>> {
+        let sql = CronSql::new(self.schema());
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(&sql.get, &[&id])
+            .await
+            .map_err(|e| db_error(&format!("cannot read cron schedule {id}"), e))?;
+        Ok(row.as_ref().map(CronSchedule::from_row))
+    }
+
+    /// Stops a schedule from firing until [`Client::resume_schedule`] (or `run_foo` with the
+    /// same parameters) enables it again. Workers starting do not resume a paused schedule.
+    /// Occurrences already enqueued are not touched.
+    pub async fn pause_schedule(&self, id: ScheduleId) -> Result<()> {
+        self.set_schedule_enabled(id, false).await
+    }
+
+    /// Enables a schedule again. Its next tick is the first one after now: ticks that passed
+    /// while it was disabled do not fire.
+    pub async fn resume_schedule(&self, id: ScheduleId) -> Result<()> {
+        self.set_schedule_enabled(id, true).await
+    }
+
+    async fn set_schedule_enabled(&self, id: ScheduleId, enabled: bool) -> Result<()> {
+        let sql = CronSql::new(self.schema());
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| db_error("cannot begin the schedule update", e))?;
+        let row = tx
+            .query_opt(&sql.lock_by_id, &[&id])
+            .await
+            .map_err(|e| db_error(&format!("cannot lock cron schedule {id}"), e))?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no cron schedule with id {id}"),
+                )
+            })?;
+        let expression: String = row.get(0);
+        let timezone: Option<String> = row.get(1);
+        let was_enabled: bool = row.get(2);
+        let now: DateTime<Utc> = row.get(3);
+        let next = if enabled && !was_enabled {
+            let schedule = register::parse_schedule("", &expression, timezone.as_deref())?;
+            Some(register::first_tick(&schedule, now, &expression)?)
+        } else {
+            None
+        };
+        let reason = (!enabled).then_some(sql::reason::PAUSED);
+        tx.execute(&sql.set_enabled, &[&id, &enabled, &reason, &next])
+            .await
+            .map_err(|e| db_error(&format!("cannot update cron schedule {id}"), e))?;
+        tx.execute(&sql.notify, &[&sql.channel])
+            .await
+            .map_err(|e| db_error("cannot queue the schedule-change notification", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error(&format!("cannot commit the update of schedule {id}"), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! Creating and updating schedules: the `default` schedules a worker registers when it
+//! starts, and the schedules `run_foo(params)` registers on a cron task.
+//!
+//! Every change is made under the schedule row's lock (`SELECT … FOR UPDATE`, or an insert
+//! that loses a race and then locks the winner's row) and sends a notification on the
+//! schedule channel in the same transaction, so sleeping schedulers re-plan on commit.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Transaction};
+
+use anchor_core::cron::Schedule;
+
+use super::sql::{reason, CronSql};
+use super::{ScheduleId, DEFAULT_SCHEDULE_KEY};
+use crate::client::{db_error, Client};
+use crate::definition::TaskDefinition;
+use crate::error::{Error, ErrorKind, Result};
+use crate::overrides::{OverrideKind, TaskOverride};
+use crate::registry::Registry;
+
+/// Who asks for a schedule: a worker starting (must not undo a pause from code) or code
+/// calling `run_foo` (an explicit request, which also resumes a paused schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requester {
+    WorkerStart,
+    Code,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upserted {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// The schedule a caller wants.
+struct Wanted<'a> {
+    task_name: &'a str,
+    key: &'a str,
+    expression: &'a str,
+    timezone: Option<&'a str>,
+    payload: &'a str,
+}
+
+/// Parses a stored or defined expression with anchor-core's matcher (the code `anchor cron`
+/// runs).
+pub(crate) fn parse_schedule(
+    task: &str,
+    expression: &str,
+    timezone: Option<&str>,
+) -> Result<Schedule> {
+    Schedule::new(expression, timezone).map_err(|err| {
+        let task = if task.is_empty() {
+            String::new()
+        } else {
+            format!("task {task}: ")
+        };
+        Error::with_source(
+            ErrorKind::Cron,
+            format!(
+                "{task}cron expression `{expression}` (time zone {}) cannot be scheduled; check it \
+                 with `anchor cron \"{expression}\"`",
+                timezone.unwrap_or("UTC")
+            ),
+            err,
+        )
+    })
+}
+
+/// The first tick strictly after `now`.
+pub(crate) fn first_tick(
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    expression: &str,
+) -> Result<DateTime<Utc>> {
+    schedule.next_after(now).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Cron,
+            format!("cron expression `{expression}` has no fire time after {now}"),
+        )
+    })
+}
+
+/// Creates the schedule or brings it up to date, under its row lock. `conn` must be inside a
+/// transaction.
+async fn upsert<C: GenericClient>(
+    conn: &C,
+    sql: &CronSql,
+    wanted: &Wanted<'_>,
+    requester: Requester,
+) -> Result<(ScheduleId, Upserted)> {
+    let schedule = parse_schedule(wanted.task_name, wanted.expression, wanted.timezone)?;
+    let now: DateTime<Utc> = conn
+        .query_one(&sql.now, &[])
+        .await
+        .map_err(|e| db_error("cannot read the database clock", e))?
+        .get(0);
+    let next = first_tick(&schedule, now, wanted.expression)?;
+    let context = || {
+        format!(
+            "cannot register the cron schedule {}/{}",
+            wanted.task_name, wanted.key
+        )
+    };
+    // Two rounds suffice: an insert that loses to a concurrent one finds the winner's row
+    // committed and locks it in the next round.
+    for _ in 0..3 {
+        let existing = conn
+            .query_opt(
+                &sql.lock_by_key,
+                &[&wanted.task_name, &wanted.key, &wanted.payload],
+            )
+            .await
+            .map_err(|e| db_error(&context(), e))?;
+        if let Some(row) = existing {
+            let id: ScheduleId = row.get(0);
+            let expression: String = row.get(1);
+            let timezone: Option<String> = row.get(2);
+            let same_payload: bool = row.get(3);
+            let enabled: bool = row.get(4);
+            let disabled_reason: Option<String> = row.get(5);
+            let retimed = expression != wanted.expression || timezone.as_deref() != wanted.timezone;
+            let enable = !enabled
+                && match disabled_reason.as_deref() {
+                    Some(reason::ORPHANED) | Some(reason::INVALID) => true,
+                    _ => requester == Requester::Code,
+                };
+            if !retimed && same_payload && !enable {
+                return Ok((id, Upserted::Unchanged));
+            }
+            // A new expression starts from now. So does a schedule resumed after a pause or
+            // an invalid expression; an orphaned one keeps its next tick, so the ticks missed
+            // while no worker ran it fire once, like after any outage.
+            let restart =
+                retimed || (enable && disabled_reason.as_deref() != Some(reason::ORPHANED));
+            conn.execute(
+                &sql.update,
+                &[
+                    &id,
+                    &wanted.expression,
+                    &wanted.timezone,
+                    &wanted.payload,
+                    &restart.then_some(next),
+                    &enable,
+                ],
+            )
+            .await
+            .map_err(|e| db_error(&context(), e))?;
+            notify(conn, sql).await?;
+            return Ok((id, Upserted::Updated));
+        }
+        let inserted = conn
+            .query_opt(
+                &sql.insert,
+                &[
+                    &wanted.task_name,
+                    &wanted.key,
+                    &wanted.expression,
+                    &wanted.timezone,
+                    &wanted.payload,
+                    &next,
+                ],
+            )
+            .await
+            .map_err(|e| db_error(&context(), e))?;
+        if let Some(row) = inserted {
+            notify(conn, sql).await?;
+            return Ok((row.get(0), Upserted::Created));
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Database,
+        format!(
+            "{}: the row kept changing under concurrent registrations",
+            context()
+        ),
+    ))
+}
+
+/// Queues a schedule-change notification; Postgres delivers it when the transaction commits.
+async fn notify<C: GenericClient>(conn: &C, sql: &CronSql) -> Result<()> {
+    conn.execute(&sql.notify, &[&sql.channel])
+        .await
+        .map_err(|e| db_error("cannot queue the schedule-change notification", e))?;
+    Ok(())
+}
+
+/// Registers the schedules of the cron tasks a starting worker runs (`names`):
+/// - every schedule of such a task follows the task's current expression and time zone
+///   (an edited `cronExpression` takes effect; its next tick is recomputed from now);
+/// - a task whose parameters all have defaults gets its `default` schedule, created or
+///   updated idempotently (unchanged definitions leave the row untouched, so its next tick —
+///   and the catch-up of ticks missed while no worker ran — is kept);
+/// - schedules of these tasks that were disabled as orphaned are enabled again.
+///
+/// A definition whose expression cannot be parsed is skipped with an error log (validation
+/// refuses it, so only a hand-written definition can get here). Database errors are
+/// returned; the scheduler retries.
+pub(crate) async fn register_at_start(
+    client: &Client,
+    sql: &CronSql,
+    registry: &Registry,
+    names: &[String],
+    worker_id: &str,
+) -> Result<()> {
+    let mut conn = client.conn().await?;
+    for name in names {
+        let Some(def) = registry.definition(name) else {
+            continue;
+        };
+        let Some(cron) = def.cron else {
+            continue;
+        };
+        let schedule = match parse_schedule(def.name, cron.expression, cron.timezone) {
+            Ok(schedule) => schedule,
+            Err(err) => {
+                tracing::error!(
+                    worker = %worker_id,
+                    task = def.name,
+                    error = %err,
+                    "invalid cron definition; not scheduling it (regenerate from tasks.yaml)"
+                );
+                continue;
+            }
+        };
+        // One transaction per task keeps lock sets small when many workers start at once.
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| db_error("cannot begin the schedule registration", e))?;
+        let now: DateTime<Utc> = tx
+            .query_one(&sql.now, &[])
+            .await
+            .map_err(|e| db_error("cannot read the database clock", e))?
+            .get(0);
+        let next = first_tick(&schedule, now, cron.expression)?;
+        let retimed = tx
+            .query(
+                &sql.retime_task,
+                &[&def.name, &cron.expression, &cron.timezone, &next],
+            )
+            .await
+            .map_err(|e| db_error(&format!("cannot update the schedules of {}", def.name), e))?;
+        for row in &retimed {
+            let key: String = row.get(1);
+            tracing::info!(
+                worker = %worker_id,
+                task = def.name,
+                key = %key,
+                expression = cron.expression,
+                timezone = cron.timezone.unwrap_or("UTC"),
+                next_fire_at = %next,
+                "cron schedule follows the task's new expression"
+            );
+        }
+        if !retimed.is_empty() {
+            notify(&*tx, sql).await?;
+        }
+        if let Some(params) = cron.default_params {
+            let wanted = Wanted {
+                task_name: def.name,
+                key: DEFAULT_SCHEDULE_KEY,
+                expression: cron.expression,
+                timezone: cron.timezone,
+                payload: params,
+            };
+            let (id, what) = upsert(&*tx, sql, &wanted, Requester::WorkerStart).await?;
+            if what != Upserted::Unchanged {
+                tracing::info!(
+                    worker = %worker_id,
+                    task = def.name,
+                    schedule.id = id,
+                    change = ?what,
+                    expression = cron.expression,
+                    "default cron schedule registered"
+                );
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error("cannot commit the schedule registration", e))?;
+    }
+    let rows = conn
+        .query(&sql.reenable_orphans, &[&names])
+        .await
+        .map_err(|e| db_error("cannot enable orphaned schedules", e))?;
+    for row in &rows {
+        let id: ScheduleId = row.get(0);
+        let task: String = row.get(1);
+        let key: String = row.get(2);
+        tracing::info!(
+            worker = %worker_id,
+            schedule.id = id,
+            task = %task,
+            key = %key,
+            "cron schedule enabled again: this worker runs its task"
+        );
+    }
+    if !rows.is_empty() {
+        notify(&**conn, sql).await?;
+    }
+    Ok(())
+}
+
+impl Client {
+    /// `run_foo(params)` on a cron task: registers (or updates) the schedule for `params`
+    /// and returns its id. See [`Client::enqueue`] for the rules.
+    pub(crate) async fn schedule_from_enqueue<P: Serialize + ?Sized>(
+        &self,
+        tx: Option<&Transaction<'_>>,
+        def: &TaskDefinition,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId> {
+        self.check_config()?;
+        let Some(cron) = def.cron else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("task {} has no cron schedule", def.name),
+            ));
+        };
+        let tag = schedule_tag(def.name, overrides)?;
+        let payload = serde_json::to_string(params).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Payload,
+                format!(
+                    "cannot serialise the parameters of task {} to JSON",
+                    def.name
+                ),
+                err,
+            )
+        })?;
+        let sql = CronSql::new(self.schema());
+        match tx {
+            Some(tx) => {
+                register_params(
+                    tx,
+                    &sql,
+                    def,
+                    cron.expression,
+                    cron.timezone,
+                    &payload,
+                    tag,
+                    cron.default_params,
+                )
+                .await
+            }
+            None => {
+                let mut conn = self.conn().await?;
+                let tx = conn
+                    .transaction()
+                    .await
+                    .map_err(|e| db_error("cannot begin the schedule registration", e))?;
+                let id = register_params(
+                    &tx,
+                    &sql,
+                    def,
+                    cron.expression,
+                    cron.timezone,
+                    &payload,
+                    tag,
+                    cron.default_params,
+                )
+                .await?;
+                tx.commit()
+                    .await
+                    .map_err(|e| db_error("cannot commit the schedule registration", e))?;
+                Ok(id)
+            }
+        }
+    }
+}
+
+/// The unique tag among `overrides`, which names the schedule. Other overrides have no
+/// meaning for a schedule (its occurrences take the task's tasks.yaml settings, and its
+/// ticks decide when they run), so they are refused rather than silently dropped.
+fn schedule_tag<'a>(task: &str, overrides: &'a [TaskOverride]) -> Result<Option<&'a str>> {
+    let mut tag = None;
+    for TaskOverride(kind) in overrides {
+        match kind {
+            OverrideKind::UniqueTag(t) => {
+                if t.trim().is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOverride,
+                        format!("unique_tag for cron task {task} is empty; give a non-empty tag"),
+                    ));
+                }
+                tag = Some(t.as_str());
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOverride,
+                    format!(
+                        "{other:?} cannot apply to cron task {task}: run_{{task}} on a cron task \
+                         registers a schedule, whose occurrences take the retry policy and \
+                         timeout from tasks.yaml; only TaskOverride::unique_tag (the schedule's \
+                         key) is accepted"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(tag)
+}
+
+/// Registers the schedule for one set of parameters inside `tx`.
+#[allow(clippy::too_many_arguments)]
+async fn register_params(
+    tx: &Transaction<'_>,
+    sql: &CronSql,
+    def: &TaskDefinition,
+    expression: &str,
+    timezone: Option<&str>,
+    payload: &str,
+    tag: Option<&str>,
+    default_params: Option<&str>,
+) -> Result<ScheduleId> {
+    let row = tx
+        .query_one(&sql.key_for_params, &[&payload, &default_params])
+        .await
+        .map_err(|e| {
+            db_error(
+                &format!("cannot key the cron schedule of task {}", def.name),
+                e,
+            )
+        })?;
+    let hash: String = row.get(0);
+    let is_default: bool = row.get(1);
+    // The same parameters always name the same schedule, so repeated calls (e.g. at every
+    // service start) are idempotent; parameters equal to the defaults are the default
+    // schedule, which workers register anyway.
+    let key = match tag {
+        Some(tag) => tag.to_string(),
+        None if is_default => DEFAULT_SCHEDULE_KEY.to_string(),
+        None => format!("params-{hash}"),
+    };
+    let wanted = Wanted {
+        task_name: def.name,
+        key: &key,
+        expression,
+        timezone,
+        payload,
+    };
+    let (id, what) = upsert(tx, sql, &wanted, Requester::Code).await?;
+    tracing::debug!(task = def.name, schedule.id = id, key = %key, change = ?what, "cron schedule registered from code");
+    Ok(id)
+}
