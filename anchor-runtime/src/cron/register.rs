@@ -193,11 +193,11 @@ async fn notify<C: GenericClient>(conn: &C, sql: &CronSql) -> Result<()> {
 /// - a task whose parameters all have defaults gets its `default` schedule, created or
 ///   updated idempotently (unchanged definitions leave the row untouched, so its next tick —
 ///   and the catch-up of ticks missed while no worker ran — is kept);
-/// - schedules of these tasks that were disabled as orphaned are enabled again.
+/// - schedules of these tasks that were disabled as orphaned (or invalid) are enabled again.
 ///
-/// A definition whose expression cannot be parsed is skipped with an error log (validation
-/// refuses it, so only a hand-written definition can get here). Database errors are
-/// returned; the scheduler retries.
+/// A definition whose expression or default parameters are unusable is skipped with an error
+/// log (validation refuses them, so only a hand-written definition can get here); the other
+/// tasks are still scheduled. Database errors are returned; the scheduler retries.
 pub(crate) async fn register_at_start(
     client: &Client,
     sql: &CronSql,
@@ -206,6 +206,7 @@ pub(crate) async fn register_at_start(
     worker_id: &str,
 ) -> Result<()> {
     let mut conn = client.conn().await?;
+    let mut registered: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
         let Some(def) = registry.definition(name) else {
             continue;
@@ -213,7 +214,11 @@ pub(crate) async fn register_at_start(
         let Some(cron) = def.cron else {
             continue;
         };
-        let schedule = match parse_schedule(def.name, cron.expression, cron.timezone) {
+        let checked = parse_schedule(def.name, cron.expression, cron.timezone).and_then(|s| {
+            check_default_params(def.name, cron.default_params)?;
+            Ok(s)
+        });
+        let schedule = match checked {
             Ok(schedule) => schedule,
             Err(err) => {
                 tracing::error!(
@@ -235,7 +240,13 @@ pub(crate) async fn register_at_start(
             .await
             .map_err(|e| db_error("cannot read the database clock", e))?
             .get(0);
-        let next = first_tick(&schedule, now, cron.expression)?;
+        let next = match first_tick(&schedule, now, cron.expression) {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::error!(worker = %worker_id, task = def.name, error = %err, "not scheduling it");
+                continue;
+            }
+        };
         let retimed = tx
             .query(
                 &sql.retime_task,
@@ -281,9 +292,10 @@ pub(crate) async fn register_at_start(
         tx.commit()
             .await
             .map_err(|e| db_error("cannot commit the schedule registration", e))?;
+        registered.push(name.clone());
     }
     let rows = conn
-        .query(&sql.reenable_orphans, &[&names])
+        .query(&sql.reenable_orphans, &[&registered])
         .await
         .map_err(|e| db_error("cannot enable orphaned schedules", e))?;
     for row in &rows {
@@ -302,6 +314,25 @@ pub(crate) async fn register_at_start(
         notify(&**conn, sql).await?;
     }
     Ok(())
+}
+
+/// Checks that a definition's default parameters are a JSON object.
+fn check_default_params(task: &str, params: Option<&str>) -> Result<()> {
+    let Some(params) = params else {
+        return Ok(());
+    };
+    match serde_json::from_str::<serde_json::Value>(params) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(Error::new(
+            ErrorKind::Config,
+            format!("task {task}: the cron default parameters are not a JSON object: {params}"),
+        )),
+        Err(err) => Err(Error::with_source(
+            ErrorKind::Config,
+            format!("task {task}: the cron default parameters are not valid JSON"),
+            err,
+        )),
+    }
 }
 
 impl Client {
@@ -393,7 +424,7 @@ fn schedule_tag<'a>(task: &str, overrides: &'a [TaskOverride]) -> Result<Option<
                 return Err(Error::new(
                     ErrorKind::InvalidOverride,
                     format!(
-                        "{other:?} cannot apply to cron task {task}: run_{{task}} on a cron task \
+                        "{other:?} cannot apply to cron task {task}: run_… on a cron task \
                          registers a schedule, whose occurrences take the retry policy and \
                          timeout from tasks.yaml; only TaskOverride::unique_tag (the schedule's \
                          key) is accepted"

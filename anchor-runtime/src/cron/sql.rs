@@ -93,14 +93,17 @@ impl CronSql {
                  RETURNING id, schedule_key"
             ),
             // Startup: schedules of tasks this worker runs, disabled because no worker knew
-            // them, fire again. Their next tick is kept, so a missed tick fires once.
+            // them or because a worker could not evaluate them, fire again (this worker's
+            // definition of the task was just checked and written to them). Their next tick
+            // is kept, so a missed stretch fires once.
             reenable_orphans: format!(
                 "UPDATE {t} SET enabled = true, disabled_reason = NULL, disabled_detail = NULL, \
                    updated_at = now() \
-                 WHERE NOT enabled AND disabled_reason = '{orphaned}' \
+                 WHERE NOT enabled AND disabled_reason IN ('{orphaned}', '{invalid}') \
                    AND task_name = ANY($1::text[]) \
                  RETURNING id, task_name, schedule_key",
                 orphaned = reason::ORPHANED,
+                invalid = reason::INVALID,
             ),
             // The due schedules of tasks this worker runs, locked so that exactly one
             // scheduler handles each; the database's clock decides what is due.

@@ -500,3 +500,58 @@ async fn an_edited_expression_updates_the_schedule_at_worker_start() -> Result<(
     assert_eq!(edited[0].timezone, None);
     Ok(())
 }
+
+static EVALUATED: TaskDefinition = every_second("Evaluated", None);
+/// A hand-written definition whose default parameters are not JSON: skipped with an error
+/// log, without keeping the worker's other schedules from registering.
+static BROKEN_DEFAULTS: TaskDefinition = TaskDefinition {
+    name: "BrokenDefaults",
+    retry: None,
+    timeout_ms: 60_000,
+    cron: Some(CronDefaults {
+        expression: "*/1 * * * * *",
+        timezone: None,
+        default_params: Some("{not json"),
+    }),
+    on_failed: None,
+    default_params: "{}",
+};
+
+#[tokio::test]
+async fn a_schedule_that_cannot_be_evaluated_is_disabled_and_others_keep_firing() -> Result<()> {
+    let db = test_db().await?;
+    let worker = ok_worker(&db, "evaluating", &[&EVALUATED, &BROKEN_DEFAULTS]).await?;
+    wait_for_occurrences(&db.client, "Evaluated", 1).await?;
+    assert!(schedules_of(&db.client, "BrokenDefaults").await?.is_empty());
+    // Someone edits the row by hand into something no worker can evaluate.
+    let conn = db.client.pool().get().await?;
+    conn.execute(
+        "UPDATE anchor.cron_schedules SET timezone = 'Mars/Olympus' WHERE task_name = 'Evaluated'",
+        &[],
+    )
+    .await?;
+    let disabled = wait_for("the invalid schedule to be disabled", LONG, || async {
+        let s = schedules_of(&db.client, "Evaluated").await?.remove(0);
+        Ok((!s.enabled).then_some(s))
+    })
+    .await?;
+    worker.shutdown().await;
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("invalid"));
+    assert!(
+        disabled
+            .disabled_detail
+            .as_deref()
+            .is_some_and(|d| d.contains("Mars/Olympus")),
+        "{disabled:?}"
+    );
+    // A worker starting with the task's definition repairs and enables it.
+    let fired = count(&db.client, "name = 'Evaluated'").await?;
+    let repaired = ok_worker(&db, "repairing", &[&EVALUATED]).await?;
+    wait_for_occurrences(&db.client, "Evaluated", fired + 2).await?;
+    repaired.shutdown().await;
+    let schedule = schedules_of(&db.client, "Evaluated").await?.remove(0);
+    assert!(schedule.enabled, "{schedule:?}");
+    assert_eq!(schedule.timezone, None);
+    assert_one_per_tick(&ticks(&db.client, "Evaluated").await?)?;
+    Ok(())
+}
