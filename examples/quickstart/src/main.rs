@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         Ok(Outcome::AllBehaved) => ExitCode::SUCCESS,
         Ok(Outcome::SomeFailed) => ExitCode::FAILURE,
         Ok(Outcome::Interrupted) => {
-            eprintln!("interrupted; the worker stopped and the throwaway cluster is removed");
+            eprintln!("interrupted; everything the quickstart started is stopped and removed");
             ExitCode::from(130)
         }
         Err(err) => {
@@ -99,7 +99,15 @@ async fn run() -> anyhow::Result<Outcome> {
                 spinner("starting a throwaway PostgreSQL cluster (DATABASE_URL is not set)");
             let cluster = tokio::task::block_in_place(EmbeddedPostgres::start);
             spinner.finish_and_clear();
-            let cluster = cluster?;
+            let cluster = match cluster {
+                Ok(cluster) => cluster,
+                // Ctrl-C reaches initdb and pg_ctl too, and they fail: that is an interrupt,
+                // not an error to explain.
+                Err(_) if received(&mut interrupt).await || received(&mut terminate).await => {
+                    return Ok(Outcome::Interrupted);
+                }
+                Err(err) => return Err(err),
+            };
             println!(
                 "• database: throwaway cluster at {} (server from {}), removed on exit",
                 cluster.url(),
@@ -151,6 +159,13 @@ async fn run() -> anyhow::Result<Outcome> {
         }
     }
     outcome
+}
+
+/// Whether `signal` arrived already (without waiting for it).
+async fn received(signal: &mut tokio::signal::unix::Signal) -> bool {
+    tokio::time::timeout(Duration::from_millis(1), signal.recv())
+        .await
+        .is_ok()
 }
 
 /// Connects, migrates, creates the app's `orders` table and starts a worker.
@@ -710,22 +725,21 @@ impl Demo {
                 (_, Some(parent)) => format!("handles #{parent}"),
                 (Some(name), None) => match records.iter().find(|t| t.parent_id == Some(task.id)) {
                     Some(child) => format!("{name} → #{}", child.id),
-                    None => format!("{name} (not needed)"),
+                    None => format!("{name} (not triggered)"),
                 },
                 (None, None) => "-".to_string(),
             };
-            let note = task
-                .errors
-                .last()
-                .map(|e| e.message.clone())
-                .unwrap_or_default();
+            let note = match task.errors.last() {
+                Some(last) => format!("{}: {}", task.errors.len(), last.message),
+                None => "-".to_string(),
+            };
             rows.push([
                 format!("#{}", task.id),
                 task.name.clone(),
                 task.status.to_string(),
                 task.attempts.to_string(),
                 handler,
-                truncate(&note, 48),
+                truncate(&note, 52),
             ]);
         }
         if let Some(id) = self.rolled_back {
@@ -739,7 +753,14 @@ impl Demo {
             ]);
             rows.sort_by_key(|r| r[0].trim_start_matches('#').parse::<i64>().unwrap_or(0));
         }
-        let header = ["id", "task", "status", "attempts", "onFailed", "last error"];
+        let header = [
+            "id",
+            "task",
+            "status",
+            "attempts",
+            "onFailed",
+            "errors: last",
+        ];
         let mut widths = header.map(|h| h.chars().count());
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
