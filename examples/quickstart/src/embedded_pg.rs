@@ -13,8 +13,9 @@
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -130,7 +131,36 @@ impl EmbeddedPostgres {
             );
         }
         self.url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        self.spawn_watchdog();
         Ok(())
+    }
+
+    /// Starts a small shell process that stops the server and deletes the directory if this
+    /// process dies without running `Drop` (SIGKILL, an abort). It runs in its own process
+    /// group, so the Ctrl-C meant for the quickstart does not reach it, and exits on its own
+    /// once the directory is gone. Best effort: without it, cleanup still happens on every
+    /// ordinary exit path.
+    fn spawn_watchdog(&self) {
+        const SCRIPT: &str = r#"pid=$1; dir=$2; shift 2
+while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+if [ -d "$dir" ]; then "$@" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir"; fi"#;
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", SCRIPT, "sh"])
+            .arg(std::process::id().to_string())
+            .arg(&self.root);
+        if self.run_as_postgres {
+            command.args(["runuser", "-u", "postgres", "--"]);
+        }
+        command
+            .arg(self.bin_dir.join("pg_ctl"))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        // Failing to start the watchdog only loses the protection against SIGKILL.
+        let _ = command.spawn();
     }
 
     /// Runs one of the server binaries as the cluster's owner, inside the cluster directory
@@ -163,7 +193,9 @@ impl EmbeddedPostgres {
         }
         if let Err(err) = fs::remove_dir_all(&self.root) {
             if err.kind() != std::io::ErrorKind::NotFound {
-                eprintln!(
+                // Never panic in a destructor (a closed stderr would make eprintln! panic).
+                let _ = writeln!(
+                    std::io::stderr(),
                     "warning: cannot remove the throwaway cluster at {}: {err}",
                     self.root.display()
                 );

@@ -8,6 +8,23 @@
 //!
 //! Regions between `ANCHOR:` and `ANCHOR_END:` comments are quoted in `docs/guide.md`.
 
+/// Prints a line on stdout. A closed pipe (`… | head`) is ignored instead of panicking as
+/// `println!` does, so the run still stops its worker and removes its cluster.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Like [`say!`], on stderr.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod embedded_pg;
 mod tasks;
 // ANCHOR: declare_module
@@ -24,7 +41,7 @@ use std::time::{Duration, Instant};
 use anchor_runtime::{Client, Registry, TaskId, TaskOverride, TaskRecord, TaskStatus, Worker};
 use anchor_runtime::{WorkerConfig, WorkerHandle};
 use anyhow::{anyhow, bail, ensure, Context};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::embedded_pg::EmbeddedPostgres;
@@ -54,7 +71,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            say_err!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -62,11 +79,11 @@ fn main() -> ExitCode {
         Ok(Outcome::AllBehaved) => ExitCode::SUCCESS,
         Ok(Outcome::SomeFailed) => ExitCode::FAILURE,
         Ok(Outcome::Interrupted) => {
-            eprintln!("interrupted; everything the quickstart started is stopped and removed");
+            say_err!("interrupted; everything the quickstart started is stopped and removed");
             ExitCode::from(130)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            say_err!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -85,13 +102,13 @@ async fn run() -> anyhow::Result<Outcome> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let started = Instant::now();
 
-    println!("anchor quickstart: durable, typed background tasks on PostgreSQL\n");
+    say!("anchor quickstart: durable, typed background tasks on PostgreSQL\n");
     // Declared before everything that uses the database, so it is dropped (stopped and
     // removed) last.
     let mut _cluster: Option<EmbeddedPostgres> = None;
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => {
-            println!("• database: DATABASE_URL (schema {SCHEMA} is recreated for this run)");
+            say!("• database: DATABASE_URL (schema {SCHEMA} is recreated for this run)");
             url
         }
         _ => {
@@ -108,7 +125,7 @@ async fn run() -> anyhow::Result<Outcome> {
                 }
                 Err(err) => return Err(err),
             };
-            println!(
+            say!(
                 "• database: throwaway cluster at {} (server from {}), removed on exit",
                 cluster.url(),
                 cluster.bin_dir().display()
@@ -128,6 +145,7 @@ async fn run() -> anyhow::Result<Outcome> {
         tracked: BTreeSet::new(),
         rolled_back: None,
         failures: Vec::new(),
+        progress: Progress::new(FEATURES),
     };
     let finished = tokio::select! {
         result = demo.run_all() => Some(result),
@@ -146,15 +164,15 @@ async fn run() -> anyhow::Result<Outcome> {
         demo.print_summary().await?;
         let secs = started.elapsed().as_secs_f64();
         if demo.failures.is_empty() {
-            println!("\nAll features behaved as described ({secs:.1} s).");
-            println!("Next: docs/guide.md walks through each of them; README.md has the tour.");
+            say!("\nAll features behaved as described ({secs:.1} s).");
+            say!("Next: docs/guide.md walks through each of them; README.md has the tour.");
         } else {
-            println!(
+            say!(
                 "\n{} feature(s) did not behave ({secs:.1} s):",
                 demo.failures.len()
             );
             for failure in &demo.failures {
-                println!("  ✘ {failure}");
+                say!("  ✘ {failure}");
             }
         }
     }
@@ -187,9 +205,11 @@ async fn set_up(database_url: &str) -> anyhow::Result<(Client, WorkerHandle, Arc
     // ANCHOR: migrate
     let report = anchor_runtime::migrate(&client).await?;
     // ANCHOR_END: migrate
-    println!(
+    say!(
         "• migrations: schema {} at version {} (applied {:?})",
-        report.schema, report.version, report.applied
+        report.schema,
+        report.version,
+        report.applied
     );
     // The application's own table, which tasks are enqueued together with.
     db.batch_execute(
@@ -219,7 +239,7 @@ async fn set_up(database_url: &str) -> anyhow::Result<(Client, WorkerHandle, Arc
         .with_shutdown_grace(Duration::from_secs(2));
     let worker = Worker::new(client.clone(), registry, config).start();
     // ANCHOR_END: worker
-    println!(
+    say!(
         "• worker {} started: {} task types, concurrency 10\n",
         worker.worker_id(),
         taskgen::TASKS.len()
@@ -286,6 +306,46 @@ struct Demo {
     /// The id a rolled-back transaction returned (it never existed).
     rolled_back: Option<TaskId>,
     failures: Vec<String>,
+    progress: Progress,
+}
+
+/// The features the demo shows, in order (for the overall progress bar).
+const FEATURES: u64 = 9;
+
+/// Live progress: one spinner for what is being waited for, above a bar of features done.
+struct Progress {
+    multi: MultiProgress,
+    overall: ProgressBar,
+}
+
+impl Progress {
+    fn new(features: u64) -> Progress {
+        let multi = MultiProgress::new();
+        let overall = multi.add(ProgressBar::new(features));
+        if let Ok(style) = ProgressStyle::with_template("features {bar:27} {pos}/{len} ({elapsed})")
+        {
+            overall.set_style(style);
+        }
+        Progress { multi, overall }
+    }
+
+    fn spinner(&self, message: &str) -> ProgressBar {
+        self.multi.insert_before(&self.overall, spinner(message))
+    }
+
+    /// Prints a line above the bars (also when they are hidden because stdout is no
+    /// terminal).
+    fn println(&self, line: &str) {
+        self.multi.suspend(|| say!("{line}"));
+    }
+
+    fn feature_done(&self) {
+        self.overall.inc(1);
+    }
+
+    fn finish(&self) {
+        self.overall.finish_and_clear();
+    }
 }
 
 impl Demo {
@@ -316,17 +376,19 @@ impl Demo {
         self.report("timeout", result);
         let result = self.cron().await;
         self.report("cron", result);
+        self.progress.finish();
         Ok(())
     }
 
     fn report(&mut self, feature: &str, result: anyhow::Result<String>) {
         match result {
-            Ok(message) => println!("✔ {feature}: {message}"),
+            Ok(message) => self.progress.println(&format!("✔ {feature}: {message}")),
             Err(err) => {
-                println!("✘ {feature}: {err:#}");
+                self.progress.println(&format!("✘ {feature}: {err:#}"));
                 self.failures.push(format!("{feature}: {err:#}"));
             }
         }
+        self.progress.feature_done();
     }
 
     async fn handler_enqueue(&mut self) -> anyhow::Result<String> {
@@ -581,7 +643,9 @@ impl Demo {
     }
 
     async fn cron(&mut self) -> anyhow::Result<String> {
-        let bar = spinner("waiting for CleanupSessions (\"*/3 * * * * *\") to fire twice");
+        let bar = self
+            .progress
+            .spinner("waiting for CleanupSessions (\"*/3 * * * * *\") to fire twice");
         let deadline = Instant::now() + FEATURE_DEADLINE;
         let mut runs = Vec::new();
         while Instant::now() < deadline {
@@ -628,7 +692,7 @@ impl Demo {
 
     /// Polls a task until it reaches a final status, showing its progress live.
     async fn wait_final(&self, id: TaskId, what: &str) -> anyhow::Result<TaskRecord> {
-        let bar = spinner(what);
+        let bar = self.progress.spinner(what);
         let deadline = Instant::now() + FEATURE_DEADLINE;
         loop {
             let task = self
@@ -668,7 +732,9 @@ impl Demo {
         handler: &str,
         parent: TaskId,
     ) -> anyhow::Result<(TaskId, String)> {
-        let bar = spinner(&format!("waiting for {handler} to handle #{parent}"));
+        let bar = self
+            .progress
+            .spinner(&format!("waiting for {handler} to handle #{parent}"));
         let deadline = Instant::now() + FEATURE_DEADLINE;
         while Instant::now() < deadline {
             for entry in self.journal.entries_of(handler) {
@@ -777,10 +843,10 @@ impl Demo {
                 .trim_end()
                 .to_string()
         };
-        println!("\nEvery task of this run, as the database has it:\n");
-        println!("{}", line(&header.map(str::to_string)));
+        say!("\nEvery task of this run, as the database has it:\n");
+        say!("{}", line(&header.map(str::to_string)));
         for row in &rows {
-            println!("{}", line(row));
+            say!("{}", line(row));
         }
         Ok(())
     }
