@@ -27,6 +27,9 @@ CREATE TABLE cron_schedules (
     last_task_id    bigint,
     last_fired_at   timestamptz,
     enabled         boolean     NOT NULL DEFAULT true,
+    -- false: a tick that comes while the last occurrence is still pending or running is
+    -- skipped (Client::set_schedule_overlap).
+    allow_overlap   boolean     NOT NULL DEFAULT true,
     -- Why a schedule is disabled: 'orphaned' (no running worker has its task registered),
     -- 'paused' (Client::pause_schedule), 'invalid' (its expression or time zone cannot be
     -- evaluated). NULL while enabled.

@@ -84,6 +84,7 @@ pub(crate) async fn fire_due(
         let payload: String = row.get(5);
         let tick: DateTime<Utc> = row.get(6);
         let now: DateTime<Utc> = row.get(7);
+        let may_fire: bool = row.get(8);
         let disable = |detail: String| {
             tracing::error!(
                 worker = %worker_id,
@@ -129,6 +130,20 @@ pub(crate) async fn fire_due(
                 continue;
             }
         };
+        if !may_fire {
+            tx.execute(&sql.skip, &[&id, &next])
+                .await
+                .map_err(|e| db_error("cannot advance the cron schedule", e))?;
+            tracing::info!(
+                worker = %worker_id,
+                schedule.id = id,
+                task = %task_name,
+                tick = %tick,
+                next_fire_at = %next,
+                "cron tick skipped: overlap is off and the last occurrence has not finished"
+            );
+            continue;
+        }
         let missed = schedule.next_after(tick).is_some_and(|t| t <= now);
         let occurrence: Option<TaskId> = tx
             .query_opt(

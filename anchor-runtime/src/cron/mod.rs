@@ -69,6 +69,9 @@ pub struct CronSchedule {
     pub created_at: DateTime<Utc>,
     /// When the schedule last changed (including each fire).
     pub updated_at: DateTime<Utc>,
+    /// Whether a tick fires while the last occurrence is still pending or running (default
+    /// `true`); see [`Client::set_schedule_overlap`].
+    pub allow_overlap: bool,
 }
 
 impl CronSchedule {
@@ -89,6 +92,7 @@ impl CronSchedule {
             disabled_detail: row.get(12),
             created_at: row.get(13),
             updated_at: row.get(14),
+            allow_overlap: row.get(15),
         }
     }
 }
@@ -127,6 +131,37 @@ impl Client {
     /// while it was disabled do not fire.
     pub async fn resume_schedule(&self, id: ScheduleId) -> Result<()> {
         self.set_schedule_enabled(id, true).await
+    }
+
+    /// Allows or forbids overlapping occurrences. Overlap is allowed by default: every tick
+    /// enqueues its occurrence even while earlier ones run. With `allow = false`, a tick that
+    /// comes while the schedule's last occurrence is still pending (e.g. waiting for a retry)
+    /// or running is skipped — not queued — and the schedule fires again at the first tick
+    /// after that occurrence finished (Kubernetes' `concurrencyPolicy: Forbid`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: anchor_runtime::Client) -> anchor_runtime::Result<()> {
+    /// for schedule in client.schedules().await? {
+    ///     if schedule.task_name == "DailyCleanup" {
+    ///         client.set_schedule_overlap(schedule.id, false).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_schedule_overlap(&self, id: ScheduleId, allow: bool) -> Result<()> {
+        let sql = CronSql::new(self.schema());
+        let conn = self.conn().await?;
+        let updated = conn
+            .query_opt(&sql.set_overlap, &[&id, &allow])
+            .await
+            .map_err(|e| db_error(&format!("cannot update cron schedule {id}"), e))?;
+        if updated.is_none() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no cron schedule with id {id}"),
+            ));
+        }
+        Ok(())
     }
 
     async fn set_schedule_enabled(&self, id: ScheduleId, enabled: bool) -> Result<()> {

@@ -1,13 +1,13 @@
 //! The cron statements, rendered for one schema (like `crate::sql` does for the task table).
 //! Review them with `migrations/V2__cron_schedules.sql` beside.
 
-use crate::sql::quote_ident;
+use crate::sql::{quote_ident, status};
 
 /// The columns [`CronSchedule`](super::CronSchedule) is read from, in order.
 pub(crate) const SCHEDULE_COLUMNS: &str =
     "id, task_name, schedule_key, expression, timezone, payload, next_fire_at, last_tick_at, \
      last_task_id, last_fired_at, enabled, disabled_reason, disabled_detail, created_at, \
-     updated_at";
+     updated_at, allow_overlap";
 
 /// Disabled-reason codes stored in `cron_schedules.disabled_reason`.
 pub(crate) mod reason {
@@ -36,6 +36,8 @@ pub(crate) struct CronSql {
     pub due: String,
     pub insert_occurrence: String,
     pub advance: String,
+    pub skip: String,
+    pub set_overlap: String,
     pub disable: String,
     pub next_due_ms: String,
     pub disable_orphans: String,
@@ -106,14 +108,21 @@ impl CronSql {
                 invalid = reason::INVALID,
             ),
             // The due schedules of tasks this worker runs, locked so that exactly one
-            // scheduler handles each; the database's clock decides what is due.
-            // $1 task names, $2 limit.
+            // scheduler handles each; the database's clock decides what is due. The last
+            // column says whether the tick may fire: always, unless overlap is off and the
+            // last occurrence is still pending or running. $1 task names, $2 limit.
             due: format!(
                 "SELECT id, task_name, schedule_key, expression, timezone, payload::text, \
-                   next_fire_at, now() \
+                   next_fire_at, now(), \
+                   allow_overlap OR last_task_id IS NULL OR NOT EXISTS ( \
+                     SELECT 1 FROM {tasks} o WHERE o.id = last_task_id \
+                       AND o.status IN ({pending}, {running})) \
                  FROM {t} \
                  WHERE enabled AND next_fire_at <= now() AND task_name = ANY($1::text[]) \
-                 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+                 ORDER BY next_fire_at LIMIT $2 FOR UPDATE OF {t_alias} SKIP LOCKED",
+                t_alias = "cron_schedules",
+                pending = status::PENDING,
+                running = status::RUNNING,
             ),
             // One occurrence. The conflict target is the (schedule, tick) key, so a second
             // insert for one tick writes nothing and returns no row.
@@ -133,6 +142,12 @@ impl CronSql {
                    last_task_id = coalesce($4, last_task_id), last_fired_at = now(), \
                    updated_at = now() \
                  WHERE id = $1"
+            ),
+            // A tick skipped because the last occurrence has not finished. $1 id, $2 next tick.
+            skip: format!("UPDATE {t} SET next_fire_at = $2, updated_at = now() WHERE id = $1"),
+            // $1 id, $2 allow.
+            set_overlap: format!(
+                "UPDATE {t} SET allow_overlap = $2, updated_at = now() WHERE id = $1 RETURNING id"
             ),
             // $1 id, $2 reason, $3 detail.
             disable: format!(

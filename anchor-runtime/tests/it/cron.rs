@@ -584,3 +584,87 @@ async fn a_tick_that_already_has_an_occurrence_never_gets_a_second() -> Result<(
     assert_one_per_tick(&ticks(&db.client, "Guarded").await?)?;
     Ok(())
 }
+
+/// A slow cron task scheduled from code.
+static EXCLUSIVE: TaskDefinition = TaskDefinition {
+    name: "Exclusive",
+    retry: None,
+    timeout_ms: 60_000,
+    cron: Some(CronDefaults {
+        expression: "*/1 * * * * *",
+        timezone: None,
+        default_params: None,
+    }),
+    on_failed: None,
+    default_params: "{}",
+};
+
+#[tokio::test]
+async fn without_overlap_ticks_wait_for_the_last_occurrence() -> Result<()> {
+    let db = test_db().await?;
+    let params = Customer {
+        customer: "x".into(),
+    };
+    let id = db.client.enqueue(&EXCLUSIVE, &params, &[]).await?;
+    assert!(
+        db.client
+            .get_schedule(id)
+            .await?
+            .context("schedule")?
+            .allow_overlap
+    );
+    db.client.set_schedule_overlap(id, false).await?;
+    let mut registry = Registry::new();
+    registry.register(&EXCLUSIVE, |_ctx: TaskContext, _p: Customer| async {
+        // Slower than the schedule's one-second ticks.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        Ok::<(), TaskError>(())
+    });
+    let worker = Worker::new(
+        Client::connect(&db.url).await?,
+        registry,
+        config("exclusive"),
+    )
+    .start();
+    wait_for("three finished occurrences", LONG, || async {
+        let done = count(&db.client, "name = 'Exclusive' AND status = 2").await?;
+        Ok((done >= 3).then_some(()))
+    })
+    .await?;
+    worker.shutdown().await;
+    let conn = db.client.pool().get().await?;
+    let rows = conn
+        .query(
+            "SELECT id, started_at, finished_at FROM anchor.tasks \
+             WHERE name = 'Exclusive' AND status = 2 ORDER BY id",
+            &[],
+        )
+        .await?;
+    let runs: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2,
+            "occurrence {} started before {} finished: {runs:?}",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+    let ticks = ticks(&db.client, "Exclusive").await?;
+    assert_one_per_tick(&ticks)?;
+    for pair in ticks.windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 >= chrono::Duration::seconds(2),
+            "{ticks:?}"
+        );
+    }
+    let missing = db
+        .client
+        .set_schedule_overlap(-999_999, false)
+        .await
+        .expect_err("no such schedule");
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    Ok(())
+}
