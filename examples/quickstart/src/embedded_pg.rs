@@ -213,8 +213,15 @@ impl Drop for EmbeddedPostgres {
 /// The directory holding `initdb` and `pg_ctl`: from `PATH` first, then the newest
 /// `/usr/lib/postgresql/<version>/bin` (Debian and Ubuntu do not put the server on `PATH`).
 fn find_server_binaries() -> Option<PathBuf> {
+    find_server_binaries_in(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
+}
+
+fn find_server_binaries_in(
+    path: Option<std::ffi::OsString>,
+    debian_root: &Path,
+) -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             if has_both(&dir) {
                 // Resolve symlinks (e.g. /usr/local/bin/initdb → /usr/lib/postgresql/15/bin)
@@ -224,7 +231,7 @@ fn find_server_binaries() -> Option<PathBuf> {
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(debian_root)
         .ok()?
         .filter_map(|entry| {
             let entry = entry.ok()?;
@@ -293,4 +300,59 @@ fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_server_binaries_in;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("qs-find-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+
+    fn fake_server(bin: &Path) {
+        fs::create_dir_all(bin).expect("create bin dir");
+        fs::write(bin.join("initdb"), "").expect("write initdb");
+        fs::write(bin.join("pg_ctl"), "").expect("write pg_ctl");
+    }
+
+    #[test]
+    fn nothing_found_without_binaries() {
+        let root = scratch("none");
+        let found = find_server_binaries_in(Some(root.clone().into_os_string()), &root.join("lib"));
+        assert_eq!(found, None);
+        assert_eq!(find_server_binaries_in(None, &root.join("missing")), None);
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn debian_layout_picks_the_newest_version() {
+        let root = scratch("debian");
+        fake_server(&root.join("lib/9/bin"));
+        fake_server(&root.join("lib/16/bin"));
+        fake_server(&root.join("lib/13/bin"));
+        // A version directory without the binaries (e.g. only the client) is skipped.
+        fs::create_dir_all(root.join("lib/17/bin")).expect("create empty bin");
+        let found = find_server_binaries_in(None, &root.join("lib"));
+        assert_eq!(found, Some(root.join("lib/16/bin")));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn path_wins_over_the_debian_layout() {
+        let root = scratch("path");
+        fake_server(&root.join("lib/16/bin"));
+        fake_server(&root.join("opt/pg/bin"));
+        let path =
+            std::env::join_paths([root.join("empty"), root.join("opt/pg/bin")]).expect("join PATH");
+        let found = find_server_binaries_in(Some(path), &root.join("lib"));
+        let expected = fs::canonicalize(root.join("opt/pg/bin")).expect("canonicalize");
+        assert_eq!(found, Some(expected));
+        let _ = fs::remove_dir_all(&root);
+    }
 }
