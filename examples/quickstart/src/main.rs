@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anchor_runtime::{Client, Registry, TaskId, TaskOverride, TaskRecord, TaskStatus, Worker};
-use anchor_runtime::{WorkerConfig, WorkerHandle};
+use anchor_runtime::{WorkerConfig, WorkerHandle, DEFAULT_SCHEDULE_KEY};
 use anyhow::{anyhow, bail, ensure, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::signal::unix::{signal, SignalKind};
@@ -682,11 +682,34 @@ impl Demo {
                 task.run_after.format("%H:%M:%S")
             ));
         }
+        // ANCHOR: schedules
+        // The durable schedule the worker registered at start-up from the YAML defaults.
+        let schedule = self
+            .client
+            .schedules()
+            .await?
+            .into_iter()
+            .find(|s| s.task_name == task_names::CLEANUP_SESSIONS && s.key == DEFAULT_SCHEDULE_KEY)
+            .ok_or_else(|| anyhow!("CleanupSessions has no default schedule"))?;
+        // ANCHOR_END: schedules
+        ensure!(
+            schedule.enabled,
+            "the schedule is disabled: {:?}",
+            schedule.disabled_reason
+        );
+        ensure!(
+            schedule.payload == serde_json::json!({ "olderThanMinutes": 30 }),
+            "the schedule's parameters are not the schema defaults: {}",
+            schedule.payload
+        );
         Ok(format!(
-            "CleanupSessions fired {} times on its own (scheduled at worker start with the \
-             default olderThanMinutes = 30): {}",
+            "CleanupSessions fired {} times on its own: {} (schedule {} \"{}\" with the default \
+             olderThanMinutes = 30, registered at worker start; next tick {})",
             runs.len(),
-            times.join(", ")
+            times.join(", "),
+            schedule.id,
+            schedule.expression,
+            schedule.next_fire_at.format("%H:%M:%S")
         ))
     }
 
