@@ -56,3 +56,9 @@ CREATE INDEX tasks_parent_idx ON tasks (parent_id) WHERE parent_id IS NOT NULL;
 CREATE FUNCTION task_status_name(status smallint) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT (ARRAY['pending', 'running', 'completed', 'failed', 'cancelled'])[status + 1] $$;
+
+-- Give the planner statistics from the start. A table that was never analysed is costed
+-- as if it were a few pages at most, which can pick quadratic join orders for the batched
+-- completion and renewal statements on a table that has just received a bulk enqueue;
+-- once analysed (even empty), estimates follow the table's real size.
+ANALYZE tasks;

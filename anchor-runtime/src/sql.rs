@@ -105,14 +105,19 @@ impl Sql {
                 running = status::RUNNING,
             ),
             // Successful completions, many at once, each fenced by its lease token.
+            //
+            // The batched statements (complete, renew, release) fence by token alone: every
+            // transition out of `running` clears the token, so a matching token implies
+            // `running`. Leaving `status` out keeps the planner from driving the join from the
+            // partial lease index, a plan that is quadratic when the table's statistics are
+            // stale (seen after TRUNCATE + bulk enqueue: 15 s per 1 000 completions).
             complete_many: format!(
                 "UPDATE {tasks} t SET status = {completed}, finished_at = now(), \
                    updated_at = now(), {CLEAR_LEASE} \
                  FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
-                 WHERE t.id = c.id AND t.lease_token = c.token AND t.status = {running} \
+                 WHERE t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id",
                 completed = status::COMPLETED,
-                running = status::RUNNING,
             ),
             // $1 id, $2 token, $3 message, $4 delay in ms.
             retry: format!(
@@ -146,19 +151,17 @@ impl Sql {
             renew: format!(
                 "UPDATE {tasks} t SET lease_expires_at = now() + $3::bigint * interval '1 millisecond' \
                  FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
-                 WHERE t.id = c.id AND t.lease_token = c.token AND t.status = {running} \
+                 WHERE t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id",
-                running = status::RUNNING,
             ),
             // Shutdown: hands unfinished tasks back at once; the interrupted run is not counted.
             release: format!(
                 "UPDATE {tasks} t SET status = {pending}, attempts = greatest(t.attempts - 1, 0), \
                    run_after = now(), updated_at = now(), {CLEAR_LEASE} \
                  FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
-                 WHERE t.id = c.id AND t.lease_token = c.token AND t.status = {running} \
+                 WHERE t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id",
                 pending = status::PENDING,
-                running = status::RUNNING,
             ),
             // Running tasks whose lease expired; locked so that one rescuer handles each.
             rescue_select: format!(

@@ -24,7 +24,7 @@ use crate::sql::Sql;
 use crate::task::TaskId;
 
 /// How many outcomes may wait for the completer before executions wait for it.
-pub(crate) const CHANNEL_CAPACITY: usize = 4096;
+pub(crate) const CHANNEL_CAPACITY: usize = 1024;
 
 /// The most outcomes written in one round.
 const MAX_BATCH: usize = 1000;

@@ -103,8 +103,9 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
             }
             Outcome::RetryWithoutEvent => tracing::debug!("task asked to be retried later"),
         }
-        // The slot is free once the handler is done; the outcome is written behind it.
-        drop(_guard);
+        // The slot frees once the outcome is queued for the completer, so a completer that
+        // falls behind (a slow database) holds back new claims instead of letting claimed
+        // but unrecorded tasks pile up.
         if completer
             .send(Message::Finished(Box::new(Finished { task, outcome })))
             .await
@@ -112,6 +113,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
         {
             tracing::warn!("worker stopped before the outcome was written; the lease will expire");
         }
+        drop(_guard);
     }
     .instrument(span);
     let handle = tokio::spawn(execution);
