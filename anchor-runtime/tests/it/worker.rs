@@ -730,3 +730,56 @@ async fn a_run_whose_lease_was_taken_is_stopped() -> Result<()> {
     assert_eq!(count(&db.client, "status = 1").await?, 1);
     Ok(())
 }
+
+static QUEUED: TaskDefinition = def("Queued", None, 60_000, None);
+
+#[tokio::test]
+async fn prefetched_tasks_stuck_behind_busy_slots_go_to_other_workers() -> Result<()> {
+    let db = test_db().await?;
+    let busy = Ledger::default();
+    let mut registry_a = Registry::new();
+    register_recorded(&mut registry_a, &QUEUED, &busy, |_, _| async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        Ok(())
+    });
+    // One slot and a prefetch buffer: A claims all three tasks, runs one and buffers two.
+    let worker_a = start(
+        &db.client,
+        registry_a,
+        config()
+            .with_concurrency(1)
+            .with_prefetch(5)
+            .with_shutdown_grace(Duration::from_millis(200)),
+    );
+    let params: Vec<Job> = (0..3).map(|n| Job { n }).collect();
+    let ids = db.client.enqueue_many(&QUEUED, &params, &[]).await?;
+    wait_for("A to start one task", LONG, || async {
+        Ok((busy.all_runs().len() == 1).then_some(()))
+    })
+    .await?;
+    let free = Ledger::default();
+    let mut registry_b = Registry::new();
+    register_recorded(&mut registry_b, &QUEUED, &free, |_, _| async { Ok(()) });
+    let worker_b = start(&db.client, registry_b, config());
+    // A hands the two buffered tasks back after about a second; B runs them.
+    wait_for("B to complete the two buffered tasks", LONG, || async {
+        Ok((count(&db.client, "status = 2").await? == 2).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        busy.all_runs().len(),
+        1,
+        "A ran only what its slot could take"
+    );
+    assert_eq!(free.all_runs().len(), 2);
+    for id in &ids {
+        let task = db.client.get_task(*id).await?.context("row exists")?;
+        assert_eq!(
+            task.attempts, 1,
+            "a buffered-then-released claim is not counted"
+        );
+    }
+    worker_a.shutdown().await;
+    worker_b.shutdown().await;
+    Ok(())
+}
