@@ -282,3 +282,15 @@ async fn cancel_only_pending_tasks() -> Result<()> {
     assert!(!db.client.cancel_task(id + 100).await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn bad_database_urls_are_config_errors() -> Result<()> {
+    let err = Client::connect("definitely not a url=").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    // A database that is down: connecting succeeds (lazily), the first use says why.
+    let client = Client::connect("postgresql://nobody@127.0.0.1:1/none").await?;
+    let err = client.get_task(1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Pool, "{err}");
+    assert!(err.to_string().contains("connect"), "{err}");
+    Ok(())
+}

@@ -783,3 +783,20 @@ async fn prefetched_tasks_stuck_behind_busy_slots_go_to_other_workers() -> Resul
     worker_b.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_disabled_worker_claims_nothing() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &ECHO, &ledger, |_, _| async { Ok(()) });
+    let worker = start(&db.client, registry, config().with_disable(true));
+    let id = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
+    // Several poll intervals pass; the task stays pending.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let task = db.client.get_task(id).await?.context("row exists")?;
+    assert_eq!(task.status, TaskStatus::Pending);
+    assert_eq!(ledger.runs(id), 0);
+    worker.shutdown().await;
+    Ok(())
+}
