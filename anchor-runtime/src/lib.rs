@@ -50,7 +50,9 @@ mod migrate;
 mod notify;
 mod overrides;
 mod registry;
+mod retention;
 mod sql;
+mod statements;
 mod task;
 mod worker;
 
@@ -62,6 +64,9 @@ pub use inspect::{ErrorRecord, TaskRecord, TaskStatus};
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use overrides::TaskOverride;
 pub use registry::Registry;
+pub use retention::RetentionConfig;
+#[doc(hidden)]
+pub use statements::Statements;
 pub use task::{BoxError, TaskContext, TaskError, TaskId};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 

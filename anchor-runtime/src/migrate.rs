@@ -34,10 +34,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cron_schedules",
         sql: include_str!("../../migrations/V2__cron_schedules.sql"),
     },
+    Migration {
+        version: 3,
+        name: "retention",
+        sql: include_str!("../../migrations/V3__retention.sql"),
+    },
 ];
 
 /// The schema version this runtime needs.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// This worker's name in `lease_owner` (default: host name, process id and a random
     /// suffix).
     pub worker_id: Option<String>,
+    /// How long finished tasks are kept before this worker prunes them (default: completed
+    /// and cancelled 7 days, failed 30 days; see [`RetentionConfig`](crate::RetentionConfig)).
+    pub retention: crate::RetentionConfig,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +80,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             disable: false,
             worker_id: None,
+            retention: crate::RetentionConfig::default(),
         }
     }
 }
@@ -125,6 +129,12 @@ impl WorkerConfig {
     /// Sets [`WorkerConfig::worker_id`].
     pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
         self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`WorkerConfig::retention`].
+    pub fn with_retention(mut self, retention: crate::RetentionConfig) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -292,6 +302,11 @@ impl Worker {
             tokio::spawn(lease::run_rescuer(shared.clone())),
             tokio::spawn(listen::run_listener(shared.clone())),
             tokio::spawn(scheduler::run_scheduler(shared.clone())),
+            tokio::spawn(crate::retention::run_pruner(
+                shared.client.clone(),
+                shared.config.retention.clone(),
+                shared.worker_id.clone(),
+            )),
         ];
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
         WorkerHandle {

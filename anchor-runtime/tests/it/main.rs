@@ -3,6 +3,8 @@
 
 mod basics;
 mod cron;
+mod explain;
 mod harness;
 mod outage;
+mod retention;
 mod worker;

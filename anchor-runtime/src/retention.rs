@@ -1,0 +1,220 @@
+//! Retention: finished tasks are deleted once they are older than a configurable age, so a
+//! busy system's table does not grow without bound.
+//!
+//! Every worker runs the pruner (no leader). Each round deletes in bounded batches with one
+//! statement per batch that locks its victims with `FOR UPDATE SKIP LOCKED`, so two workers
+//! pruning at once take different rows instead of waiting for each other, and no transaction
+//! ever holds more than [`RetentionConfig::batch_size`] row locks. The victims are found
+//! through `tasks_finished_idx` (`migrations/V3__retention.sql`), a partial index that
+//! pending and running rows never enter, so the claim path does not pay for it.
+//!
+//! What is kept by default: completed tasks 7 days, failed tasks 30 days (they are the ones
+//! people come back to investigate), cancelled tasks 7 days. The age is measured from
+//! `finished_at`. Deleting a finished task that held a unique tag frees the tag.
+
+use std::time::Duration;
+
+use crate::client::{db_error, Client};
+use crate::error::Result;
+use crate::sql::{quote_ident, status};
+
+/// How long finished tasks are kept, and how the pruning runs.
+///
+/// ```
+/// use std::time::Duration;
+/// use anchor_runtime::RetentionConfig;
+///
+/// // Keep completed tasks one day, failed ones forever.
+/// let retention = RetentionConfig::default()
+///     .with_completed(Some(Duration::from_secs(24 * 3600)))
+///     .with_failed(None);
+/// assert_eq!(retention.failed, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// How long `completed` tasks are kept after they finish; `None` keeps them forever
+    /// (default 7 days).
+    pub completed: Option<Duration>,
+    /// How long `failed` tasks are kept after they finish; `None` keeps them forever
+    /// (default 30 days).
+    pub failed: Option<Duration>,
+    /// How long `cancelled` tasks are kept after they are cancelled; `None` keeps them
+    /// forever (default 7 days).
+    pub cancelled: Option<Duration>,
+    /// How often a worker prunes (default 1 minute, plus up to half of it as jitter so the
+    /// workers of one deployment do not prune in lockstep).
+    pub interval: Duration,
+    /// The most rows one statement deletes (default 1000): short transactions, few locks.
+    pub batch_size: usize,
+    /// Whether workers prune at all (default `true`). With `false`, call
+    /// [`Client::prune_finished`] yourself, or keep everything.
+    pub enabled: bool,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            completed: Some(7 * DAY),
+            failed: Some(30 * DAY),
+            cancelled: Some(7 * DAY),
+            interval: Duration::from_secs(60),
+            batch_size: 1000,
+            enabled: true,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Sets [`RetentionConfig::completed`].
+    pub fn with_completed(mut self, age: Option<Duration>) -> Self {
+        self.completed = age;
+        self
+    }
+    /// Sets [`RetentionConfig::failed`].
+    pub fn with_failed(mut self, age: Option<Duration>) -> Self {
+        self.failed = age;
+        self
+    }
+    /// Sets [`RetentionConfig::cancelled`].
+    pub fn with_cancelled(mut self, age: Option<Duration>) -> Self {
+        self.cancelled = age;
+        self
+    }
+    /// Sets [`RetentionConfig::interval`].
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+    /// Sets [`RetentionConfig::batch_size`].
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    /// Sets [`RetentionConfig::enabled`].
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// The (status, age) pairs to prune.
+    fn rules(&self) -> impl Iterator<Item = (i16, Duration)> + '_ {
+        [
+            (status::COMPLETED, self.completed),
+            (status::FAILED, self.failed),
+            (status::CANCELLED, self.cancelled),
+        ]
+        .into_iter()
+        .filter_map(|(s, age)| age.map(|a| (s, a)))
+    }
+}
+
+/// The pruning statement for one status. The status is a literal, not a parameter, so the
+/// planner can prove the partial index's predicate (`status >= 2`) for the prepared
+/// statement. `$1` is the age in milliseconds, `$2` the batch size.
+pub(crate) fn prune_sql(schema: &str, status_code: i16) -> String {
+    let tasks = format!("{}.tasks", quote_ident(schema));
+    format!(
+        "WITH doomed AS ( \
+           SELECT id FROM {tasks} \
+           WHERE status = {status_code} \
+             AND finished_at < now() - $1::bigint * interval '1 millisecond' \
+           ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         DELETE FROM {tasks} t USING doomed WHERE t.id = doomed.id"
+    )
+}
+
+/// The pruning statement for completed tasks, as the runtime runs it (for tests that check
+/// its plan, through [`Client::statements`]).
+pub(crate) fn prune_completed_sql(schema: &str) -> String {
+    prune_sql(schema, status::COMPLETED)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Deletes one batch of `status_code` rows older than `age`; returns how many.
+async fn prune_batch(client: &Client, status_code: i16, age: Duration, limit: i64) -> Result<u64> {
+    let conn = client.conn().await?;
+    let stmt = conn
+        .prepare_cached(&prune_sql(client.schema(), status_code))
+        .await
+        .map_err(|e| db_error("cannot prepare the retention delete", e))?;
+    conn.execute(&stmt, &[&millis(age), &limit])
+        .await
+        .map_err(|e| db_error("cannot delete finished tasks past their retention", e))
+}
+
+impl Client {
+    /// Deletes finished tasks older than `retention` allows, in batches of
+    /// [`RetentionConfig::batch_size`]; returns how many were deleted. Workers do this on
+    /// their own every [`RetentionConfig::interval`]; call it yourself when no worker runs
+    /// or retention is disabled in the workers.
+    pub async fn prune_finished(&self, retention: &RetentionConfig) -> Result<u64> {
+        let limit = i64::try_from(retention.batch_size.max(1)).unwrap_or(i64::MAX);
+        let mut total = 0;
+        for (status_code, age) in retention.rules() {
+            loop {
+                let n = prune_batch(self, status_code, age, limit).await?;
+                total += n;
+                if n < limit as u64 {
+                    break;
+                }
+                // Leave room for the hot path between full batches.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The pruner loop a worker runs; it ends when the worker aborts it at shutdown.
+pub(crate) async fn run_pruner(client: Client, retention: RetentionConfig, worker_id: String) {
+    if !retention.enabled || retention.rules().next().is_none() {
+        return;
+    }
+    let interval = retention.interval.max(Duration::from_millis(10));
+    loop {
+        let jitter = interval.mul_f64(0.5 * rand::random::<f64>());
+        tokio::time::sleep(interval + jitter).await;
+        match client.prune_finished(&retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(worker = %worker_id, deleted = n, "finished tasks pruned"),
+            // The next round tries again; nothing depends on a round succeeding.
+            Err(err) => {
+                tracing::warn!(worker = %worker_id, error = %err, "pruning finished tasks failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_keep_failed_longest() {
+        let r = RetentionConfig::default();
+        let rules: Vec<_> = r.rules().collect();
+        assert_eq!(
+            rules,
+            vec![
+                (status::COMPLETED, 7 * DAY),
+                (status::FAILED, 30 * DAY),
+                (status::CANCELLED, 7 * DAY)
+            ]
+        );
+        let keep_failed = r.with_failed(None);
+        assert_eq!(keep_failed.rules().count(), 2);
+    }
+
+    #[test]
+    fn statement_names_the_status_literally() {
+        let sql = prune_sql("my\"schema", status::FAILED);
+        assert!(sql.contains("\"my\"\"schema\".tasks"), "{sql}");
+        assert!(sql.contains("status = 3"), "{sql}");
+        assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");
+    }
+}

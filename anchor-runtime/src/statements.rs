@@ -1,0 +1,35 @@
+//! The text of the hot-path statements, exactly as the runtime prepares them, so tests can
+//! check their plans (`EXPLAIN`) against a large table. Not part of the supported API.
+
+use crate::client::Client;
+
+/// The hot-path statements for one client's schema.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Statements {
+    /// The batched claim (`worker/claim.rs`).
+    pub claim: String,
+    /// The batched, lease-fenced completion (`worker/complete.rs`).
+    pub complete_many: String,
+    /// The rescuer's search for expired leases (`worker/lease.rs`).
+    pub rescue_select: String,
+    /// The lease renewal (`worker/lease.rs`).
+    pub renew: String,
+    /// Retention's delete of old completed tasks (`retention.rs`).
+    pub prune_completed: String,
+}
+
+impl Client {
+    /// The hot-path statements as this client's workers run them.
+    #[doc(hidden)]
+    pub fn statements(&self) -> Statements {
+        let sql = self.sql();
+        Statements {
+            claim: sql.claim.clone(),
+            complete_many: sql.complete_many.clone(),
+            rescue_select: sql.rescue_select.clone(),
+            renew: sql.renew.clone(),
+            prune_completed: crate::retention::prune_completed_sql(self.schema()),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The hot-path statements keep their intended plans on a large table, checked with
+//! `EXPLAIN` instead of a stopwatch: 1M finished and 100k pending rows, and the claim,
+//! completion, renewal, rescue and retention statements exactly as the runtime prepares
+//! them (`Client::statements`), under both custom and generic prepared-statement plans.
+//! None of them may read the whole table, and each must use the index built for it.
+
+use anchor_runtime::tokio_postgres;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::harness::test_db;
+
+/// Fills the table: 1M finished rows (completed, failed and cancelled, finished over the
+/// last 10 days), 100k pending rows (a tenth of them not due yet) and 1000 running rows
+/// (half with an expired lease), then analyses it as autovacuum would.
+async fn fill(conn: &tokio_postgres::Client) -> Result<()> {
+    conn.batch_execute(
+        "INSERT INTO anchor.tasks (name, status, attempts, timeout_ms, payload, run_after, \
+           created_at, started_at, finished_at) \
+         SELECT 'Done' || (g % 5), CASE WHEN g % 50 = 0 THEN 3 WHEN g % 97 = 0 THEN 4 ELSE 2 END, \
+           1, 60000, jsonb_build_object('i', g), now() - (g % 864000) * interval '1 second', \
+           now() - (g % 864000) * interval '1 second', now() - (g % 864000) * interval '1 second', \
+           now() - (g % 864000) * interval '1 second' \
+         FROM generate_series(1, 1000000) g; \
+         INSERT INTO anchor.tasks (name, status, timeout_ms, payload, run_after) \
+         SELECT 'Work' || (g % 5), 0, 60000, jsonb_build_object('i', g), \
+           CASE WHEN g % 10 = 0 THEN now() + interval '1 hour' ELSE now() - interval '1 minute' END \
+         FROM generate_series(1, 100000) g; \
+         INSERT INTO anchor.tasks (name, status, attempts, timeout_ms, payload, lease_owner, \
+           lease_token, lease_expires_at, started_at) \
+         SELECT 'Work' || (g % 5), 1, 1, 60000, '{}'::jsonb, 'w', g, \
+           now() + CASE WHEN g % 2 = 0 THEN interval '30 seconds' ELSE interval '-30 seconds' END, \
+           now() \
+         FROM generate_series(1, 1000) g; \
+         ANALYZE anchor.tasks;",
+    )
+    .await
+    .context("cannot fill the table")?;
+    Ok(())
+}
+
+/// A sample argument for a parameter of type `ty`, as SQL text. Plans depend on types and
+/// rough sizes, not on exact values, so one value per type serves every statement and the
+/// test keeps working when a statement gains or reorders parameters.
+fn sample_argument(ty: &str) -> Result<String> {
+    Ok(match ty {
+        // A claim or renewal names a few task kinds; a worker id; a lease token.
+        "text[]" => "ARRAY['Work0', 'Work1', 'Work2']::text[]".to_string(),
+        "text" => "'worker-1'::text".to_string(),
+        // A batch of 100 ids (and tokens) of running rows.
+        "bigint[]" => {
+            // The running rows come after the 1.1M others (identity ids start at 1).
+            let ids: Vec<String> = (1_100_001..=1_100_100)
+                .map(|i: i64| i.to_string())
+                .collect();
+            format!("'{{{}}}'::bigint[]", ids.join(","))
+        }
+        // Limits, tokens and durations in milliseconds.
+        "bigint" => "100::bigint".to_string(),
+        "integer" => "100".to_string(),
+        "timestamp with time zone" => "now()".to_string(),
+        other => bail!("no sample argument for a parameter of type {other}; add one"),
+    })
+}
+
+/// Every plan node of an `EXPLAIN (FORMAT JSON)` result.
+fn nodes(plan: &Value) -> Vec<&Value> {
+    let mut out = vec![plan];
+    if let Some(children) = plan.get("Plans").and_then(Value::as_array) {
+        for child in children {
+            out.extend(nodes(child));
+        }
+    }
+    out
+}
+
+/// Explains `sql` as a prepared statement under `plan_cache_mode`, returning the plan's nodes
+/// as (node type, relation, index) and the plan text for failure messages.
+async fn explain(
+    conn: &tokio_postgres::Client,
+    sql: &str,
+    plan_cache_mode: &str,
+) -> Result<(Vec<(String, String, String)>, String)> {
+    conn.batch_execute("DEALLOCATE ALL").await?;
+    conn.batch_execute(&format!("SET plan_cache_mode = {plan_cache_mode}"))
+        .await?;
+    conn.batch_execute(&format!("PREPARE hot AS {sql}"))
+        .await
+        .with_context(|| format!("cannot prepare {sql}"))?;
+    let types: Vec<String> = conn
+        .query_one(
+            "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'hot'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let args = types
+        .iter()
+        .map(|t| sample_argument(t))
+        .collect::<Result<Vec<_>>>()?;
+    let execute = if args.is_empty() {
+        "EXECUTE hot".to_string()
+    } else {
+        format!("EXECUTE hot({})", args.join(", "))
+    };
+    let row = conn
+        .query_one(&format!("EXPLAIN (FORMAT JSON) {execute}"), &[])
+        .await
+        .with_context(|| format!("cannot explain {sql}"))?;
+    let json: Value = row.get(0);
+    let plan = &json[0]["Plan"];
+    let text = serde_json::to_string_pretty(plan)?;
+    let found = nodes(plan)
+        .into_iter()
+        .map(|n| {
+            let field = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            (
+                field("Node Type"),
+                field("Relation Name"),
+                field("Index Name"),
+            )
+        })
+        .collect();
+    Ok((found, text))
+}
+
+/// Checks that `sql` reads `tasks` through `index` and never scans the table sequentially.
+async fn assert_plan(
+    conn: &tokio_postgres::Client,
+    what: &str,
+    sql: &str,
+    index: &str,
+) -> Result<()> {
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        let (found, text) = explain(conn, sql, mode).await?;
+        let seq_scan = found
+            .iter()
+            .any(|(node, rel, _)| node == "Seq Scan" && rel == "tasks");
+        assert!(!seq_scan, "{what} ({mode}) scans the whole table:\n{text}");
+        let uses_index = found.iter().any(|(_, _, idx)| idx == index);
+        assert!(uses_index, "{what} ({mode}) does not use {index}:\n{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn hot_statements_use_their_indexes_on_a_large_table() -> Result<()> {
+    let db = test_db().await?;
+    let (conn, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    fill(&conn).await?;
+    let statements = db.client.statements();
+    assert_plan(&conn, "the claim", &statements.claim, "tasks_claim_idx").await?;
+    assert_plan(
+        &conn,
+        "the completion",
+        &statements.complete_many,
+        "tasks_pkey",
+    )
+    .await?;
+    assert_plan(&conn, "the renewal", &statements.renew, "tasks_pkey").await?;
+    assert_plan(
+        &conn,
+        "the rescue",
+        &statements.rescue_select,
+        "tasks_lease_idx",
+    )
+    .await?;
+    assert_plan(
+        &conn,
+        "the retention delete",
+        &statements.prune_completed,
+        "tasks_finished_idx",
+    )
+    .await?;
+    drop(conn);
+    let _ = driver.await;
+    Ok(())
+}
