@@ -1,0 +1,181 @@
+//! Setting up the benchmark's tables and asking the database how far a run has got.
+
+use std::time::Duration;
+
+use anchor_runtime::tokio_postgres::{self, NoTls};
+use anchor_runtime::{Client, TaskDefinition};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where the benchmark runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub schema: String,
+}
+
+/// The no-op task every mode enqueues: no retry policy, the SPEC's default timeout.
+pub static NOOP: TaskDefinition = TaskDefinition {
+    name: "BenchNoop",
+    retry: None,
+    timeout_ms: 3_600_000,
+    cron: None,
+    on_failed: None,
+    default_params: "{}",
+};
+
+/// The no-op task's parameters: a number, and padding for `--payload-bytes`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NoopParams {
+    pub i: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pad: String,
+}
+
+impl NoopParams {
+    pub fn new(i: u64, payload_bytes: usize) -> NoopParams {
+        NoopParams {
+            i,
+            pad: "x".repeat(payload_bytes),
+        }
+    }
+}
+
+/// A client on the benchmark's schema, migrated, with an empty task table.
+pub async fn prepare(settings: &Settings) -> Result<Client> {
+    let client = connect(settings).await?;
+    anchor_runtime::migrate(&client)
+        .await
+        .context("cannot migrate the benchmark schema")?;
+    let monitor = Monitor::connect(settings).await?;
+    monitor
+        .conn
+        .batch_execute(&format!(
+            "TRUNCATE {} RESTART IDENTITY",
+            monitor.tasks_table
+        ))
+        .await
+        .context("cannot empty the task table")?;
+    Ok(client)
+}
+
+/// A client on the benchmark's schema (no migration).
+pub async fn connect(settings: &Settings) -> Result<Client> {
+    let client = Client::connect(&settings.url)
+        .await
+        .context("cannot connect")?
+        .try_with_schema(settings.schema.clone())
+        .context("invalid --schema")?;
+    Ok(client)
+}
+
+/// A dedicated connection for set-up and progress checks, outside the runtime's pool so the
+/// checks never take a connection the worker wants.
+pub struct Monitor {
+    conn: tokio_postgres::Client,
+    tasks_table: String,
+}
+
+impl Monitor {
+    pub async fn connect(settings: &Settings) -> Result<Monitor> {
+        let (conn, connection) = tokio_postgres::connect(&settings.url, NoTls)
+            .await
+            .context("cannot open the monitoring connection")?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                eprintln!("anchor-bench: monitoring connection failed: {err}");
+            }
+        });
+        Ok(Monitor {
+            conn,
+            tasks_table: format!("\"{}\".tasks", settings.schema.replace('"', "\"\"")),
+        })
+    }
+
+    /// Inserts `rows` completed tasks (finished an hour ago, well inside the default
+    /// retention), then vacuums and analyses the table as autovacuum would have by then.
+    pub async fn prefill_completed(&self, rows: u64) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let rows = i64::try_from(rows).context("--completed-rows is too large")?;
+        let t = &self.tasks_table;
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO {t} (name, status, attempts, timeout_ms, payload, run_after, \
+                       created_at, started_at, finished_at, updated_at) \
+                     SELECT $1, 2, 1, 3600000, jsonb_build_object('i', g), \
+                       now() - interval '1 hour', now() - interval '1 hour', \
+                       now() - interval '1 hour', now() - interval '1 hour', \
+                       now() - interval '1 hour' \
+                     FROM generate_series(1, $2::bigint) g"
+                ),
+                &[&NOOP.name, &rows],
+            )
+            .await
+            .context("cannot pre-fill completed rows")?;
+        self.conn
+            .batch_execute(&format!("VACUUM ANALYZE {t}"))
+            .await
+            .context("cannot vacuum the pre-filled table")?;
+        // A checkpoint keeps the fill's writes out of the measurement; it needs a privileged
+        // role, so a refusal is only noted.
+        if let Err(err) = self.conn.batch_execute("CHECKPOINT").await {
+            eprintln!("anchor-bench: no checkpoint after the pre-fill ({err})");
+        }
+        Ok(())
+    }
+
+    /// Counts tasks with `status` (0 pending, 1 running, 2 completed, 3 failed).
+    pub async fn count_status(&self, status: i16) -> Result<i64> {
+        let row = self
+            .conn
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE status = $1",
+                    self.tasks_table
+                ),
+                &[&status],
+            )
+            .await
+            .context("cannot count tasks")?;
+        Ok(row.get(0))
+    }
+
+    /// Whether any task is still pending or running. Both checks read the small partial
+    /// indexes, so polling this does not compete with the worker the way a count would.
+    pub async fn unfinished(&self) -> Result<bool> {
+        let t = &self.tasks_table;
+        let row = self
+            .conn
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {t} WHERE status = 0) \
+                         OR EXISTS (SELECT 1 FROM {t} WHERE status = 1)"
+                ),
+                &[],
+            )
+            .await
+            .context("cannot check progress")?;
+        Ok(row.get(0))
+    }
+
+    /// Waits until no task is pending or running, checking every `every`.
+    pub async fn wait_until_finished(&self, every: Duration) -> Result<()> {
+        while self.unfinished().await? {
+            tokio::time::sleep(every).await;
+        }
+        Ok(())
+    }
+
+    /// Checks that exactly `expected` tasks are completed and none failed.
+    pub async fn check_completed(&self, expected: i64) -> Result<()> {
+        let completed = self.count_status(2).await?;
+        let failed = self.count_status(3).await?;
+        if completed != expected || failed != 0 {
+            bail!("expected {expected} completed tasks and none failed; found {completed} completed, {failed} failed");
+        }
+        Ok(())
+    }
+}

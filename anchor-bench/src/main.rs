@@ -1,0 +1,184 @@
+//! `anchor-bench`: measures anchor's runtime the way `bench-peers` measures the other Postgres
+//! queues, and prints the same one-line results so its rows land in the same table.
+//!
+//! - `--mode throughput`: bulk-enqueue N no-op tasks (`Client::enqueue_many`, calls of 5000,
+//!   timed as `enqueue_s`), start a worker with concurrency C and time until all N are
+//!   completed *in the database* (`work_s`, worker start-up included).
+//! - `--mode latency`: start a worker, let it idle 1 s, then enqueue one task at a time
+//!   (`Client::enqueue`) carrying a timestamp; the handler records enqueue-call-to-start time.
+//! - `--mode mixed`: enqueue (batches of 100) and work at the same time for `--duration`.
+//!
+//! The benchmark empties the task table of the schema it uses (default `anchor_bench`), so
+//! point it at a throwaway database. See `docs/performance.md`.
+
+mod db;
+mod latency;
+mod mixed;
+mod rss;
+mod throughput;
+mod workers;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+
+/// The name the results carry in the `PEER=` column.
+pub const PEER: &str = "anchor";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Throughput,
+    Latency,
+    Mixed,
+    /// Internal: run one worker process for `--workers P` (started by the benchmark itself).
+    #[value(hide = true)]
+    WorkerChild,
+}
+
+/// Benchmarks anchor's runtime against a PostgreSQL database; prints one `PEER=anchor ...` line.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// What to measure.
+    #[arg(long, env = "MODE", value_enum, default_value = "throughput")]
+    mode: Mode,
+    /// The database (it should be a throwaway one: the bench schema's task table is emptied).
+    #[arg(long, env = "DATABASE_URL")]
+    url: String,
+    /// The schema the task tables are created in.
+    #[arg(long, default_value = "anchor_bench")]
+    schema: String,
+    /// Throughput mode: how many no-op tasks to enqueue and drain.
+    #[arg(long = "jobs", env = "N", default_value_t = 20_000)]
+    jobs: usize,
+    /// Worker concurrency (per worker process with `--workers`).
+    #[arg(long, env = "C", default_value_t = 10)]
+    concurrency: usize,
+    /// Latency mode: how many tasks to time.
+    #[arg(long = "lat-n", env = "LAT_N", default_value_t = 200)]
+    lat_n: usize,
+    /// Extra payload bytes per task (a string field padded to this length).
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Worker processes: 0 runs the worker inside the benchmark process (as the peers'
+    /// drivers do); P ≥ 1 starts P worker processes (this binary re-executed).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Completed tasks to put in the table before measuring, to show the cost of a large
+    /// table (they are vacuumed and analysed, as autovacuum would have done by then).
+    #[arg(long, default_value_t = 0)]
+    completed_rows: u64,
+    /// Mixed mode: how long to run, in seconds.
+    #[arg(long, env = "DURATION", default_value_t = 10.0)]
+    duration: f64,
+    /// Give up (exit 2) after this many seconds.
+    #[arg(long, env = "TIMEOUT_S", default_value_t = 170)]
+    timeout_s: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    if args.mode != Mode::WorkerChild {
+        spawn_watchdog(args.timeout_s);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("anchor-bench: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("anchor-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let settings = db::Settings {
+        url: args.url.clone(),
+        schema: args.schema.clone(),
+    };
+    match args.mode {
+        Mode::WorkerChild => workers::run_child(&settings, args.concurrency).await,
+        Mode::Throughput => {
+            if args.jobs == 0 {
+                bail!("--jobs must be at least 1");
+            }
+            let r = throughput::run(&settings, &args).await?;
+            println!(
+                "PEER={PEER} N={} C={} enqueue_s={:.3} work_s={:.3} jobs_per_s={} handled={} \
+                 workers={} completed_rows={} payload_bytes={} rss_mb={:.1}",
+                args.jobs,
+                args.concurrency,
+                r.enqueue_s,
+                r.work_s,
+                (args.jobs as f64 / r.work_s).round() as u64,
+                r.handled,
+                args.workers.max(1),
+                args.completed_rows,
+                args.payload_bytes,
+                r.rss_mb,
+            );
+            Ok(())
+        }
+        Mode::Latency => {
+            if args.lat_n == 0 {
+                bail!("--lat-n must be at least 1");
+            }
+            let r = latency::run(&settings, &args).await?;
+            println!(
+                "PEER={PEER} MODE=latency LAT_N={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_mb={:.1}",
+                r.samples, r.p50_ms, r.p99_ms, r.max_ms, r.rss_mb
+            );
+            Ok(())
+        }
+        Mode::Mixed => {
+            if !args.duration.is_finite() || args.duration <= 0.0 {
+                bail!("--duration must be a positive number of seconds");
+            }
+            let r = mixed::run(&settings, &args).await?;
+            println!(
+                "PEER={PEER} MODE=mixed DONE=update clients={} duration_s={:.1} jobs_per_s={} \
+                 jobs_done={} enqueued={} rss_mb={:.1}",
+                args.concurrency,
+                r.duration_s,
+                (r.completed as f64 / r.duration_s).round() as u64,
+                r.completed,
+                r.enqueued,
+                r.rss_mb
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Ends the process if a run hangs, as the peers' drivers do, so a harness never waits forever.
+fn spawn_watchdog(timeout_s: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(timeout_s));
+        eprintln!("PEER={PEER} TIMEOUT after {timeout_s} s");
+        std::process::exit(2);
+    });
+}
