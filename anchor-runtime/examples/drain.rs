@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let n: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
     let concurrency: usize = args.next().map_or(Ok(10), |a| a.parse())?;
+    let prefetch: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
     let client = Client::connect(&url).await?;
     anchor_runtime::migrate(&client).await?;
     client
@@ -51,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
     registry.register(&NOOP, |_ctx: TaskContext, _p: serde_json::Value| async {
         Ok::<(), TaskError>(())
     });
-    let config = WorkerConfig::default().with_concurrency(concurrency);
+    let mut config = WorkerConfig::default().with_concurrency(concurrency);
+    if let Some(prefetch) = prefetch {
+        config = config.with_prefetch(prefetch);
+    }
     let started = Instant::now();
     let worker = Worker::new(client.clone(), registry, config).start();
     let conn = client.pool().get().await?;
