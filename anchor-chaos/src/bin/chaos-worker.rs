@@ -1,0 +1,100 @@
+//! A worker process for the chaos suite: runs every task of `anchor-chaos/api/tasks.yaml`
+//! with the executors that record each execution in the ledger, until SIGTERM/SIGINT.
+//!
+//! ```text
+//! DATABASE_URL=postgres://... chaos-worker --worker-id w1 --concurrency 10 --lease-ms 2000
+//! ```
+//!
+//! Every connection it opens carries the worker id as `application_name`, which the audit
+//! trigger records and the tests use to find this process's backends.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchor_chaos::ledger::url_with_application_name;
+use anchor_chaos::zgen::taskgen;
+use anchor_chaos::{ChaosExecutor, Ledger};
+use anchor_runtime::{Client, Registry, Worker, WorkerConfig};
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "A chaos-suite worker: runs the chaos tasks and records every execution")]
+struct Args {
+    /// The database (postgres:// URL).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// This worker's id: its lease owner name and its connections' application_name.
+    #[arg(long, env = "CHAOS_WORKER_ID")]
+    worker_id: String,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Lease length in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
+    /// Poll interval in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+    /// Shutdown grace in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    grace_ms: u64,
+    /// The runtime's pool size.
+    #[arg(long, default_value_t = anchor_runtime::DEFAULT_POOL_SIZE)]
+    pool_size: usize,
+    /// The ledger's pool size (default: concurrency + 2).
+    #[arg(long)]
+    ledger_pool_size: Option<usize>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chaos-worker: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let url = url_with_application_name(&args.database_url, &args.worker_id);
+    let client = Client::connect_with_pool_size(&url, args.pool_size)
+        .await
+        .context("cannot set up the runtime's client")?;
+    let ledger = Ledger::connect(
+        &args.database_url,
+        &args.worker_id,
+        args.ledger_pool_size.unwrap_or(args.concurrency + 2),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot set up the ledger: {e}"))?;
+    let mut registry = Registry::new();
+    taskgen::register(
+        &mut registry,
+        Arc::new(ChaosExecutor::new(ledger.clone(), client.clone())),
+    );
+    let config = WorkerConfig::default()
+        .with_worker_id(&args.worker_id)
+        .with_concurrency(args.concurrency)
+        .with_lease_duration(Duration::from_millis(args.lease_ms))
+        .with_poll_interval(Duration::from_millis(args.poll_ms))
+        .with_shutdown_grace(Duration::from_millis(args.grace_ms));
+    // The test waits for this line before injecting faults.
+    eprintln!("chaos-worker {} ready", args.worker_id);
+    Worker::new(client, registry, config)
+        .run_until_signal()
+        .await;
+    // Runs aborted at shutdown write their end in the background: let them land.
+    ledger.drain(Duration::from_secs(10)).await;
+    eprintln!("chaos-worker {} stopped", args.worker_id);
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The ledger: one row per execution (task id, attempt, worker, start, end, outcome), and an
+//! audit of every state change of a running task (who applied it, whose lease it was).
+//!
+//! Executions write the ledger through a pool of their own, each row in its own
+//! transaction, so the record survives whatever happens to the worker's task afterwards:
+//! a run killed mid-way leaves a row with no end, which the checker closes at the time the
+//! test killed the process.
+//!
+//! The audit is a trigger on `anchor.tasks`: whenever a `running` task leaves `running`, it
+//! records the task, the attempt, the lease owner and whether the lease had expired, and the
+//! *actor* — the `application_name` of the session that made the change. Every chaos
+//! worker connects with its worker id as `application_name`, so the checker can prove
+//! that a completion was applied by the lease holder (the fenced-completion invariant)
+//! without trusting the runtime's own bookkeeping.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchor_runtime::chrono::{DateTime, Utc};
+use anchor_runtime::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use anchor_runtime::tokio_postgres::{self, NoTls};
+use anchor_runtime::TaskContext;
+use tokio::sync::Notify;
+
+/// The schema holding the ledger, the audit and the list of killed processes.
+pub const SCHEMA_SQL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS chaos;
+
+-- One row per execution, written when it starts; ended_at and outcome when it ends.
+CREATE TABLE IF NOT EXISTS chaos.ledger (
+    id         bigserial   PRIMARY KEY,
+    task_id    bigint      NOT NULL,
+    task_name  text        NOT NULL,
+    attempt    integer     NOT NULL,
+    worker     text        NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at   timestamptz,
+    -- ok, error, aborted (dropped by the runtime: lease lost, shutdown grace over, timeout).
+    outcome    text
+);
+CREATE INDEX IF NOT EXISTS ledger_task_idx ON chaos.ledger (task_id);
+
+-- Worker processes the test killed with SIGKILL, and when (their open runs end then).
+CREATE TABLE IF NOT EXISTS chaos.kills (
+    worker    text        NOT NULL,
+    killed_at timestamptz NOT NULL
+);
+
+-- Every change of a running task's status: who made it and whose lease it was.
+CREATE TABLE IF NOT EXISTS chaos.transitions (
+    id            bigserial   PRIMARY KEY,
+    task_id       bigint      NOT NULL,
+    task_name     text        NOT NULL,
+    new_status    smallint    NOT NULL,
+    attempt       integer     NOT NULL,
+    lease_owner   text,
+    lease_expired boolean     NOT NULL,
+    actor         text        NOT NULL,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE OR REPLACE FUNCTION chaos.audit_transition() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos.transitions
+        (task_id, task_name, new_status, attempt, lease_owner, lease_expired, actor)
+    VALUES
+        (OLD.id, OLD.name, NEW.status, OLD.attempts, OLD.lease_owner,
+         coalesce(OLD.lease_expires_at < now(), false),
+         current_setting('application_name'));
+    RETURN NEW;
+END $$;
+
+DROP TRIGGER IF EXISTS audit_transition ON anchor.tasks;
+CREATE TRIGGER audit_transition AFTER UPDATE ON anchor.tasks
+    FOR EACH ROW WHEN (OLD.status = 1 AND NEW.status <> 1)
+    EXECUTE FUNCTION chaos.audit_transition();
+"#;
+
+/// Creates the ledger, the kill list and the audit trigger (after anchor's migrations).
+pub async fn install(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(SCHEMA_SQL).await
+}
+
+/// Appends `application_name=<name>` to a `postgres://` URL so the server (and the audit)
+/// sees which process a session belongs to.
+pub fn url_with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
+
+/// Writes executions to the ledger through a pool of its own.
+#[derive(Clone)]
+pub struct Ledger {
+    pool: Pool,
+    worker: String,
+    /// Ledger writes still retrying in the background (an end written during an outage).
+    in_flight: Arc<(AtomicUsize, Notify)>,
+}
+
+/// How long a background ledger write keeps retrying before it gives up.
+const WRITE_PATIENCE: Duration = Duration::from_secs(120);
+
+impl Ledger {
+    /// A ledger writer for `worker`, connecting to `database_url` with up to `pool_size`
+    /// connections.
+    pub fn connect(
+        database_url: &str,
+        worker: &str,
+        pool_size: usize,
+    ) -> Result<Ledger, Box<dyn std::error::Error + Send + Sync>> {
+        let mut config: tokio_postgres::Config = database_url.parse()?;
+        config.application_name(worker);
+        config.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()?;
+        Ok(Ledger {
+            pool,
+            worker: worker.to_string(),
+            in_flight: Arc::new((AtomicUsize::new(0), Notify::new())),
+        })
+    }
+
+    /// The worker id rows are written under.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// Records the start of an execution. When this fails (the database is unreachable) the
+    /// execution must not do its work: it returns a retryable error instead.
+    pub async fn start(&self, ctx: &TaskContext) -> Result<Run, String> {
+        let started_at = Utc::now();
+        let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
+        let write = async {
+            let conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let row = conn
+                .query_one(
+                    "INSERT INTO chaos.ledger (task_id, task_name, attempt, worker, started_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[&ctx.id(), &ctx.name(), &attempt, &self.worker, &started_at],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<i64, String>(row.get(0))
+        };
+        match tokio::time::timeout(Duration::from_secs(10), write).await {
+            Ok(Ok(id)) => Ok(Run {
+                ledger: self.clone(),
+                id,
+                finished: false,
+            }),
+            Ok(Err(err)) => Err(format!("cannot record the execution start: {err}")),
+            Err(_) => Err("recording the execution start timed out".to_string()),
+        }
+    }
+
+    /// Writes an execution's end once; the caller retries.
+    async fn try_write_end(
+        &self,
+        id: i64,
+        ended_at: DateTime<Utc>,
+        outcome: &'static str,
+    ) -> Result<(), String> {
+        let conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        conn.execute(
+            "UPDATE chaos.ledger SET ended_at = $2, outcome = $3 WHERE id = $1",
+            &[&id, &ended_at, &outcome],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Writes an execution's end, retrying in the background until it lands.
+    fn write_end(&self, id: i64, ended_at: DateTime<Utc>, outcome: &'static str) {
+        let ledger = self.clone();
+        self.in_flight.0.fetch_add(1, Ordering::SeqCst);
+        let write = async move {
+            let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+            loop {
+                let attempt = ledger.try_write_end(id, ended_at, outcome);
+                match attempt.await {
+                    Ok(_) => break,
+                    Err(err) if tokio::time::Instant::now() > deadline => {
+                        tracing::error!(ledger.id = id, error = %err, "giving up writing an execution's end");
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::debug!(ledger.id = id, error = %err, "ledger end not written yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            let (count, done) = &*ledger.in_flight;
+            count.fetch_sub(1, Ordering::SeqCst);
+            done.notify_waiters();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(write);
+            }
+            Err(_) => {
+                // No runtime (the process is tearing down): the row stays open, which the
+                // checker reports as an unterminated run.
+                self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Waits until every background ledger write landed (or gave up), at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (count, done) = &*self.in_flight;
+        loop {
+            let notified = done.notified();
+            if count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// An execution in progress. [`Run::finish`] records its end; dropping it unfinished (the
+/// runtime dropped the task's future) records it as `aborted` at the time of the drop.
+pub struct Run {
+    ledger: Ledger,
+    id: i64,
+    finished: bool,
+}
+
+impl Run {
+    /// Records the end of the execution with `outcome` (`ok` or `error`). The first write
+    /// is awaited, so the ledger row is committed before the runtime can commit the
+    /// task's completion (the checker relies on that order); when it fails (an outage) the
+    /// write is retried in the background.
+    pub async fn finish(mut self, outcome: &'static str) {
+        self.finished = true;
+        let ended_at = Utc::now();
+        let first = self.ledger.try_write_end(self.id, ended_at, outcome);
+        match tokio::time::timeout(Duration::from_secs(5), first).await {
+            Ok(Ok(())) => {}
+            _ => self.ledger.write_end(self.id, ended_at, outcome),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.ledger.write_end(self.id, Utc::now(), "aborted");
+        }
+    }
+}

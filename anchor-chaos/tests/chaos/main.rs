@@ -1,0 +1,9 @@
+//! The reliability suite: real `chaos-worker` processes against a throwaway PostgreSQL,
+//! faults injected, invariants read back from the database (see `docs/reliability.md`).
+//!
+//! Each scenario prints its figures; run with `--nocapture` to see them:
+//! `cargo test -p anchor-chaos -- --nocapture`.
+
+mod support;
+
+mod kill;
