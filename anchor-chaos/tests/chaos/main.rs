@@ -7,3 +7,5 @@
 mod support;
 
 mod kill;
+mod restart;
+mod terminate;

@@ -61,17 +61,32 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a cluster allowing `max_connections` sessions.
     pub fn start(max_connections: u32) -> Cluster {
+        Cluster::start_with(max_connections, &[])
+    }
+
+    /// Starts a cluster whose commits survive a crash (an immediate shutdown): pgtemp
+    /// turns `synchronous_commit` off for speed, and then a commit acknowledged just before
+    /// the crash may vanish, which is exactly what a restart scenario must not allow.
+    pub fn start_durable(max_connections: u32) -> Cluster {
+        Cluster::start_with(max_connections, &[("synchronous_commit", "on")])
+    }
+
+    fn start_with(max_connections: u32, params: &[(&str, &str)]) -> Cluster {
         let mut builder = PgTempDB::builder();
         // sudo runs commands with its own PATH (secure_path), which may lack the server
         // binaries that are on ours: give absolute paths.
         if let Some(dir) = server_bin_dir() {
             builder = builder.with_bin_path(dir);
         }
-        let db = builder
+        builder = builder
             // The server's output goes to a pipe nobody reads: keep it quiet so it never fills.
             .with_config_param("log_min_messages", "panic")
-            .with_config_param("max_connections", &max_connections.to_string())
-            .start();
+            .with_config_param("max_connections", &max_connections.to_string());
+        // Later settings override pgtemp's own (they come later on the command line).
+        for (key, value) in params {
+            builder = builder.with_config_param(key, value);
+        }
+        let db = builder.start();
         let cluster = Cluster { db };
         cluster.spawn_watchdog();
         cluster

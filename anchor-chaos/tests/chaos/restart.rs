@@ -1,0 +1,94 @@
+//! Scenario 2: PostgreSQL restarted (fast and immediate shutdown) while workers run.
+
+use std::time::{Duration, Instant};
+
+use anchor_chaos::zgen::taskgen::DoomedParameters;
+use anyhow::Result;
+
+use crate::support::{print_figures, scenario, wait_for, ChaosDb, Cluster, Expect};
+
+const WORKER_FLAGS: &[&str] = &["--concurrency", "10", "--lease-ms", "2000"];
+
+#[test]
+fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
+    scenario(async {
+        // A cluster of its own: the other scenarios' databases must not go down with it.
+        let cluster = Cluster::start_durable(100);
+        let db = ChaosDb::create(&cluster, "restart").await?;
+        let mut workers = vec![
+            db.spawn_worker("w0", WORKER_FLAGS).await?,
+            db.spawn_worker("w1", WORKER_FLAGS).await?,
+        ];
+        db.enqueue_work(0, 3_000, 10).await?;
+        // Failures and their onFailed handlers go through the restarts too.
+        let doomed: Vec<DoomedParameters> = (0..20).map(|n| DoomedParameters { n }).collect();
+        db.runner.run_doomed_many(&doomed, &[]).await?;
+        let mut recoveries = Vec::new();
+        let mut progress = 0;
+        for mode in ["fast", "immediate", "fast", "immediate"] {
+            progress += 400;
+            wait_for(
+                "progress before the restart",
+                Duration::from_secs(120),
+                || async { Ok((db.count_status("Work", 2).await? >= progress).then_some(())) },
+            )
+            .await?;
+            cluster.restart(mode).await?;
+            let back = Instant::now();
+            // Recovery: the first completion after the server is back.
+            let before = wait_for(
+                "the database after the restart",
+                Duration::from_secs(60),
+                || async { Ok(db.count_status("Work", 2).await.ok()) },
+            )
+            .await?;
+            wait_for(
+                "work to resume after the restart",
+                Duration::from_secs(60),
+                || async {
+                    Ok(
+                        matches!(db.count_status("Work", 2).await, Ok(n) if n > before)
+                            .then_some(()),
+                    )
+                },
+            )
+            .await?;
+            recoveries.push(format!("{mode} {:.2?}", back.elapsed()));
+            progress = db.count_status("Work", 2).await?;
+        }
+        // Enqueueing works again after the restarts, and the new tasks run.
+        db.enqueue_work(1_000_000, 200, 0).await?;
+        db.wait_until_settled(
+            &["Work", "Doomed", "DoomedFailed"],
+            Duration::from_secs(240),
+        )
+        .await?;
+        for worker in &mut workers {
+            worker.assert_alive()?;
+        }
+        for worker in workers {
+            worker.stop(Duration::from_secs(30)).await?;
+        }
+        let report = db
+            .check(&Expect {
+                completed: vec!["Work", "DoomedFailed"],
+                failed_with_handler: vec!["Doomed"],
+            })
+            .await?;
+        print_figures(
+            "PostgreSQL restarted fast, immediate, fast, immediate",
+            &report,
+            &format!(
+                " | recovery time (server back -> work resumed) {}",
+                recoveries.join(", ")
+            ),
+        );
+        report.assert_clean()?;
+        assert_eq!(
+            report.tasks, 3_240,
+            "3 200 Work, 20 Doomed, 20 DoomedFailed"
+        );
+        assert_eq!(report.handlers, 20, "one onFailed handler per doomed task");
+        Ok(())
+    })
+}
