@@ -95,7 +95,8 @@ pub fn url_with_application_name(url: &str, name: &str) -> String {
 pub struct Ledger {
     pool: Pool,
     worker: String,
-    /// Ledger writes still retrying in the background (an end written during an outage).
+    /// Runs whose end is not written yet: open runs, and ends still retrying in the
+    /// background (an end written during an outage).
     in_flight: Arc<(AtomicUsize, Notify)>,
 }
 
@@ -157,14 +158,22 @@ impl Ledger {
             Ok::<i64, String>(row.get(0))
         };
         match tokio::time::timeout(Duration::from_secs(10), write).await {
-            Ok(Ok(id)) => Ok(Run {
-                ledger: self.clone(),
-                id,
-                finished: false,
-            }),
+            Ok(Ok(id)) => Ok(Run::open(self.clone(), id)),
             Ok(Err(err)) => Err(format!("cannot record the execution start: {err}")),
             Err(_) => Err("recording the execution start timed out".to_string()),
         }
+    }
+
+    /// Counts a run as open until its end is written.
+    fn opened(&self) {
+        self.in_flight.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A run's end was written (or given up on).
+    fn closed(&self) {
+        let (count, done) = &*self.in_flight;
+        count.fetch_sub(1, Ordering::SeqCst);
+        done.notify_waiters();
     }
 
     /// Writes an execution's end once; the caller retries.
@@ -187,7 +196,6 @@ impl Ledger {
     /// Writes an execution's end, retrying in the background until it lands.
     fn write_end(&self, id: i64, ended_at: DateTime<Utc>, outcome: &'static str) {
         let ledger = self.clone();
-        self.in_flight.0.fetch_add(1, Ordering::SeqCst);
         let write = async move {
             let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
             loop {
@@ -204,9 +212,7 @@ impl Ledger {
                     }
                 }
             }
-            let (count, done) = &*ledger.in_flight;
-            count.fetch_sub(1, Ordering::SeqCst);
-            done.notify_waiters();
+            ledger.closed();
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
@@ -215,12 +221,14 @@ impl Ledger {
             Err(_) => {
                 // No runtime (the process is tearing down): the row stays open, which the
                 // checker reports as an unterminated run.
-                self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
+                self.closed();
             }
         }
     }
 
-    /// Waits until every background ledger write landed (or gave up), at most `limit`.
+    /// Waits until every run's end is written (or given up on), at most `limit`. Runs the
+    /// runtime aborted at shutdown write their end from `Drop`, which may happen a moment
+    /// after the shutdown returned, so this waits for open runs too.
     pub async fn drain(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         let (count, done) = &*self.in_flight;
@@ -245,6 +253,15 @@ pub struct Run {
 }
 
 impl Run {
+    fn open(ledger: Ledger, id: i64) -> Run {
+        ledger.opened();
+        Run {
+            ledger,
+            id,
+            finished: false,
+        }
+    }
+
     /// Records the end of the execution with `outcome` (`ok` or `error`). The first write
     /// is awaited, so the ledger row is committed before the runtime can commit the
     /// task's completion (the checker relies on that order); when it fails (an outage) the
@@ -254,7 +271,7 @@ impl Run {
         let ended_at = Utc::now();
         let first = self.ledger.try_write_end(self.id, ended_at, outcome);
         match tokio::time::timeout(Duration::from_secs(5), first).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.ledger.closed(),
             _ => self.ledger.write_end(self.id, ended_at, outcome),
         }
     }

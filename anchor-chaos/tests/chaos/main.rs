@@ -6,6 +6,8 @@
 
 mod support;
 
+mod bad_input;
 mod kill;
 mod restart;
+mod shutdown;
 mod terminate;
