@@ -116,18 +116,22 @@ const BUFFER_TTL: Duration = Duration::from_secs(1);
 ///
 /// Claims fetch the free slots' worth of tasks plus up to `prefetch` more into a local
 /// buffer, so a busy worker makes one round trip per many tasks; the buffer feeds slots as
-/// they free up, with no database call. A new claim is made only when the buffer is empty
-/// and a slot is free, so a worker never hoards work while all its slots are busy.
+/// they free up, with no database call. While a backlog lasts, the next claim is already in
+/// flight when the buffer runs half empty, so slots keep being fed during the round trip.
+/// With an empty buffer a claim is made only when a slot is free, so a worker never hoards
+/// work while all its slots are busy.
 pub(crate) async fn run_producer(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut backoff = Backoff::new();
     let concurrency = shared.config.concurrency;
     let prefetch = shared.config.prefetch();
     let mut buffer: VecDeque<(Instant, ClaimedTask)> = VecDeque::new();
-    // Whether there may be due tasks: set by wake-ups and by full claims, cleared by a claim
-    // that found fewer tasks than it asked for.
+    // Whether there may be due tasks: set by wake-ups and by full claims, cleared when a
+    // claim starts.
     let mut should_claim = true;
     let mut backlog = false;
+    let mut in_flight: Option<(usize, ClaimFuture<'_>)> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     if shared.names.is_empty() {
         tracing::warn!(worker = %shared.worker_id, "no task handlers registered; nothing to claim");
     }
@@ -151,47 +155,86 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             lease::release(&shared, &stale).await;
         }
         let running = shared.executing.load(Ordering::SeqCst);
-        if should_claim && buffer.is_empty() && running < concurrency && !shared.names.is_empty() {
-            let want = concurrency - running + prefetch;
-            match claim_batch(&shared, want).await {
-                Ok(batch) => {
-                    backoff.reset();
-                    backlog = batch.len() == want;
-                    should_claim = backlog;
-                    if !batch.is_empty() {
-                        tracing::trace!(count = batch.len(), "claimed tasks");
-                    }
-                    // Buffered tasks hold leases too: the renewer must keep them alive.
-                    shared.track_leases(&batch);
-                    let now = Instant::now();
-                    buffer.extend(batch.into_iter().map(|t| (now, t)));
-                    continue;
-                }
-                Err(err) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        worker = %shared.worker_id,
-                        error = %err,
-                        retry_in = ?delay,
-                        "claiming failed; backing off"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => {}
-                    }
-                    continue;
-                }
-            }
+        let may_claim = if buffer.is_empty() {
+            running < concurrency
+        } else {
+            backlog && buffer.len() <= prefetch / 2
+        };
+        let room = (concurrency + prefetch).saturating_sub(running + buffer.len());
+        if in_flight.is_none()
+            && retry_at.is_none()
+            && should_claim
+            && may_claim
+            && room > 0
+            && !shared.names.is_empty()
+        {
+            in_flight = Some((room, Box::pin(claim_batch(&shared, room))));
+            // A wake-up that arrives while the claim is in flight may concern a task the
+            // claim's snapshot misses: it sets the flag again and is honoured afterwards.
+            should_claim = false;
         }
         tokio::select! {
+            result = async {
+                match in_flight.as_mut() {
+                    Some((_, claim)) => claim.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let want = in_flight.take().map_or(0, |(want, _)| want);
+                match result {
+                    Ok(batch) => {
+                        backoff.reset();
+                        backlog = batch.len() == want;
+                        should_claim |= backlog;
+                        if !batch.is_empty() {
+                            tracing::trace!(count = batch.len(), "claimed tasks");
+                        }
+                        // Buffered tasks hold leases too: the renewer must keep them alive.
+                        shared.track_leases(&batch);
+                        let now = Instant::now();
+                        buffer.extend(batch.into_iter().map(|t| (now, t)));
+                    }
+                    Err(err) => {
+                        should_claim = true;
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            worker = %shared.worker_id,
+                            error = %err,
+                            retry_in = ?delay,
+                            "claiming failed; backing off"
+                        );
+                        retry_at = Some(tokio::time::Instant::now() + delay);
+                    }
+                }
+            }
+            _ = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                retry_at = None;
+                should_claim = true;
+            }
             _ = shared.wake.notified() => should_claim = true,
             _ = shared.slot_freed.notified() => should_claim |= backlog,
             _ = tokio::time::sleep(shared.config.poll_interval) => should_claim = true,
             _ = stop.changed() => {}
         }
     }
+    // A claim already sent may have leased tasks: wait for it so they can be handed back.
+    let mut unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
+    if let Some((_, claim)) = in_flight.take() {
+        if let Ok(batch) = claim.await {
+            shared.track_leases(&batch);
+            unstarted.extend(batch);
+        }
+    }
     // Tasks claimed but never started go back at once.
-    let unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
     lease::release(&shared, &unstarted).await;
     tracing::debug!(worker = %shared.worker_id, "producer stopped claiming");
 }
+
+/// A claim statement in flight.
+type ClaimFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<ClaimedTask>>> + Send + 'a>>;
