@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchor_runtime::{
-    Client, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError, TaskStatus, Worker,
-    WorkerConfig, WorkerHandle,
+    Client, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError, TaskOverride,
+    TaskStatus, Worker, WorkerConfig, WorkerHandle,
 };
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -121,7 +121,7 @@ async fn success_completes_and_context_is_filled() -> Result<()> {
     Ok(())
 }
 
-static FLAKY: TaskDefinition = def("Flaky", retry(&[200, 400], Some(2)), 10_000, None);
+static FLAKY: TaskDefinition = def("Flaky", None, 10_000, None);
 
 #[tokio::test]
 async fn retry_comma_list_waits_the_listed_delays() -> Result<()> {
@@ -132,7 +132,12 @@ async fn retry_comma_list_waits_the_listed_delays() -> Result<()> {
         Err(TaskError::failed("boom"))
     });
     let worker = start(&db.client, registry, config());
-    let id = db.client.enqueue(&FLAKY, &Job { n: 1 }, &[]).await?;
+    // The policy comes from overrides, as a comma list: two retries, 200 ms then 400 ms.
+    let overrides = [
+        TaskOverride::retry_policy("200ms,400ms", false),
+        TaskOverride::max_retries(2),
+    ];
+    let id = db.client.enqueue(&FLAKY, &Job { n: 1 }, &overrides).await?;
     let task = wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
     let starts = ledger.starts(id);
     assert_eq!(
