@@ -805,3 +805,39 @@ async fn a_disabled_worker_claims_nothing() -> Result<()> {
     worker.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn notifications_wake_an_idle_worker_without_polling() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &ECHO, &ledger, |_, _| async { Ok(()) });
+    // Polling effectively off: only LISTEN/NOTIFY can start these tasks.
+    let worker = start(
+        &db.client,
+        registry,
+        config().with_poll_interval(Duration::from_secs(3600)),
+    );
+    // Let the worker make its start-up claim and open its LISTEN connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let plain = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
+    wait_for_status(&db.client, plain, TaskStatus::Completed, LONG).await?;
+
+    // In a transaction: the notification is delivered on commit.
+    let mut conn = db.client.pool().get().await?;
+    let tx = conn.transaction().await?;
+    let in_tx = db.client.enqueue_with_tx(&tx, &ECHO, &Job { n: 2 }, &[]).await?;
+    tx.commit().await?;
+    wait_for_status(&db.client, in_tx, TaskStatus::Completed, LONG).await?;
+
+    // Bulk enqueue wakes it too.
+    let many = db
+        .client
+        .enqueue_many(&ECHO, &[Job { n: 3 }, Job { n: 4 }], &[])
+        .await?;
+    for id in many {
+        wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    }
+    worker.shutdown().await;
+    Ok(())
+}
