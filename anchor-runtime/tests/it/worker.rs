@@ -826,7 +826,10 @@ async fn notifications_wake_an_idle_worker_without_polling() -> Result<()> {
     // In a transaction: the notification is delivered on commit.
     let mut conn = db.client.pool().get().await?;
     let tx = conn.transaction().await?;
-    let in_tx = db.client.enqueue_with_tx(&tx, &ECHO, &Job { n: 2 }, &[]).await?;
+    let in_tx = db
+        .client
+        .enqueue_with_tx(&tx, &ECHO, &Job { n: 2 }, &[])
+        .await?;
     tx.commit().await?;
     wait_for_status(&db.client, in_tx, TaskStatus::Completed, LONG).await?;
 
@@ -838,6 +841,44 @@ async fn notifications_wake_an_idle_worker_without_polling() -> Result<()> {
     for id in many {
         wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     }
+    worker.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_listen_connection_is_replaced() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    register_recorded(&mut registry, &ECHO, &ledger, |_, _| async { Ok(()) });
+    let worker = start(
+        &db.client,
+        registry,
+        config().with_poll_interval(Duration::from_secs(3600)),
+    );
+    let conn = db.client.pool().get().await?;
+    let listener_pid = || async {
+        let row = conn
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i32>(0)))
+    };
+    let first = wait_for("the LISTEN connection", LONG, listener_pid).await?;
+    conn.execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await?;
+    let second = wait_for("a new LISTEN connection", LONG, || async {
+        Ok(listener_pid().await?.filter(|pid| *pid != first))
+    })
+    .await?;
+    assert_ne!(first, second);
+    // Polling is off, so only the new connection's notification can start this task.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
+    wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     worker.shutdown().await;
     Ok(())
 }
