@@ -7,7 +7,9 @@
 mod support;
 
 mod bad_input;
+mod burst;
 mod kill;
+mod pool;
 mod restart;
 mod shutdown;
 mod terminate;

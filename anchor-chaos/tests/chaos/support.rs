@@ -81,7 +81,10 @@ impl Cluster {
         builder = builder
             // The server's output goes to a pipe nobody reads: keep it quiet so it never fills.
             .with_config_param("log_min_messages", "panic")
-            .with_config_param("max_connections", &max_connections.to_string());
+            .with_config_param("max_connections", &max_connections.to_string())
+            // pgtemp turns autovacuum off; a queue lives on it (claimed and finished rows
+            // leave dead index entries the claim would otherwise wade through).
+            .with_config_param("autovacuum", "on");
         // Later settings override pgtemp's own (they come later on the command line).
         for (key, value) in params {
             builder = builder.with_config_param(key, value);
@@ -314,12 +317,23 @@ impl ChaosDb {
 
     /// Starts a worker process `<db name>_<id>` with extra flags.
     pub async fn spawn_worker(&self, id: &str, flags: &[&str]) -> Result<WorkerProcess> {
+        let url = self.url.clone();
+        self.spawn_worker_at(&url, id, flags).await
+    }
+
+    /// Starts a worker process connecting to `url` (e.g. as another role).
+    pub async fn spawn_worker_at(
+        &self,
+        url: &str,
+        id: &str,
+        flags: &[&str],
+    ) -> Result<WorkerProcess> {
         let worker_id = format!("{}_{id}", self.name);
         let log_path = std::env::temp_dir().join(format!("{worker_id}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let child = Command::new(env!("CARGO_BIN_EXE_chaos-worker"))
-            .env("DATABASE_URL", &self.url)
+            .env("DATABASE_URL", url)
             .env("CHAOS_WORKER_ID", &worker_id)
             .env(
                 "RUST_LOG",
@@ -724,6 +738,28 @@ pub fn print_figures(scenario: &str, report: &Report, extra: &str) {
 }
 
 impl ChaosDb {
+    /// Creates a login role (not a superuser, so connection limits apply to it) that may
+    /// use anchor's and the ledger's tables, and returns this database's URL for it.
+    pub async fn create_role(&self, role: &str, connection_limit: i32) -> Result<String> {
+        let admin = self.admin().await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN PASSWORD 'chaos' CONNECTION LIMIT {connection_limit}; \
+                 GRANT USAGE ON SCHEMA anchor, chaos TO {role}; \
+                 GRANT ALL ON ALL TABLES IN SCHEMA anchor, chaos TO {role}; \
+                 GRANT ALL ON ALL SEQUENCES IN SCHEMA anchor, chaos TO {role}; \
+                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA anchor, chaos TO {role};"
+            ))
+            .await
+            .context("cannot create the role")?;
+        let rest = self
+            .url
+            .split_once('@')
+            .map(|(_, rest)| rest)
+            .context("URL without @")?;
+        Ok(format!("postgresql://{role}:chaos@{rest}"))
+    }
+
     /// One floating-point number from `sql`.
     pub async fn scalar_f64(&self, sql: &str) -> Result<f64> {
         let admin = self.admin().await?;
