@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod burst;
 mod kill;
+mod locks;
 mod pool;
 mod restart;
 mod shutdown;
