@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod burst;
+mod cron;
 mod kill;
 mod locks;
 mod pool;
