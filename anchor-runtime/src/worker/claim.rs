@@ -117,7 +117,8 @@ const BUFFER_TTL: Duration = Duration::from_secs(1);
 /// Claims fetch the free slots' worth of tasks plus up to `prefetch` more into a local
 /// buffer, so a busy worker makes one round trip per many tasks; the buffer feeds slots as
 /// they free up, with no database call. While a backlog lasts, the next claim is already in
-/// flight when the buffer runs half empty, so slots keep being fed during the round trip.
+/// flight when the buffer is nearly empty (half a round of slots left), so slots keep being
+/// fed during the round trip while claims stay large.
 /// With an empty buffer a claim is made only when a slot is free, so a worker never hoards
 /// work while all its slots are busy.
 pub(crate) async fn run_producer(shared: Arc<Shared>) {
@@ -158,7 +159,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
         let may_claim = if buffer.is_empty() {
             running < concurrency
         } else {
-            backlog && buffer.len() <= prefetch / 2
+            backlog && buffer.len() <= concurrency / 2
         };
         let room = (concurrency + prefetch).saturating_sub(running + buffer.len());
         if in_flight.is_none()
