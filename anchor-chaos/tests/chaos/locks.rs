@@ -28,11 +28,22 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
 
         // An idle-in-transaction session holding 50 pending tasks: claims skip them.
         let idle = db.admin().await?;
-        idle.batch_execute(
-            "BEGIN; SELECT id FROM anchor.tasks WHERE status = 0 \
-             ORDER BY id DESC LIMIT 50 FOR UPDATE",
-        )
-        .await?;
+        idle.batch_execute("BEGIN").await?;
+        let locked: Vec<i64> = idle
+            .query(
+                "SELECT id FROM anchor.tasks WHERE status = 0 AND name = 'Work' \
+                 ORDER BY id DESC LIMIT 50 FOR UPDATE",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        anyhow::ensure!(
+            locked.len() == 50,
+            "only {} pending tasks to lock",
+            locked.len()
+        );
         // A session holding a running task's row: that worker's fenced writes and lease
         // renewals wait for it.
         let running = db.admin().await?;
@@ -70,8 +81,12 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
         slow_read.await.context("the slow reader panicked")??;
         let released_at = Instant::now();
         let locked_done = format!(
-            "SELECT count(*) FROM anchor.tasks WHERE name = 'Work' AND status = 2 \
-             AND id > (SELECT max(id) - 50 FROM anchor.tasks WHERE name = 'Work')"
+            "SELECT count(*) FROM anchor.tasks WHERE status = 2 AND id IN ({})",
+            locked
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         wait_for(
             "the locked tasks to run",

@@ -19,14 +19,17 @@ fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
             db.spawn_worker("w0", WORKER_FLAGS).await?,
             db.spawn_worker("w1", WORKER_FLAGS).await?,
         ];
-        db.enqueue_work(0, 3_000, 10).await?;
+        db.enqueue_work(0, 5_000, 10).await?;
         // Failures and their onFailed handlers go through the restarts too.
         let doomed: Vec<DoomedParameters> = (0..20).map(|n| DoomedParameters { n }).collect();
         db.runner.run_doomed_many(&doomed, &[]).await?;
         let mut recoveries = Vec::new();
-        let mut progress = 0;
-        for mode in ["fast", "immediate", "fast", "immediate"] {
-            progress += 400;
+        for (k, mode) in ["fast", "immediate", "fast", "immediate"]
+            .into_iter()
+            .enumerate()
+        {
+            // Restart at fixed points of progress, well before the 5 000 tasks are done.
+            let progress = 500 * (k as i64 + 1);
             wait_for(
                 "progress before the restart",
                 Duration::from_secs(120),
@@ -54,7 +57,6 @@ fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
             )
             .await?;
             recoveries.push(format!("{mode} {:.2?}", back.elapsed()));
-            progress = db.count_status("Work", 2).await?;
         }
         // Enqueueing works again after the restarts, and the new tasks run.
         db.enqueue_work(1_000_000, 200, 0).await?;
@@ -85,8 +87,8 @@ fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
         );
         report.assert_clean()?;
         assert_eq!(
-            report.tasks, 3_240,
-            "3 200 Work, 20 Doomed, 20 DoomedFailed"
+            report.tasks, 5_240,
+            "5 200 Work, 20 Doomed, 20 DoomedFailed"
         );
         assert_eq!(report.handlers, 20, "one onFailed handler per doomed task");
         Ok(())
