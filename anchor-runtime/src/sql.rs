@@ -30,6 +30,7 @@ pub(crate) struct Sql {
     pub retry_without_event: String,
     pub fail: String,
     pub renew: String,
+    pub lease_held: String,
     pub release: String,
     pub rescue_select: String,
     pub rescue_retry: String,
@@ -147,12 +148,27 @@ impl Sql {
                 failed = status::FAILED,
                 running = status::RUNNING,
             ),
-            // Extends the leases this worker holds; returns the ids it still holds.
+            // Extends the leases this worker holds; returns the ids it renewed. Rows another
+            // session has locked are skipped rather than waited for: one locked row must not
+            // hold up the renewal of every other lease (they would expire and their tasks
+            // run elsewhere while they still run here). `lease_held` tells a skipped row
+            // from a lost one.
             renew: format!(
-                "UPDATE {tasks} t SET lease_expires_at = now() + $3::bigint * interval '1 millisecond' \
-                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
-                 WHERE t.id = c.id AND t.lease_token = c.token \
+                "WITH mine AS ( \
+                   SELECT t.id FROM {tasks} t \
+                   JOIN unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                     ON t.id = c.id AND t.lease_token = c.token \
+                   FOR UPDATE OF t SKIP LOCKED) \
+                 UPDATE {tasks} t SET lease_expires_at = now() + $3::bigint * interval '1 millisecond' \
+                 FROM mine WHERE t.id = mine.id \
                  RETURNING t.id",
+            ),
+            // Which of these leases this worker still holds, by a plain read that no row
+            // lock blocks.
+            lease_held: format!(
+                "SELECT t.id FROM {tasks} t \
+                 JOIN unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                   ON t.id = c.id AND t.lease_token = c.token"
             ),
             // Shutdown: hands unfinished tasks back at once; the interrupted run is not counted.
             release: format!(

@@ -1,10 +1,9 @@
-//! A reproducer for a finding of scenario 5 (see docs/reliability.md): a session holding
-//! one running task's row lock for longer than a lease blocks its worker's lease renewal
-//! (one statement over all of the worker's leases). The worker's other leases expire, other
-//! workers rescue and start those tasks while the blocked worker is still running them.
-//!
-//! Ignored until the runtime's renewal no longer waits on a row lock; run it with
-//! `cargo test -p anchor-chaos -- --ignored --nocapture lock_overlap`.
+//! A regression test for a finding of scenario 5 (see docs/reliability.md): a session
+//! holding one running task's row lock for longer than a lease used to block its worker's
+//! lease renewal (one statement over all of the worker's leases). The worker's other leases
+//! expired, other workers rescued and started those tasks while the blocked worker was
+//! still running them: 9 of 10 tasks ran on two workers at once for about 4 s. The renewal
+//! now skips locked rows and checks them with a plain read instead of waiting.
 
 use std::time::Duration;
 
@@ -13,7 +12,6 @@ use anyhow::Result;
 use crate::support::{print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect};
 
 #[test]
-#[ignore = "known runtime issue: a row lock on one running task blocks its worker's lease renewal"]
 fn a_locked_running_row_does_not_let_other_tasks_run_twice_at_once() -> Result<()> {
     scenario(async {
         let db = ChaosDb::create(shared_cluster(), "lockoverlap").await?;
@@ -54,7 +52,7 @@ fn a_locked_running_row_does_not_let_other_tasks_run_twice_at_once() -> Result<(
                 ..Expect::default()
             })
             .await?;
-        print_figures("a locked running row (reproducer)", &report, "");
+        print_figures("a locked running row for 6 s, tasks of 8 s", &report, "");
         report.assert_clean()
     })
 }

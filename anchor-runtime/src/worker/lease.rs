@@ -62,7 +62,23 @@ async fn renew(shared: &Shared) -> Result<()> {
     if rows.len() == ids.len() {
         return Ok(());
     }
-    let renewed: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
+    let mut renewed: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
+    // A lease the renewal skipped because another session holds the row's lock is still
+    // this worker's: only a changed token means the task was taken.
+    let (missing_ids, missing_tokens): (Vec<TaskId>, Vec<i64>) = ids
+        .iter()
+        .zip(&tokens)
+        .filter(|(id, _)| !renewed.contains(id))
+        .map(|(id, token)| (*id, *token))
+        .unzip();
+    let held = conn
+        .query(
+            &shared.client.sql().lease_held,
+            &[&missing_ids, &missing_tokens],
+        )
+        .await
+        .map_err(|e| db_error("cannot check leases the renewal skipped", e))?;
+    renewed.extend(held.iter().map(|r| r.get::<_, TaskId>(0)));
     let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
     for (id, token) in ids.iter().zip(&tokens) {
         if renewed.contains(id) {
