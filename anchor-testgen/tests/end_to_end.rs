@@ -1,4 +1,4 @@
-//! The generated module against a real PostgreSQL (a throwaway cluster from `pgtemp`):
+//! The generated module against a real PostgreSQL (a throwaway cluster from `anchor-testkit`):
 //! typed enqueue through `TaskRunner` (alone, in bulk, inside a committed and a rolled-back
 //! transaction), routing through `register` to `async fn` executors, and an `onFailed`
 //! handler receiving the failed task's id as its typed `task_id`.
@@ -30,11 +30,7 @@ async fn wait_for_line(executor: &SeedExecutor, line: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_runner_and_executor_work_against_postgres() -> Result<()> {
-    let db = pgtemp::PgTempDB::builder()
-        .with_config_param("log_min_messages", "panic")
-        .start_async()
-        .await;
-    let url = db.connection_uri();
+    let url = anchor_testkit::shared().create_database("testgen").await?;
     let client = Client::connect(&url).await.context("connect")?;
     anchor_runtime::migrate(&client).await.context("migrate")?;
 
