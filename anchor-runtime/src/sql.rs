@@ -92,6 +92,9 @@ impl Sql {
             ),
             // The claim: one statement picks up to $2 due tasks this worker can run, skipping
             // rows other workers hold, and leases them. It reads only `tasks_claim_idx`.
+            // The picked ids go to the update as one array (`id = ANY(ARRAY(...))`), which
+            // is always a primary-key lookup; a join with the CTE let stale statistics pick a
+            // hash join over the whole table (~100 ms per claim of 500 on 50k rows).
             claim: format!(
                 "WITH picked AS ( \
                    SELECT id FROM {tasks} \
@@ -100,7 +103,7 @@ impl Sql {
                  UPDATE {tasks} t SET status = {running}, attempts = t.attempts + 1, \
                    started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
                    lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
-                 FROM picked WHERE t.id = picked.id \
+                 WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) \
                  RETURNING {TASK_RUN_COLUMNS}",
                 pending = status::PENDING,
                 running = status::RUNNING,
