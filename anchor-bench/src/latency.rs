@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anchor_runtime::{Registry, TaskContext, TaskError, Worker, WorkerConfig};
+use anchor_runtime::{Registry, TaskContext, TaskError, Worker};
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -56,7 +56,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
         let _ = tx.send(ms);
         async { Ok::<(), TaskError>(()) }
     });
-    let config = WorkerConfig::default().with_concurrency(args.concurrency);
+    let config = crate::workers::worker_config(args.concurrency, args.prefetch);
     let worker = Worker::new(client.clone(), registry, config).start();
     // Let the worker settle and go idle, as the peers' drivers do.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -73,6 +73,10 @@ struct Args {
     /// Mixed mode: how long to run, in seconds.
     #[arg(long, env = "DURATION", default_value_t = 10.0)]
     duration: f64,
+    /// Override the worker's prefetch (tasks claimed beyond free slots). Only for
+    /// experiments: the reported figures use anchor's defaults.
+    #[arg(long)]
+    prefetch: Option<usize>,
     /// Give up (exit 2) after this many seconds.
     #[arg(long, env = "TIMEOUT_S", default_value_t = 170)]
     timeout_s: u64,
@@ -112,7 +116,7 @@ async fn run(args: Args) -> Result<()> {
         schema: args.schema.clone(),
     };
     match args.mode {
-        Mode::WorkerChild => workers::run_child(&settings, args.concurrency).await,
+        Mode::WorkerChild => workers::run_child(&settings, args.concurrency, args.prefetch).await,
         Mode::Throughput => {
             if args.jobs == 0 {
                 bail!("--jobs must be at least 1");

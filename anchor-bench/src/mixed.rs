@@ -26,7 +26,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
     let client = db::prepare(settings).await?;
     let monitor = Monitor::connect(settings).await?;
     monitor.prefill_completed(args.completed_rows).await?;
-    let workers = Workers::start(settings, &client, args.concurrency, args.workers).await?;
+    let workers = Workers::start(
+        settings,
+        &client,
+        args.concurrency,
+        args.prefetch,
+        args.workers,
+    )
+    .await?;
     let counter = workers.counter().cloned();
     let started = Instant::now();
     let duration = Duration::from_secs_f64(args.duration);

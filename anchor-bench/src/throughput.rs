@@ -46,7 +46,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
     }
 
     let started = Instant::now();
-    let workers = Workers::start(settings, &client, args.concurrency, args.workers).await?;
+    let workers = Workers::start(
+        settings,
+        &client,
+        args.concurrency,
+        args.prefetch,
+        args.workers,
+    )
+    .await?;
     if let Some(counter) = workers.counter() {
         counter.wait_for(args.jobs as u64).await;
     }

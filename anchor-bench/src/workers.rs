@@ -59,6 +59,16 @@ pub fn noop_registry(counter: Arc<Counter>) -> Registry {
     registry
 }
 
+/// anchor's default worker settings with `concurrency`, and `prefetch` when an experiment
+/// overrides it.
+pub fn worker_config(concurrency: usize, prefetch: Option<usize>) -> WorkerConfig {
+    let config = WorkerConfig::default().with_concurrency(concurrency);
+    match prefetch {
+        Some(p) => config.with_prefetch(p),
+        None => config,
+    }
+}
+
 /// Running workers.
 pub enum Workers {
     InProcess {
@@ -82,11 +92,12 @@ impl Workers {
         settings: &Settings,
         client: &Client,
         concurrency: usize,
+        prefetch: Option<usize>,
         processes: usize,
     ) -> Result<Workers> {
         if processes == 0 {
             let counter = Arc::new(Counter::default());
-            let config = WorkerConfig::default().with_concurrency(concurrency);
+            let config = worker_config(concurrency, prefetch);
             let handle =
                 Worker::new(client.clone(), noop_registry(counter.clone()), config).start();
             return Ok(Workers::InProcess { handle, counter });
@@ -94,7 +105,11 @@ impl Workers {
         let exe = std::env::current_exe().context("cannot find the benchmark binary")?;
         let mut children = Vec::with_capacity(processes);
         for _ in 0..processes {
-            let child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            if let Some(p) = prefetch {
+                command.args(["--prefetch", &p.to_string()]);
+            }
+            let child = command
                 .args(["--mode", "worker-child", "--url", &settings.url])
                 .args(["--schema", &settings.schema])
                 .args(["--concurrency", &concurrency.to_string()])
@@ -171,10 +186,14 @@ fn parse_child_report(text: &str) -> Option<(u64, u64)> {
 }
 
 /// A worker process: runs until its stdin closes, then shuts down and reports.
-pub async fn run_child(settings: &Settings, concurrency: usize) -> Result<()> {
+pub async fn run_child(
+    settings: &Settings,
+    concurrency: usize,
+    prefetch: Option<usize>,
+) -> Result<()> {
     let client = db::connect(settings).await?;
     let counter = Arc::new(Counter::default());
-    let config = WorkerConfig::default().with_concurrency(concurrency);
+    let config = worker_config(concurrency, prefetch);
     let handle = Worker::new(client, noop_registry(counter.clone()), config).start();
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
