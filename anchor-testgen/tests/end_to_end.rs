@@ -30,7 +30,10 @@ async fn wait_for_line(executor: &SeedExecutor, line: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_runner_and_executor_work_against_postgres() -> Result<()> {
-    let url = anchor_testkit::shared().create_database("testgen").await?;
+    let url = anchor_testkit::shared()
+        .create_database("testgen")
+        .await?
+        .url;
     let client = Client::connect(&url).await.context("connect")?;
     anchor_runtime::migrate(&client).await.context("migrate")?;
 

@@ -9,8 +9,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), anchor_testkit::Error> {
-//! let url = anchor_testkit::shared().create_database("my_test").await?;
-//! # let _ = url; Ok(()) }
+//! let db = anchor_testkit::shared().create_database("my_test").await?;
+//! println!("connect to {}", db.url);
+//! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
 
@@ -38,6 +39,15 @@ fn fail<T>(message: impl Into<String>) -> Result<T> {
 /// machine running the tests may be busy compiling.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A database created for one test.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The database's name.
+    pub name: String,
+    /// Its connection URL.
+    pub url: String,
+}
+
 /// Settings for a new [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
@@ -54,6 +64,19 @@ impl ClusterBuilder {
     /// Sets `max_connections` (default 400).
     pub fn max_connections(self, n: u32) -> Self {
         self.param("max_connections", n)
+    }
+
+    /// Makes commits survive a crash: pgtemp turns `synchronous_commit` off for speed, and
+    /// then a commit acknowledged just before an immediate shutdown may vanish — exactly
+    /// what a restart test must not allow.
+    pub fn durable(self) -> Self {
+        self.param("synchronous_commit", "on")
+    }
+
+    /// Turns autovacuum back on (pgtemp turns it off). A long-running queue test wants it:
+    /// claimed and finished rows leave dead index entries the claim would wade through.
+    pub fn autovacuum(self) -> Self {
+        self.param("autovacuum", "on")
     }
 
     /// Starts the cluster and its watchdog. It may still be starting up when this returns;
@@ -196,8 +219,8 @@ impl Cluster {
         }
     }
 
-    /// Creates a database with a unique name starting with `prefix` and returns its URL.
-    pub async fn create_database(&self, prefix: &str) -> Result<String> {
+    /// Creates a database with a unique name starting with `t_<prefix>`.
+    pub async fn create_database(&self, prefix: &str) -> Result<Database> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let clean: String = prefix
             .chars()
@@ -227,7 +250,17 @@ impl Cluster {
         drop(admin);
         let _ = driver.await;
         created?;
-        Ok(self.url(&name))
+        let url = self.url(&name);
+        Ok(Database { name, url })
+    }
+
+    /// Restarts the server with shutdown `mode` (`fast`, `immediate` or `smart`) and waits
+    /// until it accepts connections again. Clients see their connections break meanwhile.
+    pub async fn restart(&self, mode: &str) -> Result<()> {
+        let args = ["-w", "-t", "60", "-m", mode, "restart"];
+        // pg_ctl blocks until the server is back; run it off the async threads.
+        tokio::task::block_in_place(|| self.pg_ctl(&args))?;
+        self.wait_ready().await
     }
 }
 

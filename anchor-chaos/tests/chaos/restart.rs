@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anchor_chaos::zgen::taskgen::DoomedParameters;
 use anyhow::Result;
 
-use crate::support::{print_figures, scenario, wait_for, ChaosDb, Cluster, Expect};
+use crate::support::{print_figures, scenario, start_cluster, wait_for, ChaosDb, Expect};
 
 const WORKER_FLAGS: &[&str] = &["--concurrency", "10", "--lease-ms", "2000"];
 
@@ -13,7 +13,7 @@ const WORKER_FLAGS: &[&str] = &["--concurrency", "10", "--lease-ms", "2000"];
 fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
     scenario(async {
         // A cluster of its own: the other scenarios' databases must not go down with it.
-        let cluster = Cluster::start_durable(100);
+        let cluster = start_cluster(100, true);
         let db = ChaosDb::create(&cluster, "restart").await?;
         let mut workers = vec![
             db.spawn_worker("w0", WORKER_FLAGS).await?,

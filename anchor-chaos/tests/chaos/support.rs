@@ -6,7 +6,6 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,6 @@ use anchor_runtime::chrono::Utc;
 use anchor_runtime::tokio_postgres::{self, NoTls};
 use anchor_runtime::Client;
 use anyhow::{bail, Context, Result};
-use pgtemp::PgTempDB;
 
 /// The scenarios run one at a time: each starts several processes and injects faults, and
 /// on two shared cores running them side by side would only add noise (and time).
@@ -53,164 +51,35 @@ fn init_tracing() {
     });
 }
 
-/// A running cluster, stopped by a watchdog when the test binary exits.
-pub struct Cluster {
-    db: PgTempDB,
-}
+pub use anchor_testkit::Cluster;
 
-impl Cluster {
-    /// Starts a cluster allowing `max_connections` sessions.
-    pub fn start(max_connections: u32) -> Cluster {
-        Cluster::start_with(max_connections, &[])
+/// Starts a cluster allowing `max_connections` sessions, with autovacuum on (a queue lives
+/// on it). `durable` keeps `synchronous_commit` on, so an immediate shutdown cannot drop a
+/// commit that was already acknowledged.
+pub fn start_cluster(max_connections: u32, durable: bool) -> Cluster {
+    let builder = Cluster::builder()
+        .max_connections(max_connections)
+        .autovacuum();
+    if durable {
+        builder.durable().start()
+    } else {
+        builder.start()
     }
-
-    /// Starts a cluster whose commits survive a crash (an immediate shutdown): pgtemp
-    /// turns `synchronous_commit` off for speed, and then a commit acknowledged just before
-    /// the crash may vanish, which is exactly what a restart scenario must not allow.
-    pub fn start_durable(max_connections: u32) -> Cluster {
-        Cluster::start_with(max_connections, &[("synchronous_commit", "on")])
-    }
-
-    fn start_with(max_connections: u32, params: &[(&str, &str)]) -> Cluster {
-        let mut builder = PgTempDB::builder();
-        // sudo runs commands with its own PATH (secure_path), which may lack the server
-        // binaries that are on ours: give absolute paths.
-        if let Some(dir) = server_bin_dir() {
-            builder = builder.with_bin_path(dir);
-        }
-        builder = builder
-            // The server's output goes to a pipe nobody reads: keep it quiet so it never fills.
-            .with_config_param("log_min_messages", "panic")
-            .with_config_param("max_connections", &max_connections.to_string())
-            // pgtemp turns autovacuum off; a queue lives on it (claimed and finished rows
-            // leave dead index entries the claim would otherwise wade through).
-            .with_config_param("autovacuum", "on");
-        // Later settings override pgtemp's own (they come later on the command line).
-        for (key, value) in params {
-            builder = builder.with_config_param(key, value);
-        }
-        let db = builder.start();
-        let cluster = Cluster { db };
-        cluster.spawn_watchdog();
-        cluster
-    }
-
-    /// Stops the cluster and removes its files once this test process is gone (statics are
-    /// never dropped, and a killed test binary drops nothing).
-    fn spawn_watchdog(&self) {
-        let data_dir = self.db.data_dir();
-        let Some(temp_dir) = data_dir.parent() else {
-            return;
-        };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             {sudo}'{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; \
-             rm -rf '{temp}'",
-            pid = std::process::id(),
-            sudo = if is_root() { "sudo -u postgres " } else { "" },
-            pg_ctl = pg_ctl_path().display(),
-            data = data_dir.display(),
-            temp = temp_dir.display(),
-        );
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-    }
-
-    /// The URL of database `name` in this cluster.
-    pub fn url(&self, name: &str) -> String {
-        format!(
-            "postgresql://{}:{}@localhost:{}/{}",
-            self.db.db_user(),
-            self.db.db_pass(),
-            self.db.db_port(),
-            name
-        )
-    }
-
-    /// Runs `pg_ctl` as the server's user against this cluster (blocking).
-    pub fn pg_ctl(&self, args: &[&str]) -> Result<()> {
-        let data_dir = self.db.data_dir();
-        let log = data_dir.with_file_name("pg_ctl.log");
-        let mut cmd = if is_root() {
-            let mut c = Command::new("sudo");
-            c.args(["-u", "postgres"]).arg(pg_ctl_path());
-            c
-        } else {
-            Command::new(pg_ctl_path())
-        };
-        let output = cmd
-            .arg("-D")
-            .arg(&data_dir)
-            .arg("-l")
-            .arg(&log)
-            .args(args)
-            .output()
-            .context("cannot run pg_ctl")?;
-        if !output.status.success() {
-            bail!(
-                "pg_ctl {args:?} failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// Restarts the server with shutdown `mode` (`fast` or `immediate`), waiting until it
-    /// is back.
-    pub async fn restart(&self, mode: &str) -> Result<()> {
-        let mode = mode.to_string();
-        // pg_ctl blocks until the server is back; the workers run meanwhile.
-        tokio::task::block_in_place(|| self.pg_ctl(&["-w", "-t", "60", "-m", &mode, "restart"]))
-    }
-}
-
-/// The directory on PATH that holds `initdb` and `pg_ctl`.
-fn server_bin_dir() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
-}
-
-fn pg_ctl_path() -> PathBuf {
-    server_bin_dir().map_or_else(|| "pg_ctl".into(), |dir| dir.join("pg_ctl"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// The cluster the scenarios that do not restart the server share.
 pub fn shared_cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start(300))
+    CLUSTER.get_or_init(|| start_cluster(300, false))
 }
 
 /// Waits until `check` returns `Some`, or fails after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    anchor_testkit::wait_for(what, timeout, check).await
 }
 
 /// One scenario's database: anchor's tables, the ledger and the audit trigger.
@@ -228,36 +97,7 @@ pub struct ChaosDb {
 impl ChaosDb {
     /// Creates a database in `cluster` and installs the schema.
     pub async fn create(cluster: &Cluster, scenario: &str) -> Result<ChaosDb> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "{scenario}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        // pgtemp returns as soon as the server process is spawned; it may not accept
-        // connections yet.
-        let admin_url = cluster.url("postgres");
-        wait_for(
-            "the cluster to accept connections",
-            Duration::from_secs(30),
-            || async {
-                match tokio_postgres::connect(&admin_url, NoTls).await {
-                    Ok((admin, conn)) => {
-                        let driver = tokio::spawn(conn);
-                        admin
-                            .batch_execute(&format!("CREATE DATABASE {name}"))
-                            .await
-                            .context("cannot create the scenario's database")?;
-                        drop(admin);
-                        let _ = driver.await;
-                        Ok(Some(()))
-                    }
-                    Err(_) => Ok(None),
-                }
-            },
-        )
-        .await?;
-        let url = cluster.url(&name);
+        let anchor_testkit::Database { name, url } = cluster.create_database(scenario).await?;
         let client =
             Client::connect_with_pool_size(&url_with_application_name(&url, "chaos-test"), 8)
                 .await?;

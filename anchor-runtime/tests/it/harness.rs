@@ -39,7 +39,7 @@ pub struct TestDb {
 /// Creates a database for one test in `cluster` and migrates it.
 pub async fn test_db_in(cluster: &Cluster) -> Result<TestDb> {
     init_tracing();
-    let url = cluster.create_database("it").await?;
+    let url = cluster.create_database("it").await?.url;
     let client = Client::connect(&url).await?;
     anchor_runtime::migrate(&client).await?;
     Ok(TestDb { url, client })
