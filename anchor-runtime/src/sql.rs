@@ -95,6 +95,14 @@ impl Sql {
             // The picked ids go to the update as one array (`id = ANY(ARRAY(...))`), which
             // is always a primary-key lookup; a join with the CTE let stale statistics pick a
             // hash join over the whole table (~100 ms per claim of 500 on 50k rows).
+            // The claim alone commits without waiting for its WAL flush (`set_config` in
+            // RETURNING runs only when rows were claimed, inside the claim's transaction).
+            // A claim lost in a server crash only means the task is pending again and runs
+            // again, which at-least-once delivery allows; and any later synchronous commit
+            // (a completion, a failure) flushes the WAL up to and including the claim, so
+            // no durable outcome can refer to a lost claim. Enqueues and outcomes stay
+            // synchronous. This takes one disk flush off every claim and off the idle
+            // enqueue-to-start path.
             claim: format!(
                 "WITH picked AS ( \
                    SELECT id FROM {tasks} \
@@ -104,7 +112,7 @@ impl Sql {
                    started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
                    lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
                  WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) \
-                 RETURNING {TASK_RUN_COLUMNS}",
+                 RETURNING {TASK_RUN_COLUMNS}, set_config('synchronous_commit', 'off', true)",
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),

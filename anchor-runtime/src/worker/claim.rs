@@ -117,6 +117,35 @@ async fn claim_batch(shared: &Shared, limit: usize) -> Result<Vec<ClaimedTask>> 
 /// back, so that tasks held behind long-running ones go to workers with free capacity.
 const BUFFER_TTL: Duration = Duration::from_secs(1);
 
+/// The largest buffer an adaptive worker grows to (what graphile-worker's documented
+/// high-throughput setting uses).
+const MAX_PREFETCH: usize = 500;
+
+/// A backlog drained this soon after the last claim means short tasks: claim more per trip.
+const FAST_DRAIN: Duration = Duration::from_millis(50);
+
+/// A buffer that took this long to drain means long tasks: fall back to the base prefetch.
+const SLOW_DRAIN: Duration = Duration::from_millis(500);
+
+/// The next claim's prefetch. While a backlog lasts and each claimed batch drains within
+/// [`FAST_DRAIN`], the buffer doubles up to `max`, so short tasks cost a fraction of a round
+/// trip each; once batches drain slowly (long tasks) it returns to `base`, so a worker never
+/// sits on many tasks that other workers could start. Tasks held too long are handed back
+/// regardless (`BUFFER_TTL`), which also resets it.
+fn adapt_prefetch(
+    current: usize,
+    base: usize,
+    max: usize,
+    backlog: bool,
+    last_claim_at: Option<Instant>,
+) -> usize {
+    match last_claim_at.map(|at| at.elapsed()) {
+        Some(since) if backlog && since < FAST_DRAIN => (current.max(1) * 2).min(max),
+        Some(since) if since < SLOW_DRAIN => current,
+        _ => base,
+    }
+}
+
 /// The producer loop; returns when the worker stops.
 ///
 /// Claims fetch the free slots' worth of tasks plus up to `prefetch` more into a local
@@ -130,7 +159,16 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut backoff = Backoff::new();
     let concurrency = shared.config.concurrency;
-    let prefetch = shared.config.prefetch();
+    let base_prefetch = shared.config.prefetch();
+    // Without an explicit prefetch the buffer adapts to how fast tasks drain (see
+    // `adapt_prefetch`); an explicit one is kept as given.
+    let max_prefetch = if shared.config.prefetch.is_some() {
+        base_prefetch
+    } else {
+        MAX_PREFETCH.max(base_prefetch)
+    };
+    let mut prefetch = base_prefetch;
+    let mut last_claim_at: Option<Instant> = None;
     let mut buffer: VecDeque<(Instant, ClaimedTask)> = VecDeque::new();
     // Whether there may be due tasks: set by wake-ups and by full claims, cleared when a
     // claim starts.
@@ -159,6 +197,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
         {
             let stale: Vec<ClaimedTask> = buffer.drain(..).map(|(_, t)| t).collect();
             lease::release(&shared, &stale).await;
+            prefetch = base_prefetch;
         }
         let running = shared.executing.load(Ordering::SeqCst);
         let may_claim = if buffer.is_empty() {
@@ -166,14 +205,23 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
         } else {
             backlog && buffer.len() <= concurrency / 2
         };
-        let room = (concurrency + prefetch).saturating_sub(running + buffer.len());
-        if in_flight.is_none()
+        let ready = in_flight.is_none()
             && retry_at.is_none()
             && should_claim
             && may_claim
-            && room > 0
-            && !shared.names.is_empty()
-        {
+            && !shared.names.is_empty();
+        if ready {
+            prefetch = adapt_prefetch(
+                prefetch,
+                base_prefetch,
+                max_prefetch,
+                backlog,
+                last_claim_at,
+            );
+        }
+        let room = (concurrency + prefetch).saturating_sub(running + buffer.len());
+        if ready && room > 0 {
+            last_claim_at = Some(Instant::now());
             in_flight = Some((room, Box::pin(claim_batch(&shared, room))));
             // A wake-up that arrives while the claim is in flight may concern a task the
             // claim's snapshot misses: it sets the flag again and is honoured afterwards.
@@ -244,3 +292,24 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
 /// A claim statement in flight.
 type ClaimFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<ClaimedTask>>> + Send + 'a>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_grows_on_fast_backlogs_and_falls_back() {
+        let just_now = Some(Instant::now());
+        // A backlog drained fast: double, up to the maximum.
+        assert_eq!(adapt_prefetch(40, 40, 500, true, just_now), 80);
+        assert_eq!(adapt_prefetch(400, 40, 500, true, just_now), 500);
+        // No backlog: keep what was reached.
+        assert_eq!(adapt_prefetch(160, 40, 500, false, just_now), 160);
+        // The first claim, or a slow drain (long tasks): back to the base.
+        assert_eq!(adapt_prefetch(160, 40, 500, true, None), 40);
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(1));
+        assert_eq!(adapt_prefetch(160, 40, 500, true, long_ago), 40);
+        // A fixed prefetch (max = base) never grows.
+        assert_eq!(adapt_prefetch(40, 40, 40, true, just_now), 40);
+    }
+}
