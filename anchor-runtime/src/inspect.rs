@@ -69,7 +69,8 @@ impl fmt::Display for TaskStatus {
 /// One entry of a task's error history.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ErrorRecord {
-    /// The run that failed (1 for the first).
+    /// The run that failed (1 for the first), or 0 for a note the runtime made without a
+    /// run, such as "no running worker has task `X` registered".
     pub attempt: u32,
     /// When the failure was recorded.
     pub at: DateTime<Utc>,

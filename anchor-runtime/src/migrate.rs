@@ -39,10 +39,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("../../migrations/V3__retention.sql"),
     },
+    Migration {
+        version: 4,
+        name: "workers",
+        sql: include_str!("../../migrations/V4__workers.sql"),
+    },
 ];
 
 /// The schema version this runtime needs.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -196,6 +196,10 @@ pub(crate) async fn run_rescuer(shared: Arc<Shared>) {
                 }
             }
         }
+        // Maintenance on the same cadence; it never touches the claim path.
+        if let Err(err) = super::heartbeat::note_unregistered(&shared).await {
+            tracing::warn!(worker = %shared.worker_id, error = %err, "looking for tasks no worker has registered failed");
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 mod claim;
 mod complete;
 mod execute;
+mod heartbeat;
 mod lease;
 mod listen;
 mod scheduler;
@@ -70,6 +71,12 @@ pub struct WorkerConfig {
     /// How long finished tasks are kept before this worker prunes them (default: completed
     /// and cancelled 7 days, failed 30 days; see [`RetentionConfig`](crate::RetentionConfig)).
     pub retention: crate::RetentionConfig,
+    /// How often this worker records in the `workers` table that it is alive and which task
+    /// names it runs (default 5 s). A worker not seen for three intervals counts as gone.
+    pub heartbeat_interval: Duration,
+    /// How long a task may be due with a name no live worker has registered before that is
+    /// noted in its error history (default 60 s). The task stays `pending`.
+    pub unregistered_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -85,6 +92,8 @@ impl Default for WorkerConfig {
             disable: false,
             worker_id: None,
             retention: crate::RetentionConfig::default(),
+            heartbeat_interval: Duration::from_secs(5),
+            unregistered_grace: Duration::from_secs(60),
         }
     }
 }
@@ -142,12 +151,25 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets [`WorkerConfig::heartbeat_interval`].
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Sets [`WorkerConfig::unregistered_grace`].
+    pub fn with_unregistered_grace(mut self, grace: Duration) -> Self {
+        self.unregistered_grace = grace;
+        self
+    }
+
     /// Replaces values no worker can run with (zero concurrency, zero intervals) by the
     /// nearest workable ones.
     fn normalised(mut self) -> Self {
         self.concurrency = self.concurrency.max(1);
         self.poll_interval = self.poll_interval.max(Duration::from_millis(10));
         self.lease_duration = self.lease_duration.max(Duration::from_millis(100));
+        self.heartbeat_interval = self.heartbeat_interval.max(Duration::from_millis(10));
         self
     }
 
@@ -203,6 +225,7 @@ pub(crate) struct Shared {
     leases: Mutex<HashMap<TaskId, Lease>>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
+    worker_sql: heartbeat::WorkerSql,
 }
 
 impl Shared {
@@ -300,6 +323,7 @@ impl Worker {
             .into_iter()
             .map(str::to_string)
             .collect();
+        let worker_sql = heartbeat::WorkerSql::new(self.client.schema());
         let shared = Arc::new(Shared {
             client: self.client,
             registry: self.registry,
@@ -313,6 +337,7 @@ impl Worker {
             leases: Mutex::new(HashMap::new()),
             stop,
             completer: completer_tx,
+            worker_sql,
         });
         if shared.config.disable {
             tracing::info!(worker = %shared.worker_id, "worker disabled by configuration");
@@ -333,6 +358,7 @@ impl Worker {
             tokio::spawn(lease::run_renewer(shared.clone())),
             tokio::spawn(lease::run_rescuer(shared.clone())),
             tokio::spawn(lease::run_fencer(shared.clone())),
+            tokio::spawn(heartbeat::run_heartbeat(shared.clone())),
             tokio::spawn(listen::run_listener(shared.clone())),
             tokio::spawn(scheduler::run_scheduler(shared.clone())),
             tokio::spawn(crate::retention::run_pruner(
@@ -451,6 +477,8 @@ impl WorkerHandle {
         for task in self.background.drain(..) {
             task.abort();
         }
+        // After the heartbeat loop stopped, so that it cannot write the row again.
+        heartbeat::remove(&shared).await;
         tracing::info!(worker = %shared.worker_id, "worker stopped");
     }
 

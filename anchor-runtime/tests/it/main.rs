@@ -8,4 +8,5 @@ mod fencing;
 mod harness;
 mod outage;
 mod retention;
+mod unregistered;
 mod worker;
