@@ -95,14 +95,11 @@ impl Sql {
             // The picked ids go to the update as one array (`id = ANY(ARRAY(...))`), which
             // is always a primary-key lookup; a join with the CTE let stale statistics pick a
             // hash join over the whole table (~100 ms per claim of 500 on 50k rows).
-            // The claim alone commits without waiting for its WAL flush (`set_config` in
-            // RETURNING runs only when rows were claimed, inside the claim's transaction).
-            // A claim lost in a server crash only means the task is pending again and runs
-            // again, which at-least-once delivery allows; and any later synchronous commit
-            // (a completion, a failure) flushes the WAL up to and including the claim, so
-            // no durable outcome can refer to a lost claim. Enqueues and outcomes stay
-            // synchronous. This takes one disk flush off every claim and off the idle
-            // enqueue-to-start path.
+            // The claim commits durably like every other write. An asynchronous claim
+            // (synchronous_commit off) would save one disk flush, but a claim lost in a
+            // server crash puts a task that is still running back to `pending` with no
+            // lease, so another worker could start it while the first is still running it:
+            // a second concurrent run, which the lease design exists to prevent.
             claim: format!(
                 "WITH picked AS ( \
                    SELECT id FROM {tasks} \
@@ -112,7 +109,7 @@ impl Sql {
                    started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
                    lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
                  WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) \
-                 RETURNING {TASK_RUN_COLUMNS}, set_config('synchronous_commit', 'off', true)",
+                 RETURNING {TASK_RUN_COLUMNS}",
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),
