@@ -29,7 +29,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         reason: reason.to_string(),
     };
     if text.is_empty() {
-        return Err(fail("it is empty; write a number with a unit, e.g. `30s`, `5m` or `1h`"));
+        return Err(fail(
+            "it is empty; write a number with a unit, e.g. `30s`, `5m` or `1h`",
+        ));
     }
     if text.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(fail(&format!(

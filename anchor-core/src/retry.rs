@@ -8,7 +8,9 @@ use crate::duration::{parse_duration, DurationError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntervalError {
     /// The list, or one of its comma-separated items, is empty.
-    #[error("interval item {index} is empty; write durations separated by commas, e.g. `1m,2m,4m`")]
+    #[error(
+        "interval item {index} is empty; write durations separated by commas, e.g. `1m,2m,4m`"
+    )]
     EmptyItem {
         /// Zero-based position of the empty item.
         index: usize,
@@ -149,8 +151,14 @@ mod tests {
 
     #[test]
     fn bad_interval_lists() {
-        assert!(matches!(parse_intervals("1m,,2m"), Err(IntervalError::EmptyItem { index: 1 })));
-        assert!(matches!(parse_intervals("1m,x"), Err(IntervalError::BadItem { index: 1, .. })));
+        assert!(matches!(
+            parse_intervals("1m,,2m"),
+            Err(IntervalError::EmptyItem { index: 1 })
+        ));
+        assert!(matches!(
+            parse_intervals("1m,x"),
+            Err(IntervalError::BadItem { index: 1, .. })
+        ));
         assert!(parse_intervals("").is_err());
     }
 

@@ -80,31 +80,37 @@ fn expression() -> impl Strategy<Value = (String, String)> {
         field_mapped(0, 6, 1),
         any::<bool>(),
     )
-        .prop_map(|(with_seconds, sec, min, hour, dom, month, dow, dom_wins)| {
-            let star = same("*".to_string());
-            let (dom, dow) = if dom_wins { (dom, star) } else { (star, dow) };
-            let theirs = format!(
-                "{} {} {} {} {} {}",
-                if with_seconds { sec.theirs.as_str() } else { "0" },
-                min.theirs,
-                hour.theirs,
-                dom.theirs,
-                month.theirs,
-                dow.theirs
-            );
-            let ours = if with_seconds {
-                format!(
+        .prop_map(
+            |(with_seconds, sec, min, hour, dom, month, dow, dom_wins)| {
+                let star = same("*".to_string());
+                let (dom, dow) = if dom_wins { (dom, star) } else { (star, dow) };
+                let theirs = format!(
                     "{} {} {} {} {} {}",
-                    sec.ours, min.ours, hour.ours, dom.ours, month.ours, dow.ours
-                )
-            } else {
-                format!(
-                    "{} {} {} {} {}",
-                    min.ours, hour.ours, dom.ours, month.ours, dow.ours
-                )
-            };
-            (ours, theirs)
-        })
+                    if with_seconds {
+                        sec.theirs.as_str()
+                    } else {
+                        "0"
+                    },
+                    min.theirs,
+                    hour.theirs,
+                    dom.theirs,
+                    month.theirs,
+                    dow.theirs
+                );
+                let ours = if with_seconds {
+                    format!(
+                        "{} {} {} {} {} {}",
+                        sec.ours, min.ours, hour.ours, dom.ours, month.ours, dow.ours
+                    )
+                } else {
+                    format!(
+                        "{} {} {} {} {}",
+                        min.ours, hour.ours, dom.ours, month.ours, dow.ours
+                    )
+                };
+                (ours, theirs)
+            },
+        )
 }
 
 fn start() -> impl Strategy<Value = DateTime<Utc>> {
