@@ -39,10 +39,14 @@ pub(crate) async fn run_renewer(shared: Arc<Shared>) {
     let interval = shared.config.renew_interval();
     let mut backoff = Backoff::new();
     loop {
-        tokio::time::sleep(interval).await;
         match renew(&shared).await {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                backoff.reset();
+                tokio::time::sleep(interval).await;
+            }
             Err(err) => {
+                // A failed renewal is retried soon, not a whole interval later: the fencer
+                // stops runs whose leases go unrenewed for most of a lease.
                 let delay = backoff.next_delay().min(interval);
                 tracing::warn!(worker = %shared.worker_id, error = %err, "renewing leases failed");
                 tokio::time::sleep(delay).await;
