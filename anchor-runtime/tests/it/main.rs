@@ -4,7 +4,6 @@
 mod basics;
 mod cron;
 mod explain;
-mod fencing;
 mod harness;
 mod outage;
 mod retention;
