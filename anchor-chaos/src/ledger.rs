@@ -142,26 +142,39 @@ impl Ledger {
 
     /// Records the start of an execution. When this fails (the database is unreachable) the
     /// execution must not do its work: it returns a retryable error instead.
+    ///
+    /// The write runs on a task of its own: when the runtime drops the execution while the
+    /// insert is in flight (a timeout, a self-fenced lease), the row still gets its end,
+    /// written as `aborted` by the `Run` nobody received.
     pub async fn start(&self, ctx: &TaskContext) -> Result<Run, String> {
         let started_at = Utc::now();
         let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
-        let write = async {
-            let conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            let row = conn
-                .query_one(
-                    "INSERT INTO chaos.ledger (task_id, task_name, attempt, worker, started_at) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    &[&ctx.id(), &ctx.name(), &attempt, &self.worker, &started_at],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<i64, String>(row.get(0))
-        };
-        match tokio::time::timeout(Duration::from_secs(10), write).await {
-            Ok(Ok(id)) => Ok(Run::open(self.clone(), id)),
-            Ok(Err(err)) => Err(format!("cannot record the execution start: {err}")),
-            Err(_) => Err("recording the execution start timed out".to_string()),
-        }
+        let ledger = self.clone();
+        let (task_id, task_name) = (ctx.id(), ctx.name().to_string());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let write = async {
+                let conn = ledger.pool.get().await.map_err(|e| e.to_string())?;
+                let row = conn
+                    .query_one(
+                        "INSERT INTO chaos.ledger (task_id, task_name, attempt, worker, started_at) \
+                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                        &[&task_id, &task_name, &attempt, &ledger.worker, &started_at],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<i64, String>(row.get(0))
+            };
+            let result = match tokio::time::timeout(Duration::from_secs(10), write).await {
+                Ok(Ok(id)) => Ok(Run::open(ledger.clone(), id)),
+                Ok(Err(err)) => Err(format!("cannot record the execution start: {err}")),
+                Err(_) => Err("recording the execution start timed out".to_string()),
+            };
+            // A receiver that is gone drops the run here, which records it as aborted.
+            let _ = tx.send(result);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err("recording the execution start was interrupted".to_string()))
     }
 
     /// Counts a run as open until its end is written.
@@ -266,14 +279,20 @@ impl Run {
     /// is awaited, so the ledger row is committed before the runtime can commit the
     /// task's completion (the checker relies on that order); when it fails (an outage) the
     /// write is retried in the background.
+    /// The write runs on a task of its own, so an execution dropped while it is in flight
+    /// still leaves the row ended.
     pub async fn finish(mut self, outcome: &'static str) {
         self.finished = true;
         let ended_at = Utc::now();
-        let first = self.ledger.try_write_end(self.id, ended_at, outcome);
-        match tokio::time::timeout(Duration::from_secs(5), first).await {
-            Ok(Ok(())) => self.ledger.closed(),
-            _ => self.ledger.write_end(self.id, ended_at, outcome),
-        }
+        let (ledger, id) = (self.ledger.clone(), self.id);
+        let write = tokio::spawn(async move {
+            let first = ledger.try_write_end(id, ended_at, outcome);
+            match tokio::time::timeout(Duration::from_secs(5), first).await {
+                Ok(Ok(())) => ledger.closed(),
+                _ => ledger.write_end(id, ended_at, outcome),
+            }
+        });
+        let _ = write.await;
     }
 }
 
