@@ -32,9 +32,12 @@ fn terminated_backends_including_listen_lose_nothing() -> Result<()> {
              WHERE application_name LIKE '{}\\_w%'",
             db.name
         );
+        // The LISTEN connection is the worker's control connection: every statement on it
+        // (LISTEN, then lease renewals and heartbeats) carries the runtime's tag.
         let listening = format!(
             "SELECT count(DISTINCT application_name) FROM pg_stat_activity \
-             WHERE application_name LIKE '{}\\_w%' AND query ILIKE 'LISTEN%'",
+             WHERE application_name LIKE '{}\\_w%' \
+               AND query LIKE '/* anchor worker control */%'",
             db.name
         );
         let mut terminated = 0;

@@ -34,11 +34,14 @@ pub(crate) struct ClaimedTask {
     pub on_failed: Option<String>,
     pub parent_id: Option<TaskId>,
     pub token: i64,
+    /// The local time just before the statement that leased the task was sent: the lease
+    /// runs from a database time no earlier than this (see `Shared::lease_deadline`).
+    pub leased_at: Instant,
 }
 
 impl ClaimedTask {
     /// Reads the columns of `TASK_RUN_COLUMNS` (see `sql.rs`).
-    pub(crate) fn from_row(row: &Row, token: i64) -> ClaimedTask {
+    pub(crate) fn from_row(row: &Row, token: i64, leased_at: Instant) -> ClaimedTask {
         ClaimedTask {
             id: row.get(0),
             name: row.get(1),
@@ -52,6 +55,7 @@ impl ClaimedTask {
             on_failed: row.get(9),
             parent_id: row.get(10),
             token,
+            leased_at,
         }
     }
 
@@ -89,6 +93,7 @@ async fn claim_batch(shared: &Shared, limit: usize) -> Result<Vec<ClaimedTask>> 
         .map_err(|e| db_error("cannot prepare the claim", e))?;
     let token: i64 = rand::random();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sent = Instant::now();
     let rows = conn
         .query(
             &stmt,
@@ -104,7 +109,7 @@ async fn claim_batch(shared: &Shared, limit: usize) -> Result<Vec<ClaimedTask>> 
         .map_err(|e| db_error("cannot claim tasks", e))?;
     Ok(rows
         .iter()
-        .map(|r| ClaimedTask::from_row(r, token))
+        .map(|r| ClaimedTask::from_row(r, token, sent))
         .collect())
 }
 

@@ -8,7 +8,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -37,9 +37,31 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
         tracing::error!(task.id = task.id, task.name = %task.name, "claimed a task without a handler");
         return;
     };
+    // The lease was recorded at claim time (`Shared::track_leases`). The execution starts
+    // only while the lease is still held and before its deadline, and it is spawned and its
+    // abort handle recorded under one lock, so the renewer and the fencer always see either
+    // no run or a run they can stop.
+    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+    match leases.get(&task.id) {
+        Some(lease) if lease.token == task.token && lease.deadline > Instant::now() => {}
+        Some(lease) if lease.token == task.token => {
+            // Its lease was not renewed while it waited: a rescuer may take it any moment.
+            leases.remove(&task.id);
+            tracing::warn!(
+                task.id = task.id,
+                "lease not renewed in time; the claimed task is not started"
+            );
+            return;
+        }
+        _ => {
+            tracing::warn!(
+                task.id = task.id,
+                "lease lost before the task started; not starting it"
+            );
+            return;
+        }
+    }
     shared.executing.fetch_add(1, Ordering::SeqCst);
-    // The lease was recorded at claim time (`Shared::track_leases`); the abort handle is
-    // added below once the execution is spawned.
     let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1));
     let ctx = TaskContext {
         id: task.id,
@@ -117,12 +139,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
     }
     .instrument(span);
     let handle = tokio::spawn(execution);
-    if let Some(lease) = shared
-        .leases
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_mut(&id)
-    {
+    if let Some(lease) = leases.get_mut(&id) {
         lease.abort = Some(handle.abort_handle());
     }
 }

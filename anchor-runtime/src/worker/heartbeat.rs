@@ -88,14 +88,20 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
         if let Err(err) = beat(&shared).await {
             tracing::warn!(worker = %shared.worker_id, error = %err, "worker heartbeat failed");
         }
+        // Housekeeping on the same cadence: give back pooled connections the load no
+        // longer needs.
+        let closed = super::control::prune_idle_connections(&shared);
+        if closed > 0 {
+            tracing::debug!(worker = %shared.worker_id, closed, "closed idle pooled connections");
+        }
         tokio::time::sleep(interval).await;
     }
 }
 
 async fn beat(shared: &Shared) -> Result<()> {
-    let conn = shared.client.conn().await?;
+    let conn = shared.control_conn().await?;
     conn.execute(
-        &shared.worker_sql.heartbeat,
+        conn.statement(&shared.worker_sql.heartbeat).as_ref(),
         &[&shared.worker_id, &shared.names],
     )
     .await

@@ -8,12 +8,18 @@
 //!   expired with `SKIP LOCKED` and returns them to `pending` counting a failed attempt
 //!   ("lease expired (worker lost)"), or fails them (enqueuing `onFailed` in the same
 //!   transaction) when their retries are exhausted.
+//! - The fencer stops a run whose lease was not renewed in time (a row lock held by
+//!   another session, a slow or lost database) shortly before the lease can expire, and
+//!   records nothing: the rescuer that takes the expired lease counts the attempt. A task
+//!   therefore never runs here and on a rescuer's worker at once. Each lease carries the
+//!   local deadline derived from the last statement that wrote its expiry (the claim or a
+//!   renewal; see `Shared::lease_deadline`).
 //! - At shutdown, leases of tasks that did not finish within the grace period are released:
 //!   `pending` at once, the interrupted run not counted.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::claim::ClaimedTask;
 use super::complete::{decide, enqueue_on_failed, Decision, Outcome};
@@ -33,10 +39,14 @@ pub(crate) async fn run_renewer(shared: Arc<Shared>) {
     let interval = shared.config.renew_interval();
     let mut backoff = Backoff::new();
     loop {
-        tokio::time::sleep(interval).await;
         match renew(&shared).await {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                backoff.reset();
+                tokio::time::sleep(interval).await;
+            }
             Err(err) => {
+                // A failed renewal is retried soon, not a whole interval later: the fencer
+                // stops runs whose leases go unrenewed for most of a lease.
                 let delay = backoff.next_delay().min(interval);
                 tracing::warn!(worker = %shared.worker_id, error = %err, "renewing leases failed");
                 tokio::time::sleep(delay).await;
@@ -50,19 +60,34 @@ async fn renew(shared: &Shared) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let conn = shared.client.conn().await?;
-    let stmt = conn
-        .prepare_cached(&shared.client.sql().renew)
-        .await
-        .map_err(|e| db_error("cannot prepare the lease renewal", e))?;
+    // Not a pooled connection: tasks holding every pooled connection must not starve the
+    // renewal of their own leases (see `control.rs`).
+    let conn = shared.control_conn().await?;
+    let sent = Instant::now();
     let rows = conn
-        .query(&stmt, &[&ids, &tokens, &shared.lease_ms()])
+        .query(
+            conn.statement(&shared.client.sql().renew).as_ref(),
+            &[&ids, &tokens, &shared.lease_ms()],
+        )
         .await
         .map_err(|e| db_error("cannot renew leases", e))?;
+    let mut renewed: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
+    {
+        // Only a written expiry moves a lease's deadline; a skipped (locked) row keeps the
+        // deadline of its last successful write.
+        let deadline = shared.lease_deadline(sent);
+        let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, token) in ids.iter().zip(&tokens) {
+            if let Some(lease) = leases.get_mut(id) {
+                if lease.token == *token && renewed.contains(id) {
+                    lease.deadline = lease.deadline.max(deadline);
+                }
+            }
+        }
+    }
     if rows.len() == ids.len() {
         return Ok(());
     }
-    let mut renewed: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     // A lease the renewal skipped because another session holds the row's lock is still
     // this worker's: only a changed token means the task was taken.
     let (missing_ids, missing_tokens): (Vec<TaskId>, Vec<i64>) = ids
@@ -73,7 +98,7 @@ async fn renew(shared: &Shared) -> Result<()> {
         .unzip();
     let held = conn
         .query(
-            &shared.client.sql().lease_held,
+            conn.statement(&shared.client.sql().lease_held).as_ref(),
             &[&missing_ids, &missing_tokens],
         )
         .await
@@ -102,6 +127,61 @@ async fn renew(shared: &Shared) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fencer loop: stops runs whose lease deadline passed without a renewal.
+///
+/// It sleeps until the earliest deadline, at most half the fence margin at a time so that
+/// leases claimed meanwhile (whose deadlines lie a lease ahead) are never overslept.
+pub(crate) async fn run_fencer(shared: Arc<Shared>) {
+    let tick = (shared.config.fence_margin() / 2).max(Duration::from_millis(10));
+    loop {
+        let now = Instant::now();
+        let next = fence(&shared, now).map_or(now + tick, |d| d.min(now + tick));
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+    }
+}
+
+/// Drops every lease whose deadline is past and aborts its run; returns the earliest
+/// deadline still ahead.
+fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
+    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+    let mut next: Option<Instant> = None;
+    let mut expired = Vec::new();
+    for (id, lease) in leases.iter() {
+        if lease.deadline > now {
+            next = Some(next.map_or(lease.deadline, |n| n.min(lease.deadline)));
+            continue;
+        }
+        // A finished run's outcome is queued for the completer, whose write the token
+        // fences; keeping the lease lets the renewer keep it alive meanwhile.
+        if lease.abort.as_ref().is_some_and(|a| a.is_finished()) {
+            continue;
+        }
+        expired.push(*id);
+    }
+    for id in expired {
+        if let Some(lease) = leases.remove(&id) {
+            match lease.abort {
+                Some(abort) => {
+                    tracing::warn!(
+                        worker = %shared.worker_id,
+                        task.id = id,
+                        "lease not renewed in time; stopping the run before it can expire \
+                         (the task returns to pending when the lease expires)"
+                    );
+                    abort.abort();
+                }
+                // A claimed task still waiting in the buffer: it will not be started.
+                None => tracing::warn!(
+                    worker = %shared.worker_id,
+                    task.id = id,
+                    "lease not renewed in time; the claimed task will not be started here"
+                ),
+            }
+        }
+    }
+    next
 }
 
 /// The rescuer loop.
@@ -149,7 +229,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
     }
     let mut handlers = 0;
     for row in &rows {
-        let task = ClaimedTask::from_row(row, 0);
+        let task = ClaimedTask::from_row(row, 0, Instant::now());
         let outcome = Outcome::Failed {
             message: LEASE_EXPIRED.to_string(),
             fatal: false,

@@ -1,7 +1,8 @@
 //! The listener: a dedicated connection (never a pooled one, whose notifications would be
 //! dropped) that `LISTEN`s on the schema's channel and wakes the producer on every
 //! notification. It reconnects with backoff when the connection dies; the producer's poll
-//! covers anything missed meanwhile, and every (re)connect wakes the producer once.
+//! covers anything missed meanwhile, and every (re)connect wakes the producer once. The
+//! same connection carries lease renewals and heartbeats (`control.rs`).
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -48,11 +49,13 @@ async fn listen_once(
     config: &tokio_postgres::Config,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
+    let client = Arc::new(client);
     // The connection must be polled for the LISTEN to complete, so drive it and the
     // statement together.
     // One connection listens for new tasks and for cron schedule changes.
     let listen_sql = format!(
-        "{}; {}",
+        "{}{}; {}",
+        super::control::CONTROL_TAG,
         shared.client.sql().listen,
         crate::cron::listen_statement(shared.client.schema())
     );
@@ -71,12 +74,16 @@ async fn listen_once(
     let listen = async {
         client.batch_execute(&listen_sql).await?;
         tracing::debug!(worker = %shared.worker_id, "listening for new tasks");
+        // From now on lease renewals and heartbeats run on this connection too.
+        shared.set_control(client.clone());
         // Tasks may have arrived while this connection was down.
         shared.wake.notify_one();
         std::future::pending::<Result<(), tokio_postgres::Error>>().await
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = drive => result,
         result = listen => result,
-    }
+    };
+    shared.clear_control(&client);
+    result
 }

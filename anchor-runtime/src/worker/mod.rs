@@ -8,10 +8,13 @@
 //! - the *completer* (`complete.rs`) writes outcomes, successes many per statement;
 //! - the *renewer* and the *rescuer* (`lease.rs`) extend this worker's leases and return
 //!   other workers' expired tasks to `pending`;
+//! - the *fencer* (`lease.rs`) stops a run whose lease is about to expire unrenewed, before
+//!   a rescuer can hand the task to another worker;
 //! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer.
 
 mod claim;
 mod complete;
+mod control;
 mod execute;
 mod heartbeat;
 mod lease;
@@ -21,7 +24,7 @@ mod scheduler;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -187,12 +190,23 @@ impl WorkerConfig {
             .unwrap_or(self.lease_duration / 2)
             .max(Duration::from_millis(10))
     }
+
+    /// How long before its lease could expire a run is stopped when the lease has not been
+    /// renewed: a tenth of the lease, at least 200 ms (clock skew between the database and
+    /// this process, scheduling delays), at most half the lease.
+    fn fence_margin(&self) -> Duration {
+        (self.lease_duration / 10)
+            .max(Duration::from_millis(200))
+            .min(self.lease_duration / 2)
+    }
 }
 
-/// A lease this worker holds: the token that fences its writes and the running execution.
+/// A lease this worker holds: the token that fences its writes, the running execution, and
+/// the local time by which the execution must stop unless the lease is renewed.
 struct Lease {
     token: i64,
     abort: Option<AbortHandle>,
+    deadline: Instant,
 }
 
 /// State shared by a worker's tasks.
@@ -210,6 +224,9 @@ pub(crate) struct Shared {
     slot_freed: Notify,
     executing: AtomicUsize,
     leases: Mutex<HashMap<TaskId, Lease>>,
+    /// The listener's connection while it is up; renewals and heartbeats run on it (see
+    /// `control.rs`).
+    control: Mutex<Option<Arc<tokio_postgres::Client>>>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
     worker_sql: heartbeat::WorkerSql,
@@ -230,6 +247,22 @@ impl Shared {
         leases.iter().map(|(id, l)| (*id, l.token)).unzip()
     }
 
+    /// The local time by which a run must stop unless its lease is renewed, for a lease
+    /// written by a statement sent at `sent`.
+    ///
+    /// The claim and the renewal both write `lease_expires_at = now() + lease`, so the
+    /// expiry is exactly one lease after the database's `now()` for that statement, and that
+    /// `now()` is read after the statement was sent. A rescuer acts only once the
+    /// database's clock is past the expiry, so stopping by `sent + lease - margin` on this
+    /// process's monotonic clock stops before any rescue; the margin absorbs clock rate
+    /// differences, wall-clock steps on the database host and scheduling delays here.
+    fn lease_deadline(&self, sent: Instant) -> Instant {
+        sent + self
+            .config
+            .lease_duration
+            .saturating_sub(self.config.fence_margin())
+    }
+
     fn track_leases(&self, tasks: &[claim::ClaimedTask]) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         for task in tasks {
@@ -238,6 +271,7 @@ impl Shared {
                 Lease {
                     token: task.token,
                     abort: None,
+                    deadline: self.lease_deadline(task.leased_at),
                 },
             );
         }
@@ -305,6 +339,7 @@ impl Worker {
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             leases: Mutex::new(HashMap::new()),
+            control: Mutex::new(None),
             stop,
             completer: completer_tx,
             worker_sql,
@@ -327,6 +362,7 @@ impl Worker {
             tokio::spawn(complete::run_completer(shared.clone(), completer_rx)),
             tokio::spawn(lease::run_renewer(shared.clone())),
             tokio::spawn(lease::run_rescuer(shared.clone())),
+            tokio::spawn(lease::run_fencer(shared.clone())),
             tokio::spawn(heartbeat::run_heartbeat(shared.clone())),
             tokio::spawn(listen::run_listener(shared.clone())),
             tokio::spawn(scheduler::run_scheduler(shared.clone())),

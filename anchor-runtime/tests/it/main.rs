@@ -4,6 +4,7 @@
 mod basics;
 mod cron;
 mod explain;
+mod fencing;
 mod harness;
 mod outage;
 mod retention;

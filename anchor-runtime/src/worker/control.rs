@@ -1,0 +1,100 @@
+//! The worker's control connection: lease renewals and heartbeats run on the dedicated
+//! connection the listener holds open for `LISTEN`, not on a pooled one.
+//!
+//! Tasks may use the same pool as the runtime (the generated `TaskRunner` enqueues through
+//! it, executors open transactions on it). When they hold every pooled connection, a
+//! renewal that waits for one lets leases expire under running tasks; with self-fencing
+//! (`lease.rs`) the worker would then stop its own runs. The control connection keeps that
+//! bookkeeping independent of what the tasks do, at no extra connection slot. While it is
+//! down (the listener reconnects with backoff) or absent (a client built from a pool
+//! alone), the pool is used.
+
+use std::borrow::Cow;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::error::Result;
+
+/// Prefixed to every statement sent on the control connection, so that `pg_stat_activity`
+/// tells it from pooled connections (whose last statements may be the same renewals while
+/// it is down).
+pub(crate) const CONTROL_TAG: &str = "/* anchor worker control */ ";
+
+/// A connection for bookkeeping statements: the control connection or a pooled one.
+pub(crate) enum ControlConn {
+    /// The listener's dedicated connection.
+    Dedicated(Arc<tokio_postgres::Client>),
+    /// A pooled connection, while the dedicated one is down.
+    Pooled(Box<deadpool_postgres::Object>),
+}
+
+impl Deref for ControlConn {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        match self {
+            ControlConn::Dedicated(client) => client,
+            ControlConn::Pooled(object) => object,
+        }
+    }
+}
+
+impl ControlConn {
+    /// `sql` as sent on this connection (tagged on the control connection).
+    pub(crate) fn statement<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        match self {
+            ControlConn::Dedicated(_) => Cow::Owned(format!("{CONTROL_TAG}{sql}")),
+            ControlConn::Pooled(_) => Cow::Borrowed(sql),
+        }
+    }
+}
+
+impl Shared {
+    /// The control connection when it is up, else a pooled one.
+    pub(crate) async fn control_conn(&self) -> Result<ControlConn> {
+        let dedicated = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|client| !client.is_closed());
+        match dedicated {
+            Some(client) => Ok(ControlConn::Dedicated(client)),
+            None => Ok(ControlConn::Pooled(Box::new(self.client.conn().await?))),
+        }
+    }
+
+    /// Publishes the listener's connection once it is listening.
+    pub(crate) fn set_control(&self, client: Arc<tokio_postgres::Client>) {
+        *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    }
+
+    /// Withdraws `client` when its connection ended (unless a newer one replaced it).
+    pub(crate) fn clear_control(&self, client: &Arc<tokio_postgres::Client>) {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if control.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+            *control = None;
+        }
+    }
+}
+
+/// How long a pooled connection may sit unused before the worker closes it.
+///
+/// A worker's pool grows to what its busiest moment needed and, left alone, keeps those
+/// connections for ever: slots other services (or this application's own pool) cannot
+/// use. The pool hands out the most recently used connection first, so connections beyond
+/// what the load needs stay unused and are closed after this long.
+pub(crate) const POOL_IDLE_MAX: Duration = Duration::from_secs(30);
+
+/// Closes pooled connections unused for [`POOL_IDLE_MAX`]; returns how many.
+pub(crate) fn prune_idle_connections(shared: &Shared) -> usize {
+    shared
+        .client
+        .inner
+        .pool
+        .retain(|_, metrics| metrics.last_used() < POOL_IDLE_MAX)
+        .removed
+        .len()
+}
