@@ -5,7 +5,8 @@
 # It first makes sure the machine has what the tests need:
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH;
 #   - sudo, when running as root: the server refuses to run as root, so the test harness
-#     starts it as the `postgres` OS user.
+#     starts it as the `postgres` OS user;
+#   - libfaketime, with which the chaos suite's clock-skew scenario shifts worker clocks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,14 @@ if ! command -v initdb >/dev/null 2>&1; then
 fi
 if [ "$(id -u)" = 0 ] && ! command -v sudo >/dev/null 2>&1; then
   need_apt+=(sudo)
+fi
+faketime=${FAKETIME_LIB:-}
+for lib in /usr/lib/faketime/libfaketime.so.1 /usr/local/lib/faketime/libfaketime.so.1 \
+           /usr/lib/*/faketime/libfaketime.so.1; do
+  if [ -f "$lib" ]; then faketime=$lib; fi
+done
+if [ -z "$faketime" ]; then
+  need_apt+=(libfaketime)
 fi
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1 && [[ ! " ${need_apt[*]} " =~ " postgresql " ]]; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres

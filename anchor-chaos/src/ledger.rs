@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchor_runtime::chrono::{DateTime, Utc};
+use anchor_runtime::chrono::{DateTime, TimeDelta, Utc};
 use anchor_runtime::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use anchor_runtime::tokio_postgres::{self, NoTls};
 use anchor_runtime::TaskContext;
@@ -98,6 +98,8 @@ pub struct Ledger {
     /// Runs whose end is not written yet: open runs, and ends still retrying in the
     /// background (an end written during an outage).
     in_flight: Arc<(AtomicUsize, Notify)>,
+    /// The database's clock minus this process's (see [`Ledger::sync_clock`]).
+    clock_offset: TimeDelta,
 }
 
 /// How long a background ledger write keeps retrying before it gives up.
@@ -132,7 +134,39 @@ impl Ledger {
             pool,
             worker: worker.to_string(),
             in_flight: Arc::new((AtomicUsize::new(0), Notify::new())),
+            clock_offset: TimeDelta::zero(),
         })
+    }
+
+    /// Measures how far the database's clock is from this process's and writes every later
+    /// start and end on the database's clock, so that runs of workers whose clocks are
+    /// skewed (the clock-skew scenario shifts them) still compare correctly. Returns the
+    /// offset (database minus local).
+    pub async fn sync_clock(&mut self) -> Result<TimeDelta, String> {
+        let conn = self.pool.get().await.map_err(|e| chain(&e))?;
+        let mut best: Option<(TimeDelta, TimeDelta)> = None;
+        // The reading with the shortest round trip bounds the error best.
+        for _ in 0..5 {
+            let before = Utc::now();
+            let row = conn
+                .query_one("SELECT clock_timestamp()", &[])
+                .await
+                .map_err(|e| chain(&e))?;
+            let after = Utc::now();
+            let db: DateTime<Utc> = row.get(0);
+            let round_trip = after - before;
+            let offset = db - (before + round_trip / 2);
+            if best.is_none_or(|(rt, _)| round_trip < rt) {
+                best = Some((round_trip, offset));
+            }
+        }
+        self.clock_offset = best.map_or(TimeDelta::zero(), |(_, offset)| offset);
+        Ok(self.clock_offset)
+    }
+
+    /// Now, on the database's clock.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
     }
 
     /// The worker id rows are written under.
@@ -147,14 +181,14 @@ impl Ledger {
     /// insert is in flight (a timeout, a self-fenced lease), the row still gets its end,
     /// written as `aborted` by the `Run` nobody received.
     pub async fn start(&self, ctx: &TaskContext) -> Result<Run, String> {
-        let started_at = Utc::now();
+        let started_at = self.now();
         let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
         let ledger = self.clone();
         let (task_id, task_name) = (ctx.id(), ctx.name().to_string());
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let write = async {
-                let conn = ledger.pool.get().await.map_err(|e| e.to_string())?;
+                let conn = ledger.pool.get().await.map_err(|e| chain(&e))?;
                 let row = conn
                     .query_one(
                         "INSERT INTO chaos.ledger (task_id, task_name, attempt, worker, started_at) \
@@ -162,7 +196,7 @@ impl Ledger {
                         &[&task_id, &task_name, &attempt, &ledger.worker, &started_at],
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
                 Ok::<i64, String>(row.get(0))
             };
             let result = match tokio::time::timeout(Duration::from_secs(10), write).await {
@@ -196,13 +230,13 @@ impl Ledger {
         ended_at: DateTime<Utc>,
         outcome: &'static str,
     ) -> Result<(), String> {
-        let conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let conn = self.pool.get().await.map_err(|e| chain(&e))?;
         conn.execute(
             "UPDATE chaos.ledger SET ended_at = $2, outcome = $3 WHERE id = $1",
             &[&id, &ended_at, &outcome],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
         Ok(())
     }
 
@@ -283,7 +317,7 @@ impl Run {
     /// still leaves the row ended.
     pub async fn finish(mut self, outcome: &'static str) {
         self.finished = true;
-        let ended_at = Utc::now();
+        let ended_at = self.ledger.now();
         let (ledger, id) = (self.ledger.clone(), self.id);
         let write = tokio::spawn(async move {
             let first = ledger.try_write_end(id, ended_at, outcome);
@@ -299,7 +333,22 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         if !self.finished {
-            self.ledger.write_end(self.id, Utc::now(), "aborted");
+            self.ledger.write_end(self.id, self.ledger.now(), "aborted");
         }
     }
+}
+
+/// An error with its sources (`outer: inner`), so that a refused connection says why.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
 }

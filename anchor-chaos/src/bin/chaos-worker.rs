@@ -71,12 +71,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::connect_with_pool_size(&url, args.pool_size)
         .await
         .context("cannot set up the runtime's client")?;
-    let ledger = Ledger::connect(
+    let mut ledger = Ledger::connect(
         &args.database_url,
         &args.worker_id,
         args.ledger_pool_size.unwrap_or(args.concurrency + 2),
     )
     .map_err(|e| anyhow::anyhow!("cannot set up the ledger: {e}"))?;
+    let offset = ledger
+        .sync_clock()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the database's clock: {e}"))?;
     let mut registry = Registry::new();
     taskgen::register(
         &mut registry,
@@ -89,7 +93,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_poll_interval(Duration::from_millis(args.poll_ms))
         .with_shutdown_grace(Duration::from_millis(args.grace_ms));
     // The test waits for this line before injecting faults.
-    eprintln!("chaos-worker {} ready", args.worker_id);
+    eprintln!(
+        "chaos-worker {} ready (database clock minus this process's: {} ms)",
+        args.worker_id,
+        offset.num_milliseconds()
+    );
     Worker::new(client, registry, config)
         .run_until_signal()
         .await;

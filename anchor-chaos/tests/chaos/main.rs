@@ -15,4 +15,5 @@ mod locks;
 mod pool;
 mod restart;
 mod shutdown;
+mod skew;
 mod terminate;

@@ -10,7 +10,6 @@ use crate::support::{print_figures, scenario, start_cluster, wait_for, ChaosDb, 
 const WORKER_FLAGS: &[&str] = &["--concurrency", "10", "--lease-ms", "2000"];
 
 #[test]
-#[ignore = "flaky: a run cut by the restart left its ledger entry open in 1 of 3 CI runs (session 1); the ledger now ends runs on their own tasks, re-check before un-ignoring"]
 fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
     scenario(async {
         // A cluster of its own: the other scenarios' databases must not go down with it.

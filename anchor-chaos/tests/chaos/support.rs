@@ -168,6 +168,18 @@ impl ChaosDb {
         id: &str,
         flags: &[&str],
     ) -> Result<WorkerProcess> {
+        self.spawn_worker_with_env(url, id, flags, &[]).await
+    }
+
+    /// Starts a worker process connecting to `url` with extra environment variables (e.g.
+    /// `LD_PRELOAD` of libfaketime to shift its clock).
+    pub async fn spawn_worker_with_env(
+        &self,
+        url: &str,
+        id: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<WorkerProcess> {
         let worker_id = format!("{}_{id}", self.name);
         let log_path = std::env::temp_dir().join(format!("{worker_id}.log"));
         let log = std::fs::File::create(&log_path)
@@ -179,6 +191,7 @@ impl ChaosDb {
                 "RUST_LOG",
                 std::env::var("CHAOS_WORKER_LOG").unwrap_or_else(|_| "warn".to_string()),
             )
+            .envs(env.iter().copied())
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -254,6 +267,11 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// Where the worker's stderr goes.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
