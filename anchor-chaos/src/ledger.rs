@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS chaos.kills (
     killed_at timestamptz NOT NULL
 );
 
+-- Worker processes the test froze with SIGSTOP, and when they were resumed.
+CREATE TABLE IF NOT EXISTS chaos.pauses (
+    worker     text        NOT NULL,
+    paused_at  timestamptz NOT NULL,
+    resumed_at timestamptz
+);
+
 -- Every change of a running task's status: who made it and whose lease it was.
 CREATE TABLE IF NOT EXISTS chaos.transitions (
     id            bigserial   PRIMARY KEY,

@@ -12,6 +12,7 @@ mod cron;
 mod kill;
 mod lock_overlap;
 mod locks;
+mod pause;
 mod pool;
 mod restart;
 mod shutdown;

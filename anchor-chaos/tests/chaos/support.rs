@@ -294,13 +294,43 @@ impl WorkerProcess {
 
     /// Sends SIGTERM (graceful shutdown).
     pub fn sigterm(&self) -> Result<()> {
+        self.signal("TERM")
+    }
+
+    /// Sends SIGSTOP (the process freezes, as in a VM pause) and records it in
+    /// `chaos.pauses`.
+    pub async fn sigstop(&self, db: &ChaosDb) -> Result<()> {
+        self.signal("STOP")?;
+        db.admin()
+            .await?
+            .execute(
+                "INSERT INTO chaos.pauses (worker, paused_at) VALUES ($1, $2)",
+                &[&self.id, &Utc::now()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sends SIGCONT and records the end of the pause.
+    pub async fn sigcont(&self, db: &ChaosDb) -> Result<()> {
+        db.admin()
+            .await?
+            .execute(
+                "UPDATE chaos.pauses SET resumed_at = $2 WHERE worker = $1 AND resumed_at IS NULL",
+                &[&self.id, &Utc::now()],
+            )
+            .await?;
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> Result<()> {
         let pid = self.pid().context("worker already reaped")?;
         let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .context("cannot run kill")?;
         if !status.success() {
-            bail!("kill -TERM {pid} failed");
+            bail!("kill -{name} {pid} failed");
         }
         Ok(())
     }
@@ -503,11 +533,18 @@ async fn check(db: &ChaosDb, expect: &Expect) -> Result<Report> {
     report.runs = db.scalar("SELECT count(*) FROM chaos.ledger").await?;
     // (b) No task ran on two workers (or twice on one) at the same time. A killed
     // process's open runs end when it was killed.
+    // A run its worker stopped (`aborted`) after being frozen by SIGSTOP did no work after
+    // the freeze (the runtime never polls a handler past its lease deadline): it ends
+    // when the freeze began. A run that finished `ok` or `error` after the freeze keeps
+    // its whole span, so handler code running on after a resume counts as an overlap.
     report.concurrent_runs = db
         .scalar(
             "WITH runs AS ( \
                SELECT l.id, l.task_id, l.started_at, \
-                      coalesce(l.ended_at, k.killed_at, 'infinity') AS ended_at \
+                      coalesce((SELECT min(p.paused_at) FROM chaos.pauses p \
+                                WHERE p.worker = l.worker AND l.outcome = 'aborted' \
+                                  AND l.started_at < p.paused_at AND l.ended_at > p.resumed_at), \
+                               l.ended_at, k.killed_at, 'infinity') AS ended_at \
                FROM chaos.ledger l LEFT JOIN chaos.kills k ON k.worker = l.worker) \
              SELECT count(*) FROM runs a JOIN runs b \
                ON a.task_id = b.task_id AND a.id < b.id \

@@ -5,10 +5,12 @@
 //! worker, and the renewer can abort it when the lease turns out to be lost. No database
 //! connection or transaction is held while the handler runs.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -42,8 +44,10 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
     // abort handle recorded under one lock, so the renewer and the fencer always see either
     // no run or a run they can stop.
     let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-    match leases.get(&task.id) {
-        Some(lease) if lease.token == task.token && lease.deadline > Instant::now() => {}
+    let deadline = match leases.get(&task.id) {
+        Some(lease) if lease.token == task.token && !lease.deadline.passed() => {
+            lease.deadline.clone()
+        }
         Some(lease) if lease.token == task.token => {
             // Its lease was not renewed while it waited: a rescuer may take it any moment.
             leases.remove(&task.id);
@@ -60,7 +64,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
             );
             return;
         }
-    }
+    };
     shared.executing.fetch_add(1, Ordering::SeqCst);
     let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1));
     let ctx = TaskContext {
@@ -79,6 +83,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
     );
     let guard = SlotGuard(shared.clone());
     let completer = shared.completer.clone();
+    let shared_for_fence = shared.clone();
     let id = task.id;
     let execution = async move {
         let _guard = guard;
@@ -106,18 +111,37 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
                 },
             }
         };
-        let outcome =
-            match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(panic)) => Outcome::Failed {
-                    message: format!("panicked: {}", panic_message(panic.as_ref())),
-                    fatal: false,
-                },
-                Err(_) => Outcome::Failed {
-                    message: format!("timed out after {}", humanise(timeout)),
-                    fatal: false,
-                },
-            };
+        // The handler is never polled past its lease's local deadline. The fencer aborts
+        // runs that pass it while waiting, but after this process was frozen (SIGSTOP, a VM
+        // pause, a starved scheduler) the handler's own timers may fire in the same turn as
+        // the fencer's: this check makes the stop come first, so no handler code runs once
+        // a rescuer may have handed the task to another worker.
+        let mut work = Box::pin(AssertUnwindSafe(work).catch_unwind());
+        let fenced = std::future::poll_fn(move |cx| {
+            if deadline.passed() {
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx).map(Some)
+        });
+        let outcome = match tokio::time::timeout(timeout, fenced).await {
+            Ok(None) => {
+                tracing::warn!(
+                    "lease not renewed in time (was this process paused?); the run is \
+                         stopped and the task returns to pending when the lease expires"
+                );
+                shared_for_fence.forget_lease(id, task.token);
+                return;
+            }
+            Ok(Some(Ok(outcome))) => outcome,
+            Ok(Some(Err(panic))) => Outcome::Failed {
+                message: format!("panicked: {}", panic_message(panic.as_ref())),
+                fatal: false,
+            },
+            Err(_) => Outcome::Failed {
+                message: format!("timed out after {}", humanise(timeout)),
+                fatal: false,
+            },
+        };
         match &outcome {
             Outcome::Completed => tracing::debug!("task succeeded"),
             Outcome::Failed { message, fatal } => {

@@ -80,7 +80,7 @@ async fn renew(shared: &Shared) -> Result<()> {
         for (id, token) in ids.iter().zip(&tokens) {
             if let Some(lease) = leases.get_mut(id) {
                 if lease.token == *token && renewed.contains(id) {
-                    lease.deadline = lease.deadline.max(deadline);
+                    lease.deadline.extend(deadline);
                 }
             }
         }
@@ -149,8 +149,9 @@ fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
     let mut next: Option<Instant> = None;
     let mut expired = Vec::new();
     for (id, lease) in leases.iter() {
-        if lease.deadline > now {
-            next = Some(next.map_or(lease.deadline, |n| n.min(lease.deadline)));
+        let deadline = lease.deadline.get();
+        if deadline > now {
+            next = Some(next.map_or(deadline, |n| n.min(deadline)));
             continue;
         }
         // A finished run's outcome is queued for the completer, whose write the token

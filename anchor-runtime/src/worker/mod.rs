@@ -22,7 +22,7 @@ mod listen;
 mod scheduler;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -206,7 +206,42 @@ impl WorkerConfig {
 struct Lease {
     token: i64,
     abort: Option<AbortHandle>,
-    deadline: Instant,
+    deadline: Arc<LeaseDeadline>,
+}
+
+/// A lease's local deadline, shared by the renewer (which moves it), the fencer (which
+/// aborts runs past it) and the run itself (which is not polled past it, see `execute.rs`).
+pub(crate) struct LeaseDeadline(AtomicU64);
+
+impl LeaseDeadline {
+    /// One origin for every deadline of this process, so that they fit in a `u64`.
+    fn origin() -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    fn nanos(at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(Self::origin()).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn new(at: Instant) -> LeaseDeadline {
+        LeaseDeadline(AtomicU64::new(Self::nanos(at)))
+    }
+
+    /// The deadline now.
+    pub(crate) fn get(&self) -> Instant {
+        Self::origin() + Duration::from_nanos(self.0.load(Ordering::Acquire))
+    }
+
+    /// Moves the deadline to `at` unless it is already later.
+    fn extend(&self, at: Instant) {
+        self.0.fetch_max(Self::nanos(at), Ordering::AcqRel);
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn passed(&self) -> bool {
+        Self::nanos(Instant::now()) >= self.0.load(Ordering::Acquire)
+    }
 }
 
 /// State shared by a worker's tasks.
@@ -271,9 +306,18 @@ impl Shared {
                 Lease {
                     token: task.token,
                     abort: None,
-                    deadline: self.lease_deadline(task.leased_at),
+                    deadline: Arc::new(LeaseDeadline::new(self.lease_deadline(task.leased_at))),
                 },
             );
+        }
+    }
+
+    /// Forgets the lease of `id` if it is still the one under `token` (the task may have
+    /// been claimed again since, under a new token).
+    fn forget_lease(&self, id: TaskId, token: i64) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases.get(&id).is_some_and(|l| l.token == token) {
+            leases.remove(&id);
         }
     }
 

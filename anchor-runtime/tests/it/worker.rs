@@ -860,8 +860,11 @@ async fn a_killed_listen_connection_is_replaced() -> Result<()> {
     let listener_pid = || async {
         let row = conn
             .query_opt(
+                // The LISTEN connection is the worker's control connection, whose
+                // statements (LISTEN, renewals, heartbeats) all carry this tag.
                 "SELECT pid FROM pg_stat_activity \
-                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                 WHERE datname = current_database() \
+                   AND query LIKE '/* anchor worker control */%'",
                 &[],
             )
             .await?;

@@ -1,0 +1,110 @@
+//! A worker frozen for longer than its lease (SIGSTOP: a VM pause, a stalled host, a
+//! debugger), while it runs tasks; another worker takes them over and runs them; the frozen
+//! one is then resumed.
+//!
+//! After the resume the frozen worker's timers all fire at once: its handlers' sleeps, its
+//! renewer, its fencer. Whichever the scheduler polls first, no handler code may run on
+//! (the runtime never polls a handler past its lease's local deadline), no outcome of the
+//! frozen runs may be written (fenced by token), and the worker must carry on working. The
+//! checker counts a frozen run that the worker stopped as ended when the freeze began; a
+//! frozen run that went on to finish would count as running at the same time as the other
+//! worker's run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::support::{print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect};
+
+const WORKER_FLAGS: &[&str] = &["--concurrency", "5", "--lease-ms", "2000"];
+
+/// How long the worker stays frozen: well past its 2 s lease and the rescue that follows.
+const FROZEN: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_worker_frozen_past_its_lease_stops_its_runs_on_resume() -> Result<()> {
+    scenario(async {
+        let db = ChaosDb::create(shared_cluster(), "pause").await?;
+        let frozen = db.spawn_worker("w0", WORKER_FLAGS).await?;
+        // Tasks of 1.5 s: the ones the frozen worker holds are rescued about 2-3 s into the
+        // freeze and may still be running elsewhere when it resumes.
+        db.enqueue_work(0, 40, 1_500).await?;
+        let open_runs = format!(
+            "SELECT count(*) FROM chaos.ledger WHERE worker = '{}' AND ended_at IS NULL",
+            frozen.id
+        );
+        wait_for(
+            "the first worker to run tasks",
+            Duration::from_secs(60),
+            || async { Ok((db.scalar(&open_runs).await? >= 3).then_some(())) },
+        )
+        .await?;
+        let mut other = db.spawn_worker("w1", WORKER_FLAGS).await?;
+        frozen.sigstop(&db).await?;
+        tokio::time::sleep(FROZEN).await;
+        frozen.sigcont(&db).await?;
+        let resumed = Instant::now();
+        db.wait_until_settled(&["Work"], Duration::from_secs(120))
+            .await?;
+        let settled_in = resumed.elapsed();
+        let mut frozen = frozen;
+        frozen.assert_alive()?;
+        other.assert_alive()?;
+        other.stop(Duration::from_secs(30)).await?;
+        // The resumed worker works on, alone now.
+        db.enqueue_work(1_000, 40, 10).await?;
+        db.wait_until_settled(&["Work"], Duration::from_secs(60))
+            .await?;
+        let after_resume = db
+            .scalar(&format!(
+                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
+                 WHERE l.worker = '{}' AND l.started_at > p.resumed_at",
+                frozen.id
+            ))
+            .await?;
+        let stopped = db
+            .scalar(&format!(
+                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
+                 WHERE l.worker = '{}' AND l.started_at < p.paused_at \
+                   AND l.ended_at > p.resumed_at AND l.outcome = 'aborted'",
+                frozen.id
+            ))
+            .await?;
+        let finished_after_freeze = db
+            .scalar(&format!(
+                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
+                 WHERE l.worker = '{}' AND l.started_at < p.paused_at \
+                   AND l.ended_at > p.resumed_at AND l.outcome <> 'aborted'",
+                frozen.id
+            ))
+            .await?;
+        frozen.stop(Duration::from_secs(30)).await?;
+        let report = db
+            .check(&Expect {
+                completed: vec!["Work"],
+                ..Expect::default()
+            })
+            .await?;
+        let rescued = db.rescues().await?;
+        print_figures(
+            &format!("SIGSTOP of a worker for {FROZEN:?} (lease 2 s) with tasks of 1.5 s"),
+            &report,
+            &format!(
+                " | rescued {rescued} | frozen runs stopped on resume {stopped} \
+                 | frozen runs that finished after the resume {finished_after_freeze} \
+                 | runs started by the resumed worker {after_resume} | settled {settled_in:.1?} after the resume"
+            ),
+        );
+        report.assert_clean()?;
+        anyhow::ensure!(rescued > 0, "nothing was rescued from the frozen worker");
+        anyhow::ensure!(
+            finished_after_freeze == 0,
+            "{finished_after_freeze} frozen runs went on after the resume"
+        );
+        anyhow::ensure!(
+            after_resume > 0,
+            "the resumed worker ran nothing afterwards"
+        );
+        Ok(())
+    })
+}
