@@ -191,15 +191,18 @@ fn payload_text<P: Serialize + ?Sized>(name: &str, params: &P) -> Result<String>
 }
 
 /// Inserts one task through any client or transaction; returns its id (or, for a unique tag
-/// that exists, the existing task's id).
+/// that exists, the existing task's id). With `notify_channel`, `insert` is
+/// `Sql::insert_notify`, which also queues the wake-up notification for that channel
+/// (delivered when the statement's transaction commits, and only if a row was inserted).
 pub(crate) async fn insert_one<C: GenericClient>(
     conn: &C,
     insert: &Statement,
     sql_select_by_tag: &str,
     task: &NewTask,
     payload: &str,
+    notify_channel: Option<&String>,
 ) -> Result<TaskId> {
-    let params: [&(dyn ToSql + Sync); 11] = [
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &task.name,
         &payload,
         &task.run_at,
@@ -212,6 +215,9 @@ pub(crate) async fn insert_one<C: GenericClient>(
         &task.unique_tag,
         &task.parent_id,
     ];
+    if let Some(channel) = notify_channel {
+        params.push(channel);
+    }
     for _ in 0..TAG_ATTEMPTS {
         let row = conn
             .query_opt(insert, &params)
@@ -271,12 +277,18 @@ impl Client {
         let payload = payload_text(def.name, params)?;
         let conn = self.conn().await?;
         let sql = self.sql();
+        // A due task wakes the workers. When no notification went out just now, it is
+        // queued by the insert itself (one round trip, delivered on commit); otherwise the
+        // debounced notifier covers it, so bursts of enqueues send few notifications.
+        let due = task.due_now();
+        let inline = due && self.inner.notifier.try_inline();
         let insert = conn
-            .prepare_cached(&sql.insert)
+            .prepare_cached(if inline { &sql.insert_notify } else { &sql.insert })
             .await
             .map_err(|e| db_error("cannot prepare the task insert", e))?;
-        let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload).await?;
-        if task.due_now() {
+        let channel = inline.then_some(&sql.channel);
+        let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload, channel).await?;
+        if due && !inline {
             self.inner.notifier.poke();
         }
         tracing::debug!(task.id = id, task.name = def.name, "task enqueued");
@@ -308,17 +320,15 @@ impl Client {
         let task = resolve(def, overrides)?;
         let payload = payload_text(def.name, params)?;
         let sql = self.sql();
+        // The notification rides on the insert; Postgres delivers it on commit (once per
+        // transaction however many tasks it enqueues).
+        let due = task.due_now();
         let insert = tx
-            .prepare(&sql.insert)
+            .prepare(if due { &sql.insert_notify } else { &sql.insert })
             .await
             .map_err(|e| db_error("cannot prepare the task insert", e))?;
-        let id = insert_one(tx, &insert, &sql.select_by_tag, &task, &payload).await?;
-        if task.due_now() {
-            tx.execute(&sql.notify, &[&sql.channel])
-                .await
-                .map_err(|e| db_error("cannot queue the wake-up notification", e))?;
-        }
-        Ok(id)
+        let channel = due.then_some(&sql.channel);
+        insert_one(tx, &insert, &sql.select_by_tag, &task, &payload, channel).await
     }
 
     /// Enqueues many tasks of one kind with one statement; returns their ids in the order of

@@ -1,14 +1,15 @@
 //! Debounced `NOTIFY` after enqueue, so idle workers start new tasks within milliseconds
 //! without a notification per row.
 //!
-//! Enqueues outside a caller's transaction poke the [`Notifier`]; a small background task
-//! sends one `pg_notify` at once (leading edge) and then ignores further pokes for
-//! [`DEBOUNCE`], after which one more notification covers everything poked meanwhile
-//! (trailing edge). Enqueues inside a caller's transaction send `pg_notify` in that
-//! transaction instead, which Postgres delivers only on commit.
+//! An enqueue outside a caller's transaction first asks [`Notifier::try_inline`]: when no
+//! notification went out within [`DEBOUNCE`], the insert statement itself queues one
+//! (leading edge, no extra round trip: the idle-latency path). Otherwise it pokes the
+//! notifier, whose small background task sends one `pg_notify` once the quiet period is
+//! over, covering everything poked meanwhile (trailing edge). Enqueues inside a caller's
+//! transaction queue `pg_notify` with their insert, which Postgres delivers only on commit.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
@@ -22,6 +23,8 @@ pub(crate) struct Notifier {
     /// The poke side of the background task; replaced when that task has gone (its runtime
     /// was shut down), so a client outliving one runtime keeps notifying from the next.
     sender: Mutex<Option<mpsc::Sender<()>>>,
+    /// When the last notification was sent or handed to an insert.
+    last_sent: std::sync::Arc<Mutex<Option<Instant>>>,
 }
 
 impl Notifier {
@@ -30,7 +33,22 @@ impl Notifier {
             pool,
             channel,
             sender: Mutex::new(None),
+            last_sent: std::sync::Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Whether the caller's insert should queue the notification itself: true (and the
+    /// quiet period starts now) when none went out within [`DEBOUNCE`].
+    pub(crate) fn try_inline(&self) -> bool {
+        let Ok(mut last) = self.last_sent.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < DEBOUNCE) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Asks for a notification soon. Never blocks and never fails: a lost notification only
@@ -52,13 +70,26 @@ impl Notifier {
         let (tx, rx) = mpsc::channel(1);
         // The first poke of a fresh task is its first notification.
         let _ = tx.try_send(());
-        runtime.spawn(run_notifier(self.pool.clone(), self.channel.clone(), rx));
+        runtime.spawn(run_notifier(
+            self.pool.clone(),
+            self.channel.clone(),
+            self.last_sent.clone(),
+            rx,
+        ));
         *sender = Some(tx);
     }
 }
 
-async fn run_notifier(pool: Pool, channel: String, mut rx: mpsc::Receiver<()>) {
+async fn run_notifier(
+    pool: Pool,
+    channel: String,
+    last_sent: std::sync::Arc<Mutex<Option<Instant>>>,
+    mut rx: mpsc::Receiver<()>,
+) {
     while rx.recv().await.is_some() {
+        if let Ok(mut last) = last_sent.lock() {
+            *last = Some(Instant::now());
+        }
         if let Err(err) = send_notify(&pool, &channel).await {
             tracing::debug!(error = %err, "notify after enqueue failed; workers will poll");
         }

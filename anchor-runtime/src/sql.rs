@@ -20,8 +20,8 @@ pub(crate) struct Sql {
     /// The `LISTEN`/`NOTIFY` channel name (unquoted) workers wake on.
     pub channel: String,
     pub listen: String,
-    pub notify: String,
     pub insert: String,
+    pub insert_notify: String,
     pub insert_many: String,
     pub select_by_tag: String,
     pub claim: String,
@@ -68,7 +68,6 @@ impl Sql {
         let run_after = "coalesce($3::timestamptz, now() + $4::bigint * interval '1 millisecond')";
         Sql {
             listen: format!("LISTEN {}", quote_ident(&channel)),
-            notify: "SELECT pg_notify($1, '')".to_string(),
             channel,
             // One task. `ON CONFLICT DO NOTHING` only ever fires on the unique-tag index
             // (ids come from an identity column), and then no row is returned.
@@ -77,6 +76,14 @@ impl Sql {
                  retry_always, max_retries, on_failed, unique_tag, parent_id) \
                  VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            // The same, also queueing the wake-up notification on channel $12 (evaluated
+            // only for an inserted row; delivered when the transaction commits).
+            insert_notify: format!(
+                "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT DO NOTHING RETURNING id, pg_notify($12, '')"
             ),
             // Many tasks sharing one definition and one set of overrides: one statement,
             // the payloads as one text array.

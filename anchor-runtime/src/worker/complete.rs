@@ -366,7 +366,7 @@ pub(crate) async fn enqueue_on_failed<C: GenericClient>(
         .prepare(&sql.insert)
         .await
         .map_err(|e| db_error("cannot prepare the onFailed insert", e))?;
-    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload).await
+    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload, None).await
 }
 
 #[cfg(test)]

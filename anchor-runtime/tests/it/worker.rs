@@ -823,6 +823,16 @@ async fn notifications_wake_an_idle_worker_without_polling() -> Result<()> {
     let plain = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
     wait_for_status(&db.client, plain, TaskStatus::Completed, LONG).await?;
 
+    // Back to back: the first insert queues its own notification, the ones within the
+    // quiet period after it rely on the debounced notifier. None may wait for a poll.
+    let mut burst = Vec::new();
+    for n in 10..30 {
+        burst.push(db.client.enqueue(&ECHO, &Job { n }, &[]).await?);
+    }
+    for id in burst {
+        wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    }
+
     // In a transaction: the notification is delivered on commit.
     let mut conn = db.client.pool().get().await?;
     let tx = conn.transaction().await?;
