@@ -283,11 +283,23 @@ impl Client {
         let due = task.due_now();
         let inline = due && self.inner.notifier.try_inline();
         let insert = conn
-            .prepare_cached(if inline { &sql.insert_notify } else { &sql.insert })
+            .prepare_cached(if inline {
+                &sql.insert_notify
+            } else {
+                &sql.insert
+            })
             .await
             .map_err(|e| db_error("cannot prepare the task insert", e))?;
         let channel = inline.then_some(&sql.channel);
-        let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload, channel).await?;
+        let id = insert_one(
+            &**conn,
+            &insert,
+            &sql.select_by_tag,
+            &task,
+            &payload,
+            channel,
+        )
+        .await?;
         if due && !inline {
             self.inner.notifier.poke();
         }
