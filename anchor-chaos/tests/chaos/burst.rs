@@ -34,17 +34,14 @@ fn a_burst_of_50000_tasks_runs_each_once() -> Result<()> {
         db.wait_until_settled(&["Work"], Duration::from_secs(300))
             .await?;
         let drained_in = enqueue_started.elapsed();
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Work"],
-                ..Expect::default()
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Work"],
+                    ..Expect::default()
+                },
+            )
             .await?;
         print_figures(
             "burst of 50000 tasks in one enqueue",

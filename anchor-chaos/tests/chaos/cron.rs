@@ -46,17 +46,14 @@ fn racing_schedulers_fire_each_tick_once() -> Result<()> {
         // Occurrences the killed workers held come back through rescue and finish.
         db.wait_until_settled(&["Tick"], Duration::from_secs(60))
             .await?;
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Tick"],
-                ..Expect::default()
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Tick"],
+                    ..Expect::default()
+                },
+            )
             .await?;
         let span = db
             .scalar(

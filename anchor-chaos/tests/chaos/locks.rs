@@ -16,7 +16,7 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
     scenario(async {
         let db = ChaosDb::create(shared_cluster(), "locks").await?;
         let flags = &["--concurrency", "10", "--lease-ms", "2000"];
-        let mut workers = vec![
+        let workers = vec![
             db.spawn_worker("w0", flags).await?,
             db.spawn_worker("w1", flags).await?,
         ];
@@ -108,17 +108,14 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
             || async { Ok((db.scalar(&ticks_after).await? > 0).then_some(())) },
         )
         .await?;
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Work"],
-                ..Expect::default()
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Work"],
+                    ..Expect::default()
+                },
+            )
             .await?;
         let rescued = db.rescues().await?;
         print_figures(

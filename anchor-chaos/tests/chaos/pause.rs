@@ -55,28 +55,27 @@ fn a_worker_frozen_past_its_lease_stops_its_runs_on_resume() -> Result<()> {
         db.enqueue_work(1_000, 40, 10).await?;
         db.wait_until_settled(&["Work"], Duration::from_secs(60))
             .await?;
+        // The frozen worker's runs, by when they started and ended around the freeze.
+        let frozen_runs = |condition: &str| {
+            format!(
+                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
+                 WHERE l.worker = '{}' AND {condition}",
+                frozen.id
+            )
+        };
         let after_resume = db
-            .scalar(&format!(
-                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
-                 WHERE l.worker = '{}' AND l.started_at > p.resumed_at",
-                frozen.id
-            ))
+            .scalar(&frozen_runs("l.started_at > p.resumed_at"))
             .await?;
+        let spanning = "l.started_at < p.paused_at AND l.ended_at > p.resumed_at";
         let stopped = db
-            .scalar(&format!(
-                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
-                 WHERE l.worker = '{}' AND l.started_at < p.paused_at \
-                   AND l.ended_at > p.resumed_at AND l.outcome = 'aborted'",
-                frozen.id
-            ))
+            .scalar(&frozen_runs(&format!(
+                "{spanning} AND l.outcome = 'aborted'"
+            )))
             .await?;
         let finished_after_freeze = db
-            .scalar(&format!(
-                "SELECT count(*) FROM chaos.ledger l JOIN chaos.pauses p ON p.worker = l.worker \
-                 WHERE l.worker = '{}' AND l.started_at < p.paused_at \
-                   AND l.ended_at > p.resumed_at AND l.outcome <> 'aborted'",
-                frozen.id
-            ))
+            .scalar(&frozen_runs(&format!(
+                "{spanning} AND l.outcome <> 'aborted'"
+            )))
             .await?;
         frozen.stop(Duration::from_secs(30)).await?;
         let report = db

@@ -91,17 +91,14 @@ fn exhausted_pools_and_scarce_connection_slots_lose_nothing() -> Result<()> {
         db.wait_until_settled(&["Work", "HoldConnection"], Duration::from_secs(180))
             .await?;
         let recovered_in = relieved.elapsed();
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Work", "HoldConnection"],
-                ..Expect::default()
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Work", "HoldConnection"],
+                    ..Expect::default()
+                },
+            )
             .await?;
         let refused = db
             .scalar(

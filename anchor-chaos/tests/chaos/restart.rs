@@ -15,7 +15,7 @@ fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
         // A cluster of its own: the other scenarios' databases must not go down with it.
         let cluster = start_cluster(100, true);
         let db = ChaosDb::create(&cluster, "restart").await?;
-        let mut workers = vec![
+        let workers = vec![
             db.spawn_worker("w0", WORKER_FLAGS).await?,
             db.spawn_worker("w1", WORKER_FLAGS).await?,
         ];
@@ -65,17 +65,14 @@ fn database_restarts_fast_and_immediate_lose_nothing() -> Result<()> {
             Duration::from_secs(240),
         )
         .await?;
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Work", "DoomedFailed"],
-                failed_with_handler: vec!["Doomed"],
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Work", "DoomedFailed"],
+                    failed_with_handler: vec!["Doomed"],
+                },
+            )
             .await?;
         print_figures(
             "PostgreSQL restarted fast, immediate, fast, immediate",

@@ -129,17 +129,14 @@ fn skewed_worker_clocks_change_nothing() -> Result<()> {
         }
         db.wait_until_settled(&["Work", "Tick"], Duration::from_secs(120))
             .await?;
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Work", "Tick"],
-                ..Expect::default()
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Work", "Tick"],
+                    ..Expect::default()
+                },
+            )
             .await?;
         let rescued = db.rescues().await?;
         // Two schedulers were always up, so no tick may be missing either.

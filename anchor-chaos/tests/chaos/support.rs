@@ -247,6 +247,23 @@ impl ChaosDb {
     pub async fn check(&self, expect: &Expect) -> Result<Report> {
         check(self, expect).await
     }
+
+    /// The end of most scenarios: every worker must still be alive (no fault may crash
+    /// one), then each is stopped gracefully, then the invariants are read back.
+    pub async fn stop_and_check(
+        &self,
+        workers: Vec<WorkerProcess>,
+        expect: &Expect,
+    ) -> Result<Report> {
+        let mut workers = workers;
+        for worker in &mut workers {
+            worker.assert_alive()?;
+        }
+        for worker in workers {
+            worker.stop(Duration::from_secs(30)).await?;
+        }
+        self.check(expect).await
+    }
 }
 
 /// `'a', 'b'` for an SQL `IN` list of known task names.

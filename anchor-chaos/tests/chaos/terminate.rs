@@ -22,7 +22,7 @@ const WORKER_FLAGS: &[&str] = &[
 fn terminated_backends_including_listen_lose_nothing() -> Result<()> {
     scenario(async {
         let db = ChaosDb::create(shared_cluster(), "terminate").await?;
-        let mut workers = vec![
+        let workers = vec![
             db.spawn_worker("w0", WORKER_FLAGS).await?,
             db.spawn_worker("w1", WORKER_FLAGS).await?,
         ];
@@ -77,17 +77,14 @@ fn terminated_backends_including_listen_lose_nothing() -> Result<()> {
         db.wait_until_settled(&["Work"], Duration::from_secs(20))
             .await?;
         let woken = woken.elapsed();
-        for worker in &mut workers {
-            worker.assert_alive()?;
-        }
-        for worker in workers {
-            worker.stop(Duration::from_secs(30)).await?;
-        }
         let report = db
-            .check(&Expect {
-                completed: vec!["Work"],
-                ..Expect::default()
-            })
+            .stop_and_check(
+                workers,
+                &Expect {
+                    completed: vec!["Work"],
+                    ..Expect::default()
+                },
+            )
             .await?;
         print_figures(
             "pg_terminate_backend x6 on all worker connections",
