@@ -129,3 +129,66 @@ async fn a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_expires() ->
     worker.shutdown().await;
     Ok(())
 }
+
+static HOLDER: TaskDefinition = TaskDefinition {
+    name: "Holder",
+    retry: Some(RetryDefaults {
+        intervals_ms: &[10],
+        always_retry_on_failure: false,
+        max_retries: Some(3),
+    }),
+    timeout_ms: 600_000,
+    cron: None,
+    on_failed: None,
+    default_params: "{}",
+};
+
+/// Executors that hold every connection of the pool the worker uses, for four leases, do
+/// not cost their own leases: renewals run on the worker's control connection. (When they
+/// drew on the pool, the fence stopped every such run and each task was retried.)
+#[tokio::test]
+async fn tasks_holding_every_pooled_connection_keep_their_leases() -> Result<()> {
+    let db = test_db().await?;
+    let pool_size = 3;
+    let client = anchor_runtime::Client::connect_with_pool_size(&db.url, pool_size).await?;
+    let mut registry = Registry::new();
+    let pool_client = client.clone();
+    registry.register(&HOLDER, move |_ctx: TaskContext, _job: Job| {
+        let pool_client = pool_client.clone();
+        async move {
+            let conn = pool_client
+                .pool()
+                .get()
+                .await
+                .map_err(|e| TaskError::failed(e.to_string()))?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(conn);
+            Ok::<(), TaskError>(())
+        }
+    });
+    let worker = Worker::new(
+        client.clone(),
+        registry,
+        WorkerConfig::default()
+            .with_concurrency(pool_size)
+            .with_poll_interval(Duration::from_millis(100))
+            .with_lease_duration(Duration::from_millis(500))
+            .with_rescue_interval(Duration::from_millis(100)),
+    )
+    .start();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(db.client.enqueue(&HOLDER, &Job { n }, &[]).await?);
+    }
+    for id in ids {
+        let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+        let errors: Vec<&str> = task.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            (task.attempts, errors),
+            (1, Vec::<&str>::new()),
+            "task {id} lost its lease while it held a pooled connection"
+        );
+    }
+    worker.shutdown().await;
+    Ok(())
+}
