@@ -47,7 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
 ];
 
 /// The schema version this runtime needs.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -127,6 +127,11 @@ impl ChaosDb {
 
     /// One number from `sql`.
     pub async fn scalar(&self, sql: &str) -> Result<i64> {
+        self.value(sql).await
+    }
+
+    /// The single value `sql` returns.
+    async fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> Result<T> {
         let admin = self.admin().await?;
         let row = admin
             .query_one(sql, &[])
@@ -674,12 +679,7 @@ impl ChaosDb {
 
     /// One floating-point number from `sql`.
     pub async fn scalar_f64(&self, sql: &str) -> Result<f64> {
-        let admin = self.admin().await?;
-        let row = admin
-            .query_one(sql, &[])
-            .await
-            .with_context(|| format!("query failed: {sql}"))?;
-        Ok(row.get(0))
+        self.value(sql).await
     }
 
     /// How many tasks were taken from a worker by a rescue (its lease expired).

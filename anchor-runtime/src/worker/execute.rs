@@ -83,7 +83,6 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
     );
     let guard = SlotGuard(shared.clone());
     let completer = shared.completer.clone();
-    let shared_for_fence = shared.clone();
     let id = task.id;
     let execution = async move {
         let _guard = guard;
@@ -116,7 +115,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
         // pause, a starved scheduler) the handler's own timers may fire in the same turn as
         // the fencer's: this check makes the stop come first, so no handler code runs once
         // a rescuer may have handed the task to another worker.
-        let mut work = Box::pin(AssertUnwindSafe(work).catch_unwind());
+        let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
         let fenced = std::future::poll_fn(move |cx| {
             if deadline.passed() {
                 return Poll::Ready(None);
@@ -129,7 +128,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
                     "lease not renewed in time (was this process paused?); the run is \
                          stopped and the task returns to pending when the lease expires"
                 );
-                shared_for_fence.forget_lease(id, task.token);
+                _guard.0.forget_lease(id, task.token);
                 return;
             }
             Ok(Some(Ok(outcome))) => outcome,

@@ -10,7 +10,8 @@
 //!   other workers' expired tasks to `pending`;
 //! - the *fencer* (`lease.rs`) stops a run whose lease is about to expire unrenewed, before
 //!   a rescuer can hand the task to another worker;
-//! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer.
+//! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer;
+//!   the same connection carries renewals and heartbeats (`control.rs`).
 
 mod claim;
 mod complete;

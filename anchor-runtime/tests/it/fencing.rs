@@ -21,18 +21,23 @@ struct Job {
     n: i64,
 }
 
-static FENCED: TaskDefinition = TaskDefinition {
-    name: "Fenced",
-    retry: Some(RetryDefaults {
-        intervals_ms: &[10],
-        always_retry_on_failure: false,
-        max_retries: Some(3),
-    }),
-    timeout_ms: 600_000,
-    cron: None,
-    on_failed: None,
-    default_params: "{}",
-};
+/// A task retried up to three times, 10 ms apart.
+const fn retried(name: &'static str) -> TaskDefinition {
+    TaskDefinition {
+        name,
+        retry: Some(RetryDefaults {
+            intervals_ms: &[10],
+            always_retry_on_failure: false,
+            max_retries: Some(3),
+        }),
+        timeout_ms: 600_000,
+        cron: None,
+        on_failed: None,
+        default_params: "{}",
+    }
+}
+
+static FENCED: TaskDefinition = retried("Fenced");
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -130,18 +135,7 @@ async fn a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_expires() ->
     Ok(())
 }
 
-static HOLDER: TaskDefinition = TaskDefinition {
-    name: "Holder",
-    retry: Some(RetryDefaults {
-        intervals_ms: &[10],
-        always_retry_on_failure: false,
-        max_retries: Some(3),
-    }),
-    timeout_ms: 600_000,
-    cron: None,
-    on_failed: None,
-    default_params: "{}",
-};
+static HOLDER: TaskDefinition = retried("Holder");
 
 /// Executors that hold every connection of the pool the worker uses, for four leases, do
 /// not cost their own leases: renewals run on the worker's control connection. (When they
