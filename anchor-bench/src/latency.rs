@@ -1,4 +1,8 @@
 //! Latency: an idle worker, one task enqueued at a time; enqueue call to handler start.
+//!
+//! The enqueuer and the worker share one client, as in a service that enqueues and works in
+//! one process, so probes take local dispatch (inserted leased to the idle worker, no
+//! claim); `--no-local-dispatch` measures the path a task from another process takes.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -56,7 +60,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
         let _ = tx.send(ms);
         async { Ok::<(), TaskError>(()) }
     });
-    let config = crate::workers::worker_config(args.concurrency, args.prefetch);
+    let config = crate::workers::worker_config(args.concurrency, args.prefetch)
+        .with_local_dispatch(!args.no_local_dispatch);
     let worker = Worker::new(client.clone(), registry, config).start();
     // Let the worker settle and go idle, as the peers' drivers do.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -77,6 +77,10 @@ struct Args {
     /// experiments: the reported figures use anchor's defaults.
     #[arg(long)]
     prefetch: Option<usize>,
+    /// Latency mode: turn off local dispatch, so every probe goes through NOTIFY and a
+    /// claim, as a task enqueued by another process (web and worker processes apart) does.
+    #[arg(long)]
+    no_local_dispatch: bool,
     /// Give up (exit 2) after this many seconds.
     #[arg(long, env = "TIMEOUT_S", default_value_t = 170)]
     timeout_s: u64,

@@ -42,6 +42,8 @@ pub(crate) struct ClientInner {
     /// Set when [`Client::with_schema`] got an invalid name; every operation reports it.
     pub(crate) config_error: Option<String>,
     pub(crate) notifier: Notifier,
+    /// The workers started on this client, for local dispatch (`worker/local.rs`).
+    pub(crate) local_workers: std::sync::Mutex<Vec<std::sync::Weak<crate::worker::Shared>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -174,6 +176,7 @@ impl Client {
                 listen_config,
                 config_error,
                 notifier,
+                local_workers: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }

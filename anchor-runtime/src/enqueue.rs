@@ -190,18 +190,36 @@ fn payload_text<P: Serialize + ?Sized>(name: &str, params: &P) -> Result<String>
     })
 }
 
-/// Inserts one task through any client or transaction; returns its id (or, for a unique tag
-/// that exists, the existing task's id). With `notify_channel`, `insert` is
-/// `Sql::insert_notify`, which also queues the wake-up notification for that channel
-/// (delivered when the statement's transaction commits, and only if a row was inserted).
+/// What [`insert_one`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// A new row with this id.
+    New(TaskId),
+    /// Nothing: the unique tag is held by this task.
+    Existing(TaskId),
+}
+
+impl Inserted {
+    pub(crate) fn id(self) -> TaskId {
+        match self {
+            Inserted::New(id) | Inserted::Existing(id) => id,
+        }
+    }
+}
+
+/// Inserts one task through any client or transaction (or, for a unique tag that exists,
+/// finds the existing task). `insert` is one of the `Sql::insert*` statements: `extra` are
+/// the parameters it takes after the eleven common ones (`insert_notify`: the channel,
+/// whose notification is delivered when the statement's transaction commits and only if a
+/// row was inserted; `insert_running`: the lease).
 pub(crate) async fn insert_one<C: GenericClient>(
     conn: &C,
     insert: &Statement,
     sql_select_by_tag: &str,
     task: &NewTask,
     payload: &str,
-    notify_channel: Option<&String>,
-) -> Result<TaskId> {
+    extra: &[&(dyn ToSql + Sync)],
+) -> Result<Inserted> {
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &task.name,
         &payload,
@@ -215,16 +233,14 @@ pub(crate) async fn insert_one<C: GenericClient>(
         &task.unique_tag,
         &task.parent_id,
     ];
-    if let Some(channel) = notify_channel {
-        params.push(channel);
-    }
+    params.extend_from_slice(extra);
     for _ in 0..TAG_ATTEMPTS {
         let row = conn
             .query_opt(insert, &params)
             .await
             .map_err(|e| db_error(&format!("cannot enqueue task {}", task.name), e))?;
         if let Some(row) = row {
-            return Ok(row.get(0));
+            return Ok(Inserted::New(row.get(0)));
         }
         // Nothing inserted: the tag is taken. Read the holder's id; if it has just been
         // cancelled, the next insert succeeds.
@@ -239,7 +255,7 @@ pub(crate) async fn insert_one<C: GenericClient>(
             .await
             .map_err(|e| db_error(&format!("cannot look up unique tag `{tag}`"), e))?;
         if let Some(row) = existing {
-            return Ok(row.get(0));
+            return Ok(Inserted::Existing(row.get(0)));
         }
     }
     Err(Error::new(
@@ -275,12 +291,18 @@ impl Client {
         }
         let task = resolve(def, overrides)?;
         let payload = payload_text(def.name, params)?;
+        let due = task.due_now();
+        // A due task that an idle worker of this process can start goes to it directly.
+        if due {
+            if let Some(slot) = crate::worker::LocalSlot::reserve(self, def.name) {
+                return self.enqueue_local(slot, task, payload).await;
+            }
+        }
         let conn = self.conn().await?;
         let sql = self.sql();
         // A due task wakes the workers. When no notification went out just now, it is
         // queued by the insert itself (one round trip, delivered on commit); otherwise the
         // debounced notifier covers it, so bursts of enqueues send few notifications.
-        let due = task.due_now();
         let inline = due && self.inner.notifier.try_inline();
         let insert = conn
             .prepare_cached(if inline {
@@ -290,20 +312,56 @@ impl Client {
             })
             .await
             .map_err(|e| db_error("cannot prepare the task insert", e))?;
-        let channel = inline.then_some(&sql.channel);
-        let id = insert_one(
+        let channel: &(dyn ToSql + Sync) = &sql.channel;
+        let extra = if inline {
+            std::slice::from_ref(&channel)
+        } else {
+            &[]
+        };
+        let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload, extra)
+            .await?
+            .id();
+        if due && !inline {
+            self.inner.notifier.poke();
+        }
+        tracing::debug!(task.id = id, task.name = def.name, "task enqueued");
+        Ok(id)
+    }
+
+    /// Inserts `task` already leased to the worker that reserved `slot` and starts it there
+    /// (see `worker/local.rs`). The slot is freed if the insert fails or finds the unique
+    /// tag taken.
+    async fn enqueue_local(
+        &self,
+        slot: crate::worker::LocalSlot,
+        task: NewTask,
+        payload: String,
+    ) -> Result<TaskId> {
+        let conn = self.conn().await?;
+        let sql = self.sql();
+        let insert = conn
+            .prepare_cached(&sql.insert_running)
+            .await
+            .map_err(|e| db_error("cannot prepare the task insert", e))?;
+        let token: i64 = rand::random();
+        let owner = slot.worker_id();
+        let lease_ms = slot.lease_ms();
+        let sent = std::time::Instant::now();
+        let inserted = insert_one(
             &**conn,
             &insert,
             &sql.select_by_tag,
             &task,
             &payload,
-            channel,
+            &[&owner, &token, &lease_ms],
         )
         .await?;
-        if due && !inline {
-            self.inner.notifier.poke();
-        }
-        tracing::debug!(task.id = id, task.name = def.name, "task enqueued");
+        drop(conn);
+        let Inserted::New(id) = inserted else {
+            return Ok(inserted.id());
+        };
+        tracing::debug!(task.id = id, task.name = %task.name, "task enqueued and started locally");
+        slot.start(task, id, payload, token, sent).await;
         Ok(id)
     }
 
@@ -339,8 +397,15 @@ impl Client {
             .prepare(if due { &sql.insert_notify } else { &sql.insert })
             .await
             .map_err(|e| db_error("cannot prepare the task insert", e))?;
-        let channel = due.then_some(&sql.channel);
-        insert_one(tx, &insert, &sql.select_by_tag, &task, &payload, channel).await
+        let channel: &(dyn ToSql + Sync) = &sql.channel;
+        let extra = if due {
+            std::slice::from_ref(&channel)
+        } else {
+            &[]
+        };
+        insert_one(tx, &insert, &sql.select_by_tag, &task, &payload, extra)
+            .await
+            .map(Inserted::id)
     }
 
     /// Enqueues many tasks of one kind with one statement; returns their ids in the order of

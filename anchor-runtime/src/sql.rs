@@ -22,6 +22,7 @@ pub(crate) struct Sql {
     pub listen: String,
     pub insert: String,
     pub insert_notify: String,
+    pub insert_running: String,
     pub insert_many: String,
     pub select_by_tag: String,
     pub claim: String,
@@ -84,6 +85,19 @@ impl Sql {
                  retry_always, max_retries, on_failed, unique_tag, parent_id) \
                  VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT DO NOTHING RETURNING id, pg_notify($12, '')"
+            ),
+            // Local dispatch (`worker/local.rs`): the same, inserted already leased to an idle
+            // worker of the enqueuing process, as its claim would have left it: running, first
+            // attempt, lease owner $12, token $13, lease length $14 ms. No notification: no
+            // other worker needs to look.
+            insert_running: format!(
+                "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, status, attempts, \
+                 started_at, lease_owner, lease_token, lease_expires_at) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, \
+                 {running}, 1, now(), $12, $13, now() + $14::bigint * interval '1 millisecond') \
+                 ON CONFLICT DO NOTHING RETURNING id",
+                running = status::RUNNING,
             ),
             // Many tasks sharing one definition and one set of overrides: one statement,
             // the payloads as one text array.

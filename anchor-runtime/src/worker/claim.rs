@@ -227,6 +227,10 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             // claim's snapshot misses: it sets the flag again and is honoured afterwards.
             should_claim = false;
         }
+        shared.queue_drained.store(
+            buffer.is_empty() && !backlog && !should_claim && in_flight.is_none(),
+            Ordering::Release,
+        );
         tokio::select! {
             result = async {
                 match in_flight.as_mut() {
@@ -276,6 +280,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             _ = stop.changed() => {}
         }
     }
+    shared.queue_drained.store(false, Ordering::Release);
     // A claim already sent may have leased tasks: wait for it so they can be handed back.
     let mut unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
     if let Some((_, claim)) = in_flight.take() {

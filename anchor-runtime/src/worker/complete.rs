@@ -366,7 +366,9 @@ pub(crate) async fn enqueue_on_failed<C: GenericClient>(
         .prepare(&sql.insert)
         .await
         .map_err(|e| db_error("cannot prepare the onFailed insert", e))?;
-    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload, None).await
+    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload, &[])
+        .await
+        .map(crate::enqueue::Inserted::id)
 }
 
 #[cfg(test)]

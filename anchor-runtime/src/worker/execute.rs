@@ -21,8 +21,32 @@ use super::complete::{Finished, Message, Outcome};
 use super::Shared;
 use crate::task::{TaskContext, TaskError};
 
-/// Frees the execution's capacity slot however the execution ends (also when aborted).
-struct SlotGuard(Arc<Shared>);
+/// One of the worker's capacity slots, taken for an execution (or reserved for a local
+/// dispatch, see `local.rs`); it is freed however the execution ends, also when aborted.
+pub(crate) struct SlotGuard(Arc<Shared>);
+
+impl SlotGuard {
+    fn take(shared: &Arc<Shared>) -> SlotGuard {
+        shared.executing.fetch_add(1, Ordering::SeqCst);
+        SlotGuard(shared.clone())
+    }
+
+    /// Takes a slot if one is free.
+    pub(crate) fn try_take(shared: &Arc<Shared>) -> Option<SlotGuard> {
+        let concurrency = shared.config.concurrency;
+        shared
+            .executing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < concurrency).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SlotGuard(shared.clone()))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
@@ -31,8 +55,14 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Starts `task` on a new tokio task and records its lease.
-pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
+/// Starts `task` on a new tokio task in a slot taken now.
+pub(crate) fn spawn_execution(shared: &Arc<Shared>, task: ClaimedTask) {
+    spawn_in_slot(shared, task, None);
+}
+
+/// Starts `task` on a new tokio task, in `slot` if one was reserved for it (else in one
+/// taken now), and records its abort handle with its lease.
+pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: Option<SlotGuard>) {
     let Some(handler) = shared.registry.handler(&task.name) else {
         // The claim only selects registered names, so this cannot happen; the lease then
         // expires and the rescuer returns the task for a worker that knows it.
@@ -65,7 +95,7 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
             return;
         }
     };
-    shared.executing.fetch_add(1, Ordering::SeqCst);
+    let guard = slot.unwrap_or_else(|| SlotGuard::take(shared));
     let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1));
     let ctx = TaskContext {
         id: task.id,
@@ -81,7 +111,6 @@ pub(crate) fn spawn_execution(shared: &Arc<Shared>, mut task: ClaimedTask) {
         task.name = %task.name,
         task.attempt = task.attempt
     );
-    let guard = SlotGuard(shared.clone());
     let completer = shared.completer.clone();
     let id = task.id;
     let execution = async move {

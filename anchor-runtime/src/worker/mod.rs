@@ -20,10 +20,13 @@ mod execute;
 mod heartbeat;
 mod lease;
 mod listen;
+mod local;
 mod scheduler;
 
+pub(crate) use local::LocalSlot;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +82,11 @@ pub struct WorkerConfig {
     /// How long a task may be due with a name no live worker has registered before that is
     /// noted in its error history (default 60 s). The task stays `pending`.
     pub unregistered_grace: Duration,
+    /// Whether a due task enqueued through this worker's [`Client`] (outside a transaction)
+    /// while the worker is idle is inserted already leased to it and started at once, instead
+    /// of being inserted `pending`, announced and claimed (default true). It saves the claim's
+    /// round trip and disk flush. Off, every task goes through the claim.
+    pub local_dispatch: bool,
 }
 
 impl Default for WorkerConfig {
@@ -96,6 +104,7 @@ impl Default for WorkerConfig {
             retention: crate::RetentionConfig::default(),
             heartbeat_interval: Duration::from_secs(5),
             unregistered_grace: Duration::from_secs(60),
+            local_dispatch: true,
         }
     }
 }
@@ -162,6 +171,12 @@ impl WorkerConfig {
     /// Sets [`WorkerConfig::unregistered_grace`].
     pub fn with_unregistered_grace(mut self, grace: Duration) -> Self {
         self.unregistered_grace = grace;
+        self
+    }
+
+    /// Sets [`WorkerConfig::local_dispatch`].
+    pub fn with_local_dispatch(mut self, local_dispatch: bool) -> Self {
+        self.local_dispatch = local_dispatch;
         self
     }
 
@@ -259,6 +274,10 @@ pub(crate) struct Shared {
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
+    /// The producer's last claim found no more due tasks than it asked for, nothing waits
+    /// in its buffer and no wake-up came since: a task enqueued now would be the next to
+    /// run, so local dispatch may start it here (see `local.rs`).
+    queue_drained: AtomicBool,
     leases: Mutex<HashMap<TaskId, Lease>>,
     /// The listener's connection while it is up; renewals and heartbeats run on it (see
     /// `control.rs`).
@@ -383,6 +402,7 @@ impl Worker {
             schedules_changed: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
+            queue_drained: AtomicBool::new(false),
             leases: Mutex::new(HashMap::new()),
             control: Mutex::new(None),
             stop,
@@ -418,6 +438,7 @@ impl Worker {
             )),
         ];
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
+        local::register(&shared);
         WorkerHandle {
             shared,
             producer: Some(producer),

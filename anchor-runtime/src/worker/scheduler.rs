@@ -27,6 +27,11 @@ pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
     if crate::cron::is_cron_channel(shared.client.schema(), notification.channel()) {
         shared.schedules_changed.notify_one();
     } else {
+        // Another process may have enqueued a task: until the producer has looked, a task
+        // enqueued here must not go ahead of it (see `local.rs`).
+        shared
+            .queue_drained
+            .store(false, std::sync::atomic::Ordering::Release);
         shared.wake.notify_one();
     }
 }

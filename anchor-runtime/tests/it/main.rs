@@ -6,6 +6,7 @@ mod cron;
 mod explain;
 mod fencing;
 mod harness;
+mod local_dispatch;
 mod outage;
 mod retention;
 mod unregistered;
