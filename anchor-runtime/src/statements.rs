@@ -15,6 +15,10 @@ pub struct Statements {
     pub rescue_select: String,
     /// The lease renewal (`worker/lease.rs`).
     pub renew: String,
+    /// Which leases are still held, when a renewal skipped some (`worker/lease.rs`).
+    pub lease_held: String,
+    /// Hands unstarted or unfinished tasks back (`worker/lease.rs`).
+    pub release: String,
     /// Retention's delete of old completed tasks (`retention.rs`).
     pub prune_completed: String,
 }
@@ -29,6 +33,8 @@ impl Client {
             complete_many: sql.complete_many.clone(),
             rescue_select: sql.rescue_select.clone(),
             renew: sql.renew.clone(),
+            lease_held: sql.lease_held.clone(),
+            release: sql.release.clone(),
             prune_completed: crate::retention::prune_completed_sql(self.schema()),
         }
     }

@@ -42,17 +42,14 @@ async fn fill(conn: &tokio_postgres::Client) -> Result<()> {
 /// A sample argument for a parameter of type `ty`, as SQL text. Plans depend on types and
 /// rough sizes, not on exact values, so one value per type serves every statement and the
 /// test keeps working when a statement gains or reorders parameters.
-fn sample_argument(ty: &str) -> Result<String> {
+fn sample_argument(ty: &str, batch: &Batch) -> Result<String> {
     Ok(match ty {
         // A claim or renewal names a few task kinds; a worker id; a lease token.
         "text[]" => "ARRAY['Work0', 'Work1', 'Work2']::text[]".to_string(),
         "text" => "'worker-1'::text".to_string(),
-        // A batch of 100 ids (and tokens) of running rows.
+        // A batch of ids (and tokens) of running rows.
         "bigint[]" => {
-            // The running rows come after the 1.1M others (identity ids start at 1).
-            let ids: Vec<String> = (1_100_001..=1_100_100)
-                .map(|i: i64| i.to_string())
-                .collect();
+            let ids: Vec<String> = batch.clone().map(|i: i64| i.to_string()).collect();
             format!("'{{{}}}'::bigint[]", ids.join(","))
         }
         // Limits (the largest claim a default worker makes), tokens, durations in ms.
@@ -62,6 +59,13 @@ fn sample_argument(ty: &str) -> Result<String> {
         other => bail!("no sample argument for a parameter of type {other}; add one"),
     })
 }
+
+/// The ids of running rows that batched statements get.
+type Batch = std::ops::RangeInclusive<i64>;
+
+/// 100 of the running rows of [`fill`], which come after its 1.1M others (identity ids
+/// start at 1).
+const LARGE_TABLE_BATCH: Batch = 1_100_001..=1_100_100;
 
 /// Every plan node of an `EXPLAIN (FORMAT JSON)` result.
 fn nodes(plan: &Value) -> Vec<&Value> {
@@ -80,6 +84,7 @@ async fn explain(
     conn: &tokio_postgres::Client,
     sql: &str,
     plan_cache_mode: &str,
+    batch: &Batch,
 ) -> Result<(Vec<(String, String, String)>, String)> {
     conn.batch_execute("DEALLOCATE ALL").await?;
     conn.batch_execute(&format!("SET plan_cache_mode = {plan_cache_mode}"))
@@ -96,7 +101,7 @@ async fn explain(
         .get(0);
     let args = types
         .iter()
-        .map(|t| sample_argument(t))
+        .map(|t| sample_argument(t, batch))
         .collect::<Result<Vec<_>>>()?;
     let execute = if args.is_empty() {
         "EXECUTE hot".to_string()
@@ -132,7 +137,7 @@ async fn assert_plan(
     index: &str,
 ) -> Result<()> {
     for mode in ["force_custom_plan", "force_generic_plan"] {
-        let (found, text) = explain(conn, sql, mode).await?;
+        let (found, text) = explain(conn, sql, mode, &LARGE_TABLE_BATCH).await?;
         let seq_scan = found
             .iter()
             .any(|(node, rel, _)| node == "Seq Scan" && rel == "tasks");
@@ -178,6 +183,27 @@ async fn hot_statements_use_their_indexes_on_a_large_table() -> Result<()> {
     Ok(())
 }
 
+/// Checks that `sql`, for `batch`, never scans the task table sequentially.
+async fn assert_no_seq_scan(
+    conn: &tokio_postgres::Client,
+    what: &str,
+    sql: &str,
+    batch: &Batch,
+) -> Result<()> {
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        let (found, text) = explain(conn, sql, mode, batch).await?;
+        let seq_scan = found
+            .iter()
+            .any(|(node, rel, _)| node == "Seq Scan" && rel == "tasks");
+        assert!(
+            !seq_scan,
+            "{what} ({mode}, {} ids) scans the whole table:\n{text}",
+            batch.clone().count()
+        );
+    }
+    Ok(())
+}
+
 static BURST: anchor_runtime::TaskDefinition = anchor_runtime::TaskDefinition {
     name: "Work0",
     retry: None,
@@ -218,18 +244,23 @@ async fn hot_statements_use_their_indexes_before_the_table_is_analysed() -> Resu
     )
     .await?;
     let statements = db.client.statements();
-    for (what, sql) in [
-        ("the claim", &statements.claim),
+    let batched = [
         ("the completion", &statements.complete_many),
         ("the renewal", &statements.renew),
-    ] {
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            let (found, text) = explain(&conn, sql, mode).await?;
-            let seq_scan = found
-                .iter()
-                .any(|(node, rel, _)| node == "Seq Scan" && rel == "tasks");
-            assert!(!seq_scan, "{what} ({mode}) scans the whole table:\n{text}");
-        }
+        ("the lease check", &statements.lease_held),
+        ("the release", &statements.release),
+    ];
+    for (what, sql) in [("the claim", &statements.claim)]
+        .into_iter()
+        .chain(batched)
+    {
+        assert_no_seq_scan(&conn, what, sql, &(1..=100)).await?;
+    }
+    // Once the table is analysed, a custom plan for a large batch (500 completions) was a
+    // hash join over the whole table: the batched statements must stay on the primary key.
+    conn.batch_execute("ANALYZE anchor.tasks").await?;
+    for (what, sql) in batched {
+        assert_no_seq_scan(&conn, what, sql, &(1..=500)).await?;
     }
     drop(conn);
     let _ = driver.await;
