@@ -127,6 +127,21 @@ impl Monitor {
         Ok(())
     }
 
+    /// What the harness's pgbench drain does between loading its queue and draining it:
+    /// analyse the table and checkpoint, so the drain does not pay for the load's dirty
+    /// pages (a checkpoint that starts during the drain) and both start from the same state.
+    /// A role that may not checkpoint gets a note and the drain goes on.
+    pub async fn settle(&self) -> Result<()> {
+        self.conn
+            .batch_execute(&format!("ANALYZE {}", self.tasks_table))
+            .await
+            .context("cannot analyse the task table")?;
+        if let Err(err) = self.conn.batch_execute("CHECKPOINT").await {
+            eprintln!("anchor-bench: no checkpoint before the drain ({err})");
+        }
+        Ok(())
+    }
+
     /// Counts tasks with `status` (0 pending, 1 running, 2 completed, 3 failed).
     pub async fn count_status(&self, status: i16) -> Result<i64> {
         let row = self

@@ -44,6 +44,11 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
     if queued != args.jobs as i64 {
         bail!("expected {} queued tasks, found {queued}", args.jobs);
     }
+    // The harness's pgbench drain analyses and checkpoints between loading and draining;
+    // so does this, unless told not to (the peers' drivers do neither).
+    if !args.no_settle {
+        monitor.settle().await?;
+    }
 
     let started = Instant::now();
     let workers = Workers::start(
