@@ -273,6 +273,11 @@ impl Client {
     /// With a [`TaskOverride::unique_tag`] that a task (not cancelled) already holds, nothing
     /// is written and that task's id is returned — also when enqueues race.
     ///
+    /// A due task that an idle [`Worker`](crate::Worker) started on this client runs is
+    /// inserted already leased to that worker and starts there when this returns (local
+    /// dispatch, see [`WorkerConfig::local_dispatch`](crate::WorkerConfig)); otherwise it is
+    /// inserted `pending` and the workers are notified.
+    ///
     /// On a cron task (`def.cron` is `Some`) nothing is enqueued: this registers or updates
     /// the task's schedule for `params` and returns the schedule's id, a negative
     /// [`ScheduleId`](crate::ScheduleId) that never names a task. Equal parameters name the

@@ -250,7 +250,7 @@ async fn write_one(shared: &Arc<Shared>, finished: &Finished) -> Result<()> {
 fn wake_after(shared: &Arc<Shared>, delay: Duration) {
     if delay > MAX_WAKE_TIMER || delay < shared.config.poll_interval / 10 {
         if delay.is_zero() {
-            shared.wake.notify_one();
+            shared.wake_producer();
         }
         return;
     }
@@ -258,7 +258,7 @@ fn wake_after(shared: &Arc<Shared>, delay: Duration) {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         if let Some(shared) = shared.upgrade() {
-            shared.wake.notify_one();
+            shared.wake_producer();
         }
     });
 }

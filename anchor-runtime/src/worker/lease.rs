@@ -272,7 +272,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
         .await
         .map_err(|e| db_error("cannot commit the rescue", e))?;
     // Rescued tasks are due at once.
-    shared.wake.notify_one();
+    shared.wake_producer();
     if handlers > 0 {
         shared.client.inner.notifier.poke();
     }

@@ -77,7 +77,7 @@ async fn listen_once(
         // From now on lease renewals and heartbeats run on this connection too.
         shared.set_control(client.clone());
         // Tasks may have arrived while this connection was down.
-        shared.wake.notify_one();
+        shared.wake_producer();
         std::future::pending::<Result<(), tokio_postgres::Error>>().await
     };
     let result = tokio::select! {

@@ -292,6 +292,13 @@ impl Shared {
         i64::try_from(self.config.lease_duration.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// Tells the producer that new work may be due. Until it has looked, the queue does not
+    /// count as drained, so local dispatch cannot put a task ahead of that work (`local.rs`).
+    pub(crate) fn wake_producer(&self) {
+        self.queue_drained.store(false, Ordering::Release);
+        self.wake.notify_one();
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }

@@ -27,12 +27,7 @@ pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
     if crate::cron::is_cron_channel(shared.client.schema(), notification.channel()) {
         shared.schedules_changed.notify_one();
     } else {
-        // Another process may have enqueued a task: until the producer has looked, a task
-        // enqueued here must not go ahead of it (see `local.rs`).
-        shared
-            .queue_drained
-            .store(false, std::sync::atomic::Ordering::Release);
-        shared.wake.notify_one();
+        shared.wake_producer();
     }
 }
 
@@ -141,7 +136,7 @@ async fn round(
         .await?;
         if fired.fired > 0 {
             // The occurrences are due now: start ours at once, and tell the other workers.
-            shared.wake.notify_one();
+            shared.wake_producer();
             shared.client.inner.notifier.poke();
         }
         if fired.locked as i64 == cron::BATCH {
