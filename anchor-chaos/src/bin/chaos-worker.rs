@@ -46,6 +46,20 @@ struct Args {
     /// The ledger's pool size (default: concurrency + 2).
     #[arg(long)]
     ledger_pool_size: Option<usize>,
+    /// Also enqueue this many `Work` tasks, one at a time, through the worker's own client
+    /// (as a service that enqueues and works in one process; they take local dispatch while
+    /// the worker is idle).
+    #[arg(long, default_value_t = 0)]
+    enqueue: i64,
+    /// The `n` of the first task this process enqueues (`n` must be unique per task).
+    #[arg(long, default_value_t = 0)]
+    enqueue_first: i64,
+    /// Milliseconds between this process's enqueues.
+    #[arg(long, default_value_t = 5)]
+    enqueue_every_ms: u64,
+    /// How long each task this process enqueues sleeps, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    enqueue_sleep_ms: i64,
 }
 
 #[tokio::main]
@@ -64,6 +78,25 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Enqueues `Work { n, sleep_ms }` for each `n` of `range`, one at a time, `every` apart. A
+/// failed enqueue is retried (the database may be restarting); the task count must match.
+async fn enqueue_work(
+    runner: taskgen::TaskRunner,
+    range: std::ops::Range<i64>,
+    every: Duration,
+    sleep_ms: i64,
+) {
+    for n in range {
+        let params = taskgen::WorkParameters { n, sleep_ms };
+        while let Err(err) = runner.run_work(&params, &[]).await {
+            eprintln!("chaos-worker: enqueue of Work {n} failed, retrying: {err}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(every).await;
+    }
+    eprintln!("chaos-worker: enqueued everything");
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -98,9 +131,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.worker_id,
         offset.num_milliseconds()
     );
+    let enqueuer = (args.enqueue > 0).then(|| {
+        tokio::spawn(enqueue_work(
+            taskgen::TaskRunner::new(client.clone()),
+            args.enqueue_first..args.enqueue_first + args.enqueue,
+            Duration::from_millis(args.enqueue_every_ms),
+            args.enqueue_sleep_ms,
+        ))
+    });
     Worker::new(client, registry, config)
         .run_until_signal()
         .await;
+    if let Some(enqueuer) = enqueuer {
+        enqueuer.abort();
+    }
     // Runs aborted at shutdown write their end in the background: let them land.
     ledger.drain(Duration::from_secs(10)).await;
     eprintln!("chaos-worker {} stopped", args.worker_id);

@@ -10,6 +10,7 @@ mod bad_input;
 mod burst;
 mod cron;
 mod kill;
+mod local;
 mod lock_overlap;
 mod locks;
 mod pause;
