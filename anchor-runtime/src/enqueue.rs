@@ -326,8 +326,11 @@ impl Client {
         let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload, extra)
             .await?
             .id();
-        if due && !inline {
-            self.inner.notifier.poke();
+        if due {
+            crate::worker::wake_local_workers(self);
+            if !inline {
+                self.inner.notifier.poke();
+            }
         }
         tracing::debug!(task.id = id, task.name = def.name, "task enqueued");
         Ok(id)
@@ -476,6 +479,7 @@ impl Client {
         let mut ids: Vec<TaskId> = rows.iter().map(|r| r.get(0)).collect();
         ids.sort_unstable();
         if task.due_now() {
+            crate::worker::wake_local_workers(self);
             self.inner.notifier.poke();
         }
         Ok(ids)

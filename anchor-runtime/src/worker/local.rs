@@ -101,6 +101,22 @@ impl LocalSlot {
     }
 }
 
+/// Tells the workers started on `client` that a due task was just inserted `pending`: they
+/// claim it without waiting for the notification, and until they have, no task enqueued
+/// here may start locally ahead of it (a client built from a pool alone gets no
+/// notifications at all, so without this the next local dispatch could overtake it by up to
+/// a poll interval).
+pub(crate) fn wake_local_workers(client: &Client) {
+    let workers = client
+        .inner
+        .local_workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for shared in workers.iter().filter_map(Weak::upgrade) {
+        shared.wake_producer();
+    }
+}
+
 /// Makes a started worker available for local dispatch through its client.
 pub(crate) fn register(shared: &Arc<Shared>) {
     if !shared.config.local_dispatch {

@@ -23,7 +23,7 @@ mod listen;
 mod local;
 mod scheduler;
 
-pub(crate) use local::LocalSlot;
+pub(crate) use local::{wake_local_workers, LocalSlot};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -253,3 +253,39 @@ async fn a_task_started_locally_by_a_worker_that_dies_is_rescued() -> Result<()>
     rescuer.shutdown().await;
     Ok(())
 }
+
+/// A task that had to wait (no free slot) is not overtaken by one enqueued later, even on a
+/// client with no LISTEN connection, where no notification would tell the worker about it.
+#[tokio::test]
+async fn a_task_waiting_for_a_slot_is_not_overtaken_by_a_local_dispatch() -> Result<()> {
+    let db = test_db().await?;
+    // Built from a pool alone: workers on it poll (here every 10 s) and hear no NOTIFY.
+    let client = Client::from_pool(db.client.pool().clone());
+    let (worker, gate) = gated_worker(
+        &client,
+        config()
+            .with_concurrency(1)
+            .with_poll_interval(Duration::from_secs(10)),
+    );
+    wait_until_idle(&client).await?;
+    let first = client.enqueue(&GATED, &Job { n: 1 }, &[]).await?;
+    assert!(started_locally(&record(&client, first).await?));
+    let waiting = client.enqueue(&GATED, &Job { n: 2 }, &[]).await?;
+    assert_eq!(record(&client, waiting).await?.status, TaskStatus::Pending);
+    gate.add_permits(1);
+    wait_for_status(&client, first, TaskStatus::Completed, LONG).await?;
+    // The slot is free again. Without the in-process wake-up the worker would sit idle until
+    // its next poll and this task would start locally ahead of the waiting one.
+    let later = client.enqueue(&GATED, &Job { n: 3 }, &[]).await?;
+    let waiting_task = wait_for_status(&client, waiting, TaskStatus::Running, LONG).await?;
+    let later_task = record(&client, later).await?;
+    assert!(!started_locally(&later_task), "{later_task:?}");
+    gate.add_permits(2);
+    let later_task = wait_for_status(&client, later, TaskStatus::Completed, LONG).await?;
+    assert!(
+        waiting_task.started_at < later_task.started_at,
+        "the waiting task started first: {waiting_task:?} {later_task:?}"
+    );
+    worker.shutdown().await;
+    Ok(())
+}
