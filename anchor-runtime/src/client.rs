@@ -43,7 +43,7 @@ pub(crate) struct ClientInner {
     pub(crate) config_error: Option<String>,
     pub(crate) notifier: Notifier,
     /// The workers started on this client, for local dispatch (`worker/local.rs`).
-    pub(crate) local_workers: std::sync::Mutex<Vec<std::sync::Weak<crate::worker::Shared>>>,
+    pub(crate) local_workers: crate::worker::LocalWorkers,
 }
 
 impl std::fmt::Debug for Client {
@@ -176,7 +176,7 @@ impl Client {
                 listen_config,
                 config_error,
                 notifier,
-                local_workers: std::sync::Mutex::new(Vec::new()),
+                local_workers: crate::worker::LocalWorkers::default(),
             }),
         }
     }

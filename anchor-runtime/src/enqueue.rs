@@ -327,7 +327,7 @@ impl Client {
             .await?
             .id();
         if due {
-            crate::worker::wake_local_workers(self);
+            self.inner.local_workers.wake();
             if !inline {
                 self.inner.notifier.poke();
             }
@@ -479,7 +479,7 @@ impl Client {
         let mut ids: Vec<TaskId> = rows.iter().map(|r| r.get(0)).collect();
         ids.sort_unstable();
         if task.due_now() {
-            crate::worker::wake_local_workers(self);
+            self.inner.local_workers.wake();
             self.inner.notifier.poke();
         }
         Ok(ids)

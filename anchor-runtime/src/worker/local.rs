@@ -17,7 +17,7 @@
 //! inserted `pending` and claimed as usual.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use super::claim::ClaimedTask;
@@ -26,6 +26,40 @@ use super::{lease, Shared};
 use crate::client::Client;
 use crate::enqueue::NewTask;
 use crate::task::TaskId;
+
+/// The workers started on one client, for local dispatch. Weak, so that a stopped worker's
+/// state is freed with its handle.
+#[derive(Default)]
+pub(crate) struct LocalWorkers(Mutex<Vec<Weak<Shared>>>);
+
+impl LocalWorkers {
+    /// Makes a started worker available for local dispatch through its client.
+    pub(crate) fn register(&self, shared: &Arc<Shared>) {
+        if !shared.config.local_dispatch {
+            return;
+        }
+        let mut workers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        workers.retain(|w| w.strong_count() > 0);
+        workers.push(Arc::downgrade(shared));
+    }
+
+    /// The workers still alive.
+    fn live(&self) -> Vec<Arc<Shared>> {
+        let workers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        workers.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Tells these workers that a due task was just inserted `pending`: they claim it
+    /// without waiting for the notification, and until they have, no task enqueued here may
+    /// start locally ahead of it (a client built from a pool alone gets no notifications at
+    /// all, so without this the next local dispatch could overtake it by up to a poll
+    /// interval).
+    pub(crate) fn wake(&self) {
+        for shared in self.live() {
+            shared.wake_producer();
+        }
+    }
+}
 
 /// A capacity slot reserved in a local worker for a task about to be inserted. Dropping it
 /// unused frees the slot.
@@ -36,14 +70,11 @@ pub(crate) struct LocalSlot {
 impl LocalSlot {
     /// Reserves a slot in an idle worker started on `client` that runs tasks called `name`.
     pub(crate) fn reserve(client: &Client, name: &str) -> Option<LocalSlot> {
-        let workers = client
+        client
             .inner
             .local_workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        workers
-            .iter()
-            .filter_map(Weak::upgrade)
+            .live()
+            .into_iter()
             .filter(|shared| {
                 !shared.stopping()
                     && shared.queue_drained.load(Ordering::Acquire)
@@ -99,35 +130,4 @@ impl LocalSlot {
         }
         execute::spawn_in_slot(&shared, claimed, Some(self.slot));
     }
-}
-
-/// Tells the workers started on `client` that a due task was just inserted `pending`: they
-/// claim it without waiting for the notification, and until they have, no task enqueued
-/// here may start locally ahead of it (a client built from a pool alone gets no
-/// notifications at all, so without this the next local dispatch could overtake it by up to
-/// a poll interval).
-pub(crate) fn wake_local_workers(client: &Client) {
-    let workers = client
-        .inner
-        .local_workers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    for shared in workers.iter().filter_map(Weak::upgrade) {
-        shared.wake_producer();
-    }
-}
-
-/// Makes a started worker available for local dispatch through its client.
-pub(crate) fn register(shared: &Arc<Shared>) {
-    if !shared.config.local_dispatch {
-        return;
-    }
-    let mut workers = shared
-        .client
-        .inner
-        .local_workers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    workers.retain(|w| w.strong_count() > 0);
-    workers.push(Arc::downgrade(shared));
 }

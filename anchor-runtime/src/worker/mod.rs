@@ -23,7 +23,7 @@ mod listen;
 mod local;
 mod scheduler;
 
-pub(crate) use local::{wake_local_workers, LocalSlot};
+pub(crate) use local::{LocalSlot, LocalWorkers};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -445,7 +445,7 @@ impl Worker {
             )),
         ];
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
-        local::register(&shared);
+        shared.client.inner.local_workers.register(&shared);
         WorkerHandle {
             shared,
             producer: Some(producer),

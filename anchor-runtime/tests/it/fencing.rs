@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{test_db, wait_for, wait_for_status};
+use crate::harness::{error_messages, test_db, wait_for, wait_for_status};
 
 #[derive(Serialize, Deserialize)]
 struct Job {
@@ -123,13 +123,7 @@ async fn a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_expires() ->
     .start();
     let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     assert_eq!(task.attempts, 2);
-    assert_eq!(
-        task.errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>(),
-        vec!["lease expired (worker lost)"]
-    );
+    assert_eq!(error_messages(&task), vec!["lease expired (worker lost)"]);
     rescuer.shutdown().await;
     worker.shutdown().await;
     Ok(())
@@ -176,7 +170,7 @@ async fn tasks_holding_every_pooled_connection_keep_their_leases() -> Result<()>
     }
     for id in ids {
         let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
-        let errors: Vec<&str> = task.errors.iter().map(|e| e.message.as_str()).collect();
+        let errors = error_messages(&task);
         assert_eq!(
             (task.attempts, errors),
             (1, Vec::<&str>::new()),

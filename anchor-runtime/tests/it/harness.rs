@@ -73,6 +73,11 @@ pub async fn wait_for_status(
     .await
 }
 
+/// The messages of a task's error history, oldest first.
+pub fn error_messages(task: &TaskRecord) -> Vec<&str> {
+    task.errors.iter().map(|e| e.message.as_str()).collect()
+}
+
 /// Counts rows in the test database's tasks table matching `where_clause`.
 pub async fn count(client: &Client, where_clause: &str) -> Result<i64> {
     let conn = client.pool().get().await?;

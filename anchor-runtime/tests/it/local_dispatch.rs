@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::harness::{test_db, wait_for, wait_for_status};
+use crate::harness::{error_messages, test_db, wait_for, wait_for_status};
 
 #[derive(Serialize, Deserialize)]
 struct Job {
@@ -243,13 +243,7 @@ async fn a_task_started_locally_by_a_worker_that_dies_is_rescued() -> Result<()>
     gate.add_permits(1);
     let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     assert_eq!(task.attempts, 2);
-    assert_eq!(
-        task.errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>(),
-        vec!["lease expired (worker lost)"]
-    );
+    assert_eq!(error_messages(&task), vec!["lease expired (worker lost)"]);
     rescuer.shutdown().await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use anchor_runtime::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{count, test_db, wait_for, wait_for_status, Ledger};
+use crate::harness::{count, error_messages, test_db, wait_for, wait_for_status, Ledger};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
@@ -664,10 +664,7 @@ async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
         "the stale completion changed nothing"
     );
     assert_eq!(
-        task.errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>(),
+        error_messages(&task),
         vec!["lease expired (worker lost)", "fatal: second run fails"]
     );
     worker_a.shutdown().await;
