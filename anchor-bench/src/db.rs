@@ -22,6 +22,7 @@ pub static NOOP: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// The no-op task's parameters: a number, and padding for `--payload-bytes`.

@@ -23,6 +23,7 @@ static PROBE: anchor_runtime::TaskDefinition = anchor_runtime::TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// The probe carries the time of its enqueue call, in nanoseconds since [`epoch`].

@@ -18,6 +18,7 @@ static NOOP: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[tokio::main]
@@ -99,6 +100,7 @@ static PROBE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Enqueues one task at a time into an idle worker and reports enqueue-to-start times.

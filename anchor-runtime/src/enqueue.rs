@@ -498,6 +498,7 @@ mod tests {
         cron: None,
         on_failed: None,
         default_params: "{}",
+        max_rescues: None,
     };
 
     const RETRYING: TaskDefinition = TaskDefinition {
@@ -511,6 +512,7 @@ mod tests {
         cron: None,
         on_failed: Some("Handler"),
         default_params: "{}",
+        max_rescues: None,
     };
 
     #[test]

@@ -17,6 +17,7 @@
 //!     cron: None,
 //!     on_failed: None,
 //!     default_params: "{}",
+//!     max_rescues: None,
 //! };
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]

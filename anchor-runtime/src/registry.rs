@@ -32,6 +32,7 @@ pub(crate) type Handler =
 ///     cron: None,
 ///     on_failed: None,
 ///     default_params: "{}",
+///     max_rescues: None,
 /// };
 ///
 /// let mut registry = Registry::new();

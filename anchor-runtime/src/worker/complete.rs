@@ -456,6 +456,7 @@ mod tests {
             cron: None,
             on_failed: None,
             default_params: r#"{"channel":"ops","taskID":0}"#,
+            max_rescues: None,
         };
         let (task, payload) = on_failed_task(Some(&HANDLER), "Handler", 42);
         let v: serde_json::Value = serde_json::from_str(&payload).unwrap();

@@ -19,6 +19,7 @@ static NOTE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("NoteFailed"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

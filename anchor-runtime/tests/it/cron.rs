@@ -34,6 +34,7 @@ const fn every_second(name: &'static str, on_failed: Option<&'static str>) -> Ta
         }),
         on_failed,
         default_params: "{}",
+        max_rescues: None,
     }
 }
 
@@ -47,6 +48,7 @@ static CRON_FAILED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 static REMOVABLE: TaskDefinition = every_second("Removable", None);
 static UNRELATED: TaskDefinition = TaskDefinition {
@@ -56,6 +58,7 @@ static UNRELATED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 /// A cron task with a required parameter: scheduled only from code.
 static REPORT_FOR: TaskDefinition = TaskDefinition {
@@ -69,6 +72,7 @@ static REPORT_FOR: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 /// The same task before and after its expression was edited in tasks.yaml.
 static EDITED_V1: TaskDefinition = TaskDefinition {
@@ -82,6 +86,7 @@ static EDITED_V1: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: r#"{"n":1}"#,
+    max_rescues: None,
 };
 static EDITED_V2: TaskDefinition = TaskDefinition {
     name: "Edited",
@@ -94,6 +99,7 @@ static EDITED_V2: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: r#"{"n":1}"#,
+    max_rescues: None,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -519,6 +525,7 @@ static BROKEN_DEFAULTS: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[tokio::test]
@@ -597,6 +604,7 @@ static EXCLUSIVE: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[tokio::test]

@@ -211,6 +211,7 @@ static BURST: anchor_runtime::TaskDefinition = anchor_runtime::TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Right after a burst into a fresh table, before autovacuum has analysed it, the planner

@@ -34,6 +34,7 @@ const fn retried(name: &'static str) -> TaskDefinition {
         cron: None,
         on_failed: None,
         default_params: "{}",
+        max_rescues: None,
     }
 }
 

@@ -36,6 +36,7 @@ static GATED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 static OTHER: TaskDefinition = TaskDefinition {

@@ -20,6 +20,7 @@ static PING: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,7 @@ static UNUSED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[tokio::test]

@@ -26,6 +26,7 @@ const fn def(name: &'static str) -> TaskDefinition {
         cron: None,
         on_failed: None,
         default_params: "{}",
+        max_rescues: None,
     }
 }
 

@@ -41,6 +41,7 @@ const fn def(
         cron: None,
         on_failed,
         default_params: "{}",
+        max_rescues: None,
     }
 }
 
@@ -176,6 +177,7 @@ static DOOMED_FAILED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: r#"{"channel":"ops"}"#,
+    max_rescues: None,
 };
 
 #[tokio::test]
@@ -249,6 +251,7 @@ static FATAL: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 #[tokio::test]

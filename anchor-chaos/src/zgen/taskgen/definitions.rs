@@ -21,6 +21,7 @@ pub const WORK: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{\"sleepMs\":0}",
+    max_rescues: None,
 };
 
 /// Defaults of the `Doomed` task.
@@ -41,6 +42,7 @@ pub const DOOMED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("DoomedFailed"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `DoomedFailed` task.
@@ -56,6 +58,7 @@ pub const DOOMED_FAILED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `Hang` task.
@@ -71,6 +74,7 @@ pub const HANG: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `HoldConnection` task.
@@ -90,6 +94,7 @@ pub const HOLD_CONNECTION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `Strict` task.
@@ -105,6 +110,7 @@ pub const STRICT: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `Tick` task.
@@ -129,4 +135,5 @@ pub const TICK: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{\"source\":\"cron\"}",
+    max_rescues: None,
 };

@@ -21,6 +21,7 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `ProcessDailyReports` task.
@@ -45,6 +46,7 @@ pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `ProcessOrder` task.
@@ -65,6 +67,7 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("HandleOrderFailure"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `HandleOrderFailure` task.
@@ -80,6 +83,7 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `SendNotification` task.
@@ -100,6 +104,7 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("EscalateFailedNotification"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `EscalateFailedNotification` task.
@@ -115,6 +120,7 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{\"escalationLevel\":\"admin\"}",
+    max_rescues: None,
 };
 
 /// Defaults of the `deleteOpaqueKey` task.
@@ -135,6 +141,7 @@ pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("onDeleteOpaqueKeyFailed"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `onDeleteOpaqueKeyFailed` task.
@@ -154,6 +161,7 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `import_catalog_failed` task.
@@ -177,6 +185,7 @@ pub const IMPORT_CATALOG_FAILED: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{\"batchSize\":100}",
+    max_rescues: None,
 };
 
 /// Defaults of the `Cleanup` task.
@@ -192,4 +201,5 @@ pub const CLEANUP: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

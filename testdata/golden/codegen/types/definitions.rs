@@ -17,4 +17,5 @@ pub const MAP_TYPES: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{\"retries\":3,\"level\":\"admin\",\"enabled\":true,\"priority\":\"medium\"}",
+    max_rescues: None,
 };

@@ -22,6 +22,7 @@ pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("catalog_import_failed"),
     default_params: "{\"batch\":100,\"ratio\":0.5,\"dryRun\":false,\"mode\":\"incremental\",\"tags\":[\"catalog\",\"nightly\"]}",
+    max_rescues: None,
 };
 
 /// Defaults of the `catalog_import_failed` task.
@@ -41,6 +42,7 @@ pub const CATALOG_IMPORT_FAILED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{\"notify\":true}",
+    max_rescues: None,
 };
 
 /// Defaults of the `NightlyDigest` task.
@@ -61,6 +63,7 @@ pub const NIGHTLY_DIGEST: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{\"audience\":\"staff\"}",
+    max_rescues: None,
 };
 
 /// Defaults of the `EmptyParams` task.
@@ -74,4 +77,5 @@ pub const EMPTY_PARAMS: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

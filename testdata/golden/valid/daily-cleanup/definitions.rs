@@ -22,6 +22,7 @@ pub const DAILY_CLEANUP: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `Heartbeat` task.
@@ -40,6 +41,7 @@ pub const HEARTBEAT: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `SixHourly` task.
@@ -58,4 +60,5 @@ pub const SIX_HOURLY: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

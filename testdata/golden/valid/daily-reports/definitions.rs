@@ -26,4 +26,5 @@ pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

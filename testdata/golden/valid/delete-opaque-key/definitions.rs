@@ -22,6 +22,7 @@ pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("onDeleteOpaqueKeyFailed"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `onDeleteOpaqueKeyFailed` task.
@@ -41,4 +42,5 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

@@ -22,6 +22,7 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("EscalateFailedNotification"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `EscalateFailedNotification` task.
@@ -37,4 +38,5 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{\"escalationLevel\":\"admin\"}",
+    max_rescues: None,
 };

@@ -22,6 +22,7 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("HandleOrderFailure"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `HandleOrderFailure` task.
@@ -37,4 +38,5 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

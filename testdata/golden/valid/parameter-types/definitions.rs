@@ -19,6 +19,7 @@ pub const CHARGE_USER: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `BackoffTask` task.
@@ -36,6 +37,7 @@ pub const BACKOFF_TASK: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `LongRunningTask` task.
@@ -49,4 +51,5 @@ pub const LONG_RUNNING_TASK: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

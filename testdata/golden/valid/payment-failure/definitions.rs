@@ -22,6 +22,7 @@ pub const PROCESS_PAYMENT: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("HandlePaymentFailure"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `HandlePaymentFailure` task.
@@ -37,4 +38,5 @@ pub const HANDLE_PAYMENT_FAILURE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

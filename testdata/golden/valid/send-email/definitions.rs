@@ -21,4 +21,5 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

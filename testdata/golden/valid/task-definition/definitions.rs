@@ -27,6 +27,7 @@ pub const TASK_NAME: TaskDefinition = TaskDefinition {
     }),
     on_failed: Some("HandleTaskFailure"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `HandleTaskFailure` task.
@@ -42,4 +43,5 @@ pub const HANDLE_TASK_FAILURE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };

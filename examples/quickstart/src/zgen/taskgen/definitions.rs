@@ -21,6 +21,7 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `ProcessOrder` task.
@@ -41,6 +42,7 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("HandleOrderFailure"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `HandleOrderFailure` task.
@@ -56,6 +58,7 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `SendNotification` task.
@@ -76,6 +79,7 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("EscalateFailedNotification"),
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `EscalateFailedNotification` task.
@@ -91,6 +95,7 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{\"escalationLevel\":\"admin\"}",
+    max_rescues: None,
 };
 
 /// Defaults of the `GenerateReport` task.
@@ -106,6 +111,7 @@ pub const GENERATE_REPORT: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: None,
     default_params: "{}",
+    max_rescues: None,
 };
 
 /// Defaults of the `CleanupSessions` task.
@@ -126,4 +132,5 @@ pub const CLEANUP_SESSIONS: TaskDefinition = TaskDefinition {
     }),
     on_failed: None,
     default_params: "{\"olderThanMinutes\":30}",
+    max_rescues: None,
 };
