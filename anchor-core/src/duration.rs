@@ -12,6 +12,10 @@ pub struct DurationError {
     pub reason: String,
 }
 
+/// The longest timeout, retry interval or delay anchor accepts: 3650 days (ten years), so
+/// that every deadline computed from one fits PostgreSQL's and chrono's time ranges.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(3650 * 24 * 3600);
+
 /// Parses a duration such as `30m`, `1h`, `5s`, `250ms` or `1h30m`.
 ///
 /// Units follow humantime (`ms`, `s`, `m`, `h`, `d`, ...). A bare number without a unit is

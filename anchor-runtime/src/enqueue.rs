@@ -37,6 +37,8 @@ pub(crate) struct NewTask {
     pub on_failed: Option<String>,
     pub unique_tag: Option<String>,
     pub parent_id: Option<TaskId>,
+    /// The definition's `maxRescues`; `None` leaves it to the rescuing worker's default.
+    pub max_rescues: Option<i32>,
 }
 
 impl NewTask {
@@ -50,7 +52,16 @@ fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidOverride, message)
 }
 
+/// A duration in milliseconds, refused past [`anchor_core::MAX_DURATION`] (every deadline
+/// computed from it must fit PostgreSQL's and chrono's time ranges).
 fn millis(d: Duration, what: &str, task: &str) -> Result<i64> {
+    if d > anchor_core::MAX_DURATION {
+        return Err(invalid(format!(
+            "{what} for task {task} is {} days, longer than the {}-day limit; give a shorter one",
+            d.as_secs() / 86_400,
+            anchor_core::MAX_DURATION.as_secs() / 86_400
+        )));
+    }
     i64::try_from(d.as_millis())
         .map_err(|_| invalid(format!("{what} for task {task} is too long ({d:?})")))
 }
@@ -68,6 +79,24 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
         return Err(Error::new(
             ErrorKind::Config,
             format!("task {name} has a zero timeout in its definition; regenerate from tasks.yaml"),
+        ));
+    }
+    let limit_ms = anchor_core::MAX_DURATION.as_millis();
+    let too_long = std::iter::once(def.timeout_ms)
+        .chain(
+            def.retry
+                .iter()
+                .flat_map(|r| r.intervals_ms.iter().copied()),
+        )
+        .any(|ms| u128::from(ms) > limit_ms);
+    if too_long {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "task {name} has a timeout or retry interval longer than the {}-day limit in \
+                 its definition; regenerate from a tasks.yaml that `anchor validate` accepts",
+                anchor_core::MAX_DURATION.as_secs() / 86_400
+            ),
         ));
     }
     let mut task = NewTask {
@@ -99,6 +128,9 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
         on_failed: def.on_failed.map(str::to_string),
         unique_tag: None,
         parent_id: None,
+        max_rescues: def
+            .max_rescues
+            .map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX)),
     };
     let mut run_after_given = false;
     let mut run_at_given = false;
@@ -232,6 +264,7 @@ pub(crate) async fn insert_one<C: GenericClient>(
         &task.on_failed,
         &task.unique_tag,
         &task.parent_id,
+        &task.max_rescues,
     ];
     params.extend_from_slice(extra);
     for _ in 0..TAG_ATTEMPTS {
@@ -465,6 +498,7 @@ impl Client {
                     &task.retry_always,
                     &task.max_retries,
                     &task.on_failed,
+                    &task.max_rescues,
                 ],
             )
             .await

@@ -90,10 +90,17 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     /// The parameters as JSON; see [`TaskRecord::payload_as`] for the typed form.
     pub payload: serde_json::Value,
-    /// Runs started so far (a run interrupted by a graceful shutdown is not counted).
+    /// Runs started so far. A task that was claimed but never started (it waited in a
+    /// worker's buffer, or its worker died first) counts none.
     pub attempts: u32,
-    /// Failed runs that count against `max_retries`.
+    /// Failed runs that count against `max_retries`. A lost worker is not a failure.
     pub failures: u32,
+    /// How often the task was taken back from a lost worker (one that died or lost the
+    /// database while holding it), whether or not its run had started.
+    pub rescues: u32,
+    /// The task's own bound on lost-worker rescues (`maxRescues`), if it has one; else the
+    /// rescuing worker's `WorkerConfig::max_rescues` applies.
+    pub max_rescues: Option<u32>,
     /// The error history, oldest first.
     pub errors: Vec<ErrorRecord>,
     /// When the task was enqueued.
@@ -165,14 +172,30 @@ impl Client {
         else {
             return Ok(None);
         };
-        let code: i16 = row.get("status");
+        // Every column is read fallibly: a row edited by hand into values the runtime never
+        // writes is an error naming the column, not a panic of the caller.
+        macro_rules! col {
+            ($name:literal) => {
+                row.try_get($name).map_err(|err| {
+                    Error::with_source(
+                        ErrorKind::Payload,
+                        format!(
+                            "column {} of task {id} cannot be read; was the row edited by hand?",
+                            $name
+                        ),
+                        err,
+                    )
+                })?
+            };
+        }
+        let code: i16 = col!("status");
         let status = TaskStatus::from_code(code).ok_or_else(|| {
             Error::new(
                 ErrorKind::Schema,
                 format!("task {id} has unknown status code {code}; is the runtime older than the schema?"),
             )
         })?;
-        let errors_json: serde_json::Value = row.get("errors");
+        let errors_json: serde_json::Value = col!("errors");
         let errors: Vec<ErrorRecord> = serde_json::from_value(errors_json).map_err(|err| {
             Error::with_source(
                 ErrorKind::Payload,
@@ -180,30 +203,33 @@ impl Client {
                 err,
             )
         })?;
-        let intervals: Option<Vec<i64>> = row.get("retry_intervals_ms");
-        let max_retries: Option<i32> = row.get("max_retries");
+        let intervals: Option<Vec<i64>> = col!("retry_intervals_ms");
+        let max_retries: Option<i32> = col!("max_retries");
+        let max_rescues: Option<i32> = col!("max_rescues");
         Ok(Some(TaskRecord {
-            id: row.get("id"),
-            name: row.get("name"),
+            id: col!("id"),
+            name: col!("name"),
             status,
-            payload: row.get("payload"),
-            attempts: non_negative(row.get("attempts")),
-            failures: non_negative(row.get("failures")),
+            payload: col!("payload"),
+            attempts: non_negative(col!("attempts")),
+            failures: non_negative(col!("failures")),
+            rescues: non_negative(col!("rescues")),
+            max_rescues: max_rescues.map(non_negative),
             errors,
-            created_at: row.get("created_at"),
-            run_after: row.get("run_after"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
-            updated_at: row.get("updated_at"),
-            parent_id: row.get("parent_id"),
-            unique_tag: row.get("unique_tag"),
-            timeout: ms(row.get("timeout_ms")),
+            created_at: col!("created_at"),
+            run_after: col!("run_after"),
+            started_at: col!("started_at"),
+            finished_at: col!("finished_at"),
+            updated_at: col!("updated_at"),
+            parent_id: col!("parent_id"),
+            unique_tag: col!("unique_tag"),
+            timeout: ms(col!("timeout_ms")),
             retry_intervals: intervals.map(|v| v.into_iter().map(ms).collect()),
-            retry_always: row.get("retry_always"),
+            retry_always: col!("retry_always"),
             max_retries: max_retries.map(non_negative),
-            on_failed: row.get("on_failed"),
-            lease_owner: row.get("lease_owner"),
-            lease_expires_at: row.get("lease_expires_at"),
+            on_failed: col!("on_failed"),
+            lease_owner: col!("lease_owner"),
+            lease_expires_at: col!("lease_expires_at"),
         }))
     }
 

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "workers",
         sql: include_str!("../../migrations/V4__workers.sql"),
     },
+    Migration {
+        version: 5,
+        name: "rescues",
+        sql: include_str!("../../migrations/V5__rescues.sql"),
+    },
 ];
 
 /// The schema version this runtime needs.

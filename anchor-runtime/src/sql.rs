@@ -27,14 +27,16 @@ pub(crate) struct Sql {
     pub select_by_tag: String,
     pub claim: String,
     pub complete_many: String,
+    pub mark_started: String,
     pub retry: String,
     pub retry_without_event: String,
     pub fail: String,
+    pub fail_resetting_errors: String,
     pub renew: String,
     pub lease_held: String,
     pub release: String,
     pub rescue_select: String,
-    pub rescue_retry: String,
+    pub rescue_pending: String,
     pub rescue_fail: String,
     pub get_task: String,
     pub cancel: String,
@@ -46,16 +48,33 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The columns a worker needs about a task it claims or rescues.
+/// The columns a worker needs about a task it claims or rescues (read by
+/// `ClaimedTask::from_row`, in this order).
 const TASK_RUN_COLUMNS: &str =
     "t.id, t.name, t.payload::text, t.attempts, t.failures, t.timeout_ms, \
-     t.retry_intervals_ms, t.retry_always, t.max_retries, t.on_failed, t.parent_id";
+     t.retry_intervals_ms, t.retry_always, t.max_retries, t.on_failed, t.parent_id, \
+     t.rescues, t.max_rescues, t.run_started, t.lease_owner";
 
-/// Appends one entry to a task's error history; `$MSG` is replaced by the message parameter.
-fn append_error(msg_param: &str) -> String {
+/// How many entries a task's error history keeps: the newest. A task retried forever
+/// would otherwise grow its row without bound (and past jsonb's size limit).
+pub(crate) const MAX_ERROR_ENTRIES: i32 = 50;
+
+/// One entry of the error history, for attempt `attempt` (an SQL expression) with the
+/// message parameter `msg_param`.
+fn error_entry(attempt: &str, msg_param: &str) -> String {
     format!(
-        "errors = errors || jsonb_build_array(jsonb_build_object(\
-         'attempt', attempts, 'at', now(), 'message', {msg_param}::text))"
+        "jsonb_build_array(jsonb_build_object('attempt', {attempt}, 'at', now(), \
+         'message', {msg_param}::text))"
+    )
+}
+
+/// Appends one entry to a task's error history, dropping the oldest entry once the history
+/// holds [`MAX_ERROR_ENTRIES`].
+fn append_error(attempt: &str, msg_param: &str) -> String {
+    format!(
+        "errors = (CASE WHEN jsonb_array_length(errors) >= {MAX_ERROR_ENTRIES} \
+         THEN errors - 0 ELSE errors END) || {}",
+        error_entry(attempt, msg_param)
     )
 }
 
@@ -74,28 +93,29 @@ impl Sql {
             // (ids come from an identity column), and then no row is returned.
             insert: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, unique_tag, parent_id) \
-                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11) \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT DO NOTHING RETURNING id"
             ),
-            // The same, also queueing the wake-up notification on channel $12 (evaluated
+            // The same, also queueing the wake-up notification on channel $13 (evaluated
             // only for an inserted row; delivered when the transaction commits).
             insert_notify: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, unique_tag, parent_id) \
-                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT DO NOTHING RETURNING id, pg_notify($12, '')"
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT DO NOTHING RETURNING id, pg_notify($13, '')"
             ),
             // Local dispatch (`worker/local.rs`): the same, inserted already leased to an idle
-            // worker of the enqueuing process, as its claim would have left it: running, first
-            // attempt, lease owner $12, token $13, lease length $14 ms. No notification: no
-            // other worker needs to look.
+            // worker of the enqueuing process, as its claim would have left it: running, no
+            // run started yet (the worker records the start, as after a claim), lease owner
+            // $13, token $14, lease length $15 ms. No notification: no other worker needs to
+            // look.
             insert_running: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, unique_tag, parent_id, status, attempts, \
-                 started_at, lease_owner, lease_token, lease_expires_at) \
-                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, \
-                 {running}, 1, now(), $12, $13, now() + $14::bigint * interval '1 millisecond') \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues, \
+                 status, started_at, lease_owner, lease_token, lease_expires_at) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 {running}, now(), $13, $14, now() + $15::bigint * interval '1 millisecond') \
                  ON CONFLICT DO NOTHING RETURNING id",
                 running = status::RUNNING,
             ),
@@ -103,8 +123,8 @@ impl Sql {
             // the payloads as one text array.
             insert_many: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed) \
-                 SELECT $1, p::jsonb, {run_after}, $5, $6, $7, $8, $9 \
+                 retry_always, max_retries, on_failed, max_rescues) \
+                 SELECT $1, p::jsonb, {run_after}, $5, $6, $7, $8, $9, $10 \
                  FROM unnest($2::text[]) AS p RETURNING id"
             ),
             select_by_tag: format!(
@@ -121,12 +141,14 @@ impl Sql {
             // server crash puts a task that is still running back to `pending` with no
             // lease, so another worker could start it while the first is still running it:
             // a second concurrent run, which the lease design exists to prevent.
+            // The claim does not count an attempt: `attempts` counts runs that started, and
+            // the worker records a run's start (`mark_started`, or with its outcome).
             claim: format!(
                 "WITH picked AS ( \
                    SELECT id FROM {tasks} \
                    WHERE status = {pending} AND run_after <= now() AND name = ANY($1::text[]) \
                    ORDER BY run_after, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 UPDATE {tasks} t SET status = {running}, attempts = t.attempts + 1, \
+                 UPDATE {tasks} t SET status = {running}, run_started = false, \
                    started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
                    lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
                  WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) \
@@ -145,39 +167,65 @@ impl Sql {
             // without it, a custom plan for a batch of 500 on a table of 50 000 rows was a
             // hash join over a sequential scan of the whole table (EXPLAIN ANALYZE: 25 ms
             // instead of 9 ms), and the scan grows with the table.
+            // Every write of a run's outcome also records the run as an attempt ($attempt is
+            // the run's number, one more than `attempts` at its claim), whether or not its
+            // start was recorded before.
             complete_many: format!(
                 "UPDATE {tasks} t SET status = {completed}, finished_at = now(), \
-                   updated_at = now(), {CLEAR_LEASE} \
-                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                   attempts = greatest(t.attempts, c.attempt), updated_at = now(), {CLEAR_LEASE} \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS c(id, token, attempt) \
                  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id",
                 completed = status::COMPLETED,
             ),
-            // $1 id, $2 token, $3 message, $4 delay in ms.
+            // Runs under way: their start is recorded, so a rescue after this worker dies
+            // knows the run had started (it counts as an attempt, and towards max_rescues).
+            mark_started: format!(
+                "UPDATE {tasks} t SET attempts = greatest(t.attempts, c.attempt), \
+                   run_started = true, updated_at = now() \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS c(id, token, attempt) \
+                 WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.lease_token = c.token \
+                 RETURNING t.id"
+            ),
+            // $1 id, $2 token, $3 message, $4 delay in ms, $5 attempt.
             retry: format!(
                 "UPDATE {tasks} SET status = {pending}, failures = failures + 1, {err}, \
+                   attempts = greatest(attempts, $5::int), \
                    run_after = now() + $4::bigint * interval '1 millisecond', updated_at = now(), \
                    {CLEAR_LEASE} \
                  WHERE id = $1 AND lease_token = $2 AND status = {running}",
-                err = append_error("$3"),
+                err = append_error("$5::int", "$3"),
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),
-            // $1 id, $2 token, $3 delay in ms. No error recorded, no failure counted.
+            // $1 id, $2 token, $3 delay in ms, $4 attempt. No error recorded, no failure
+            // counted.
             retry_without_event: format!(
-                "UPDATE {tasks} SET status = {pending}, \
+                "UPDATE {tasks} SET status = {pending}, attempts = greatest(attempts, $4::int), \
                    run_after = now() + $3::bigint * interval '1 millisecond', updated_at = now(), \
                    {CLEAR_LEASE} \
                  WHERE id = $1 AND lease_token = $2 AND status = {running}",
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),
-            // $1 id, $2 token, $3 message.
+            // $1 id, $2 token, $3 message, $4 attempt.
             fail: format!(
                 "UPDATE {tasks} SET status = {failed}, failures = failures + 1, {err}, \
+                   attempts = greatest(attempts, $4::int), \
                    finished_at = now(), updated_at = now(), {CLEAR_LEASE} \
                  WHERE id = $1 AND lease_token = $2 AND status = {running}",
-                err = append_error("$3"),
+                err = append_error("$4::int", "$3"),
+                failed = status::FAILED,
+                running = status::RUNNING,
+            ),
+            // The same when the history itself cannot take another entry (edited by hand
+            // into something that is not an array): it is replaced by this one entry.
+            fail_resetting_errors: format!(
+                "UPDATE {tasks} SET status = {failed}, failures = failures + 1, \
+                   errors = {entry}, attempts = greatest(attempts, $4::int), \
+                   finished_at = now(), updated_at = now(), {CLEAR_LEASE} \
+                 WHERE id = $1 AND lease_token = $2 AND status = {running}",
+                entry = error_entry("$4::int", "$3"),
                 failed = status::FAILED,
                 running = status::RUNNING,
             ),
@@ -205,11 +253,16 @@ impl Sql {
                    ON t.id = c.id AND t.lease_token = c.token \
                  WHERE t.id = ANY($1::bigint[])"
             ),
-            // Shutdown: hands unfinished tasks back at once; the interrupted run is not counted.
+            // Hands tasks back at once (shutdown, or a buffered task that waited too long).
+            // A run that had started ($4) counts as an attempt ($3); one that never started
+            // counts nothing. The task keeps its place in the queue (`run_after`).
             release: format!(
-                "UPDATE {tasks} t SET status = {pending}, attempts = greatest(t.attempts - 1, 0), \
-                   run_after = now(), updated_at = now(), {CLEAR_LEASE} \
-                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) \
+                "UPDATE {tasks} t SET status = {pending}, \
+                   attempts = CASE WHEN c.started THEN greatest(t.attempts, c.attempt) \
+                     ELSE t.attempts END, \
+                   updated_at = now(), {CLEAR_LEASE} \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bool[]) \
+                   AS c(id, token, attempt, started) \
                  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id",
                 pending = status::PENDING,
@@ -221,20 +274,27 @@ impl Sql {
                  ORDER BY t.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
                 running = status::RUNNING,
             ),
-            // $1 id, $2 message. The row is locked by `rescue_select` in the same transaction.
-            rescue_retry: format!(
-                "UPDATE {tasks} SET status = {pending}, failures = failures + 1, {err}, \
-                   run_after = now(), updated_at = now(), {CLEAR_LEASE} \
+            // $1 id, $2 message or NULL. The row is locked by `rescue_select` in the same
+            // transaction. A rescue is not a failure: `failures` is unchanged, and the task
+            // keeps its place in the queue (`run_after`). A run whose start was recorded gets
+            // an entry in the history ($2); a task lost before it started gets none.
+            rescue_pending: format!(
+                "UPDATE {tasks} SET status = {pending}, rescues = rescues + 1, \
+                   errors = CASE WHEN $2::text IS NULL THEN errors ELSE \
+                     (CASE WHEN jsonb_array_length(errors) >= {MAX_ERROR_ENTRIES} \
+                      THEN errors - 0 ELSE errors END) || {entry} END, \
+                   updated_at = now(), {CLEAR_LEASE} \
                  WHERE id = $1 AND status = {running}",
-                err = append_error("$2"),
+                entry = error_entry("attempts", "$2"),
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),
+            // $1 id, $2 message: the worker was lost once too often (poison).
             rescue_fail: format!(
-                "UPDATE {tasks} SET status = {failed}, failures = failures + 1, {err}, \
+                "UPDATE {tasks} SET status = {failed}, rescues = rescues + 1, {err}, \
                    finished_at = now(), updated_at = now(), {CLEAR_LEASE} \
                  WHERE id = $1 AND status = {running}",
-                err = append_error("$2"),
+                err = append_error("attempts", "$2"),
                 failed = status::FAILED,
                 running = status::RUNNING,
             ),
@@ -242,7 +302,7 @@ impl Sql {
                 "SELECT id, name, status, payload, attempts, failures, errors, created_at, \
                    run_after, started_at, finished_at, updated_at, parent_id, unique_tag, \
                    timeout_ms, retry_intervals_ms, retry_always, max_retries, on_failed, \
-                   lease_owner, lease_expires_at \
+                   lease_owner, lease_expires_at, rescues, max_rescues \
                  FROM {tasks} WHERE id = $1"
             ),
             cancel: format!(

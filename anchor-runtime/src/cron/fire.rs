@@ -158,6 +158,7 @@ pub(crate) async fn fire_due(
                     &task.on_failed,
                     &id,
                     &tick,
+                    &task.max_rescues,
                 ],
             )
             .await

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anchor_core::RetryPolicy;
 use tokio_postgres::Row;
 
+use super::complete::{Finished, Message, Outcome};
 use super::{execute, lease, Backoff, Shared};
 use crate::client::db_error;
 use crate::error::Result;
@@ -25,6 +26,7 @@ pub(crate) struct ClaimedTask {
     pub id: TaskId,
     pub name: String,
     pub payload: String,
+    /// The number of this run: one more than the runs started before it.
     pub attempt: u32,
     pub failures: u32,
     pub timeout_ms: i64,
@@ -33,30 +35,89 @@ pub(crate) struct ClaimedTask {
     pub max_retries: Option<i32>,
     pub on_failed: Option<String>,
     pub parent_id: Option<TaskId>,
+    /// How often a worker holding this task was lost before.
+    pub rescues: u32,
+    /// The task's own bound on rescues, if it has one.
+    pub max_rescues: Option<i32>,
     pub token: i64,
     /// The local time just before the statement that leased the task was sent: the lease
     /// runs from a database time no earlier than this (see `Shared::lease_deadline`).
     pub leased_at: Instant,
 }
 
+/// A claimed or expired row whose columns cannot be read (edited by hand into values the
+/// runtime never writes, such as `'{NULL}'` in `retry_intervals_ms`).
+#[derive(Debug, Clone)]
+pub(crate) struct UnreadableRow {
+    pub id: TaskId,
+    /// The name and onFailed handler, when those columns at least can be read.
+    pub name: String,
+    pub on_failed: Option<String>,
+    pub message: String,
+}
+
+/// What `rescue_batch` needs besides the claimed-task columns.
+#[derive(Debug, Clone)]
+pub(crate) struct LostRun {
+    /// Whether the lost run's start had been recorded (`run_started`).
+    pub started: bool,
+    /// The worker that held the lease.
+    pub owner: Option<String>,
+}
+
 impl ClaimedTask {
-    /// Reads the columns of `TASK_RUN_COLUMNS` (see `sql.rs`).
-    pub(crate) fn from_row(row: &Row, token: i64, leased_at: Instant) -> ClaimedTask {
-        ClaimedTask {
-            id: row.get(0),
-            name: row.get(1),
-            payload: row.get(2),
-            attempt: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
-            failures: u32::try_from(row.get::<_, i32>(4)).unwrap_or(0),
-            timeout_ms: row.get(5),
-            retry_intervals_ms: row.get(6),
-            retry_always: row.get(7),
-            max_retries: row.get(8),
-            on_failed: row.get(9),
-            parent_id: row.get(10),
+    /// Reads the columns of `TASK_RUN_COLUMNS` (see `sql.rs`), never panicking on values a
+    /// person may have written into the row.
+    pub(crate) fn from_row(
+        row: &Row,
+        token: i64,
+        leased_at: Instant,
+    ) -> std::result::Result<(ClaimedTask, LostRun), UnreadableRow> {
+        let id: TaskId = row.try_get(0).map_err(|e| UnreadableRow {
+            id: 0,
+            name: String::new(),
+            on_failed: None,
+            message: format!("the task id cannot be read: {e}"),
+        })?;
+        let unreadable = |column: &str, e: tokio_postgres::Error| UnreadableRow {
+            id,
+            name: row.try_get(1).unwrap_or_default(),
+            on_failed: row.try_get(9).ok().flatten(),
+            message: format!(
+                "the task's row cannot be read (column {column}: {e}); it was probably edited \
+                 by hand: fix the column or cancel the task"
+            ),
+        };
+        macro_rules! col {
+            ($i:expr, $name:expr) => {
+                row.try_get($i).map_err(|e| unreadable($name, e))?
+            };
+        }
+        let attempts: i32 = col!(3, "attempts");
+        let failures: i32 = col!(4, "failures");
+        let rescues: i32 = col!(11, "rescues");
+        let task = ClaimedTask {
+            id,
+            name: col!(1, "name"),
+            payload: col!(2, "payload"),
+            attempt: u32::try_from(attempts).unwrap_or(0).saturating_add(1),
+            failures: u32::try_from(failures).unwrap_or(0),
+            timeout_ms: col!(5, "timeout_ms"),
+            retry_intervals_ms: col!(6, "retry_intervals_ms"),
+            retry_always: col!(7, "retry_always"),
+            max_retries: col!(8, "max_retries"),
+            on_failed: col!(9, "on_failed"),
+            parent_id: col!(10, "parent_id"),
+            rescues: u32::try_from(rescues).unwrap_or(0),
+            max_rescues: col!(12, "max_rescues"),
             token,
             leased_at,
-        }
+        };
+        let lost = LostRun {
+            started: col!(13, "run_started"),
+            owner: col!(14, "lease_owner"),
+        };
+        Ok((task, lost))
     }
 
     /// The retry policy stored with the task, if any.
@@ -66,6 +127,11 @@ impl ClaimedTask {
             self.retry_always,
             self.max_retries,
         )
+    }
+
+    /// The attempt number as the database stores it.
+    pub(crate) fn attempt_i32(&self) -> i32 {
+        i32::try_from(self.attempt).unwrap_or(i32::MAX)
     }
 }
 
@@ -84,8 +150,16 @@ pub(crate) fn policy_from_columns(
     })
 }
 
+/// What one claim returned: tasks to run, and rows that cannot be read (failed at once by
+/// the producer, fenced by the claim's token).
+pub(crate) struct Claimed {
+    pub tasks: Vec<ClaimedTask>,
+    pub unreadable: Vec<UnreadableRow>,
+    pub token: i64,
+}
+
 /// Claims up to `limit` due tasks.
-async fn claim_batch(shared: &Shared, limit: usize) -> Result<Vec<ClaimedTask>> {
+async fn claim_batch(shared: &Shared, limit: usize) -> Result<Claimed> {
     let conn = shared.client.conn().await?;
     let stmt = conn
         .prepare_cached(&shared.client.sql().claim)
@@ -107,10 +181,18 @@ async fn claim_batch(shared: &Shared, limit: usize) -> Result<Vec<ClaimedTask>> 
         )
         .await
         .map_err(|e| db_error("cannot claim tasks", e))?;
-    Ok(rows
-        .iter()
-        .map(|r| ClaimedTask::from_row(r, token, sent))
-        .collect())
+    let mut claimed = Claimed {
+        tasks: Vec::with_capacity(rows.len()),
+        unreadable: Vec::new(),
+        token,
+    };
+    for row in &rows {
+        match ClaimedTask::from_row(row, token, sent) {
+            Ok((task, _)) => claimed.tasks.push(task),
+            Err(bad) => claimed.unreadable.push(bad),
+        }
+    }
+    Ok(claimed)
 }
 
 /// How long a claimed task may wait in the local buffer for a free slot before it is handed
@@ -240,9 +322,12 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             } => {
                 let want = in_flight.take().map_or(0, |(want, _)| want);
                 match result {
-                    Ok(batch) => {
+                    Ok(Claimed { tasks: batch, unreadable, token }) => {
                         backoff.reset();
-                        backlog = batch.len() == want;
+                        backlog = batch.len() + unreadable.len() == want;
+                        if !unreadable.is_empty() {
+                            fail_unreadable(&shared, unreadable, token).await;
+                        }
                         should_claim |= backlog;
                         if !batch.is_empty() {
                             tracing::trace!(count = batch.len(), "claimed tasks");
@@ -284,9 +369,15 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
     // A claim already sent may have leased tasks: wait for it so they can be handed back.
     let mut unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
     if let Some((_, claim)) = in_flight.take() {
-        if let Ok(batch) = claim.await {
-            shared.track_leases(&batch);
-            unstarted.extend(batch);
+        if let Ok(Claimed {
+            tasks,
+            unreadable,
+            token,
+        }) = claim.await
+        {
+            shared.track_leases(&tasks);
+            unstarted.extend(tasks);
+            fail_unreadable(&shared, unreadable, token).await;
         }
     }
     // Tasks claimed but never started go back at once.
@@ -296,7 +387,49 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
 
 /// A claim statement in flight.
 type ClaimFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<ClaimedTask>>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Claimed>> + Send + 'a>>;
+
+/// Hands claimed rows that cannot be read to the completer as permanent failures (fenced
+/// by the claim's token), so that a row edited by hand is recorded as failed instead of
+/// stopping the producer or coming back on every claim.
+async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: i64) {
+    for row in rows {
+        tracing::error!(task.id = row.id, error = %row.message, "claimed a task whose row cannot be read; failing it");
+        let task = ClaimedTask {
+            id: row.id,
+            name: row.name,
+            payload: String::new(),
+            attempt: 0,
+            failures: 0,
+            timeout_ms: 1,
+            retry_intervals_ms: None,
+            retry_always: false,
+            max_retries: None,
+            on_failed: row.on_failed,
+            parent_id: None,
+            rescues: 0,
+            max_rescues: None,
+            token,
+            leased_at: Instant::now(),
+        };
+        shared.track_leases(std::slice::from_ref(&task));
+        let finished = Finished {
+            task,
+            outcome: Outcome::Failed {
+                message: row.message,
+                fatal: true,
+            },
+        };
+        if shared
+            .completer
+            .send(Message::Finished(Box::new(finished)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,11 @@
 //! and failures one statement or transaction each. Every write is fenced by the lease token
 //! the task was claimed with, so a worker whose lease was taken changes nothing. A permanent
 //! failure and the enqueue of its `onFailed` handler commit in one transaction.
+//!
+//! One outcome that cannot be written never holds up the others: messages are made
+//! storable first (no NUL bytes, bounded length), delays are bounded, and an outcome whose
+//! write the database refuses (a data error, not an outage) is recorded as the task's
+//! failure with that error instead, or, if even that is refused, left for the rescuer.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +33,32 @@ pub(crate) const CHANNEL_CAPACITY: usize = 1024;
 
 /// The most outcomes written in one round.
 const MAX_BATCH: usize = 1000;
+
+/// The longest message kept in a task's error history, in bytes; longer ones are cut.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Makes an error message storable in the error history: NUL bytes (which PostgreSQL text
+/// cannot hold) are written as `\0`, and a message longer than [`MAX_MESSAGE_BYTES`] is cut
+/// on a character boundary with a note of how much was cut.
+pub(crate) fn storable_message(message: &str) -> String {
+    let escaped: std::borrow::Cow<'_, str> = if message.contains('\0') {
+        message.replace('\0', "\\0").into()
+    } else {
+        message.into()
+    };
+    if escaped.len() <= MAX_MESSAGE_BYTES {
+        return escaped.into_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !escaped.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} more bytes cut)",
+        &escaped[..end],
+        escaped.len() - end
+    )
+}
 
 /// Retry timers longer than this are left to the poll loop.
 const MAX_WAKE_TIMER: Duration = Duration::from_secs(60);
@@ -95,8 +126,10 @@ pub(crate) fn decide(outcome: &Outcome, policy: Option<&RetryPolicy>, failures: 
     }
 }
 
+/// A delay in milliseconds for the database, bounded so that `now() + delay` stays in
+/// range whatever the stored policy says.
 fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.min(anchor_core::MAX_DURATION).as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The completer loop; runs until the worker aborts it after its final flush.
@@ -119,6 +152,8 @@ pub(crate) async fn run_completer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Me
         let mut backoff = Backoff::new();
         while !batch.is_empty() {
             if let Err(err) = write_batch(&shared, &mut batch).await {
+                // Only outages get here: a write the database refuses for one task's sake
+                // is settled by `write_batch` without holding up the rest.
                 let delay = backoff.next_delay();
                 tracing::warn!(
                     worker = %shared.worker_id,
@@ -150,25 +185,90 @@ async fn write_batch(shared: &Arc<Shared>, batch: &mut Vec<Finished>) -> Result<
         }
     }
     while let Some(finished) = batch.pop() {
-        if let Err(err) = write_one(shared, &finished).await {
-            batch.push(finished);
-            return Err(err);
+        match write_one(shared, &finished).await {
+            Ok(()) => {}
+            Err(err) if refused_for_this_task(&err) => {
+                write_refused(shared, &finished, &err).await?;
+            }
+            Err(err) => {
+                batch.push(finished);
+                return Err(err);
+            }
         }
-        shared.forget_leases([finished.task.id]);
+        shared.forget_leases([(finished.task.id, finished.task.token)]);
     }
+    Ok(())
+}
+
+/// Whether the database refused a write because of what it carried (a data exception, a
+/// program limit such as jsonb's size, an integrity violation) rather than because it
+/// could not be reached: writing the same values again would fail again.
+fn refused_for_this_task(err: &crate::Error) -> bool {
+    use std::error::Error as _;
+    let Some(db) = err
+        .source()
+        .and_then(|e| e.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::as_db_error)
+    else {
+        return false;
+    };
+    let class = &db.code().code()[..2];
+    matches!(class, "22" | "23" | "54")
+}
+
+/// Records `finished`'s task as failed with the error that refused its outcome. Should
+/// that be refused too (the history itself unusable), the history is replaced by this one
+/// entry; should even that fail, the outcome is dropped with a log line and the task comes
+/// back through the rescuer when its lease expires. Only an outage is returned as an error.
+async fn write_refused(
+    shared: &Arc<Shared>,
+    finished: &Finished,
+    err: &crate::Error,
+) -> Result<()> {
+    let task = &finished.task;
+    let message = storable_message(&format!(
+        "the outcome of this run could not be recorded ({:?}); the database refused it: {err}",
+        finished.outcome
+    ));
+    tracing::error!(task.id = task.id, task.name = %task.name, error = %err, "the database refused a task's outcome; recording the task as failed");
+    let sql = shared.client.sql();
+    for statement in [&sql.fail, &sql.fail_resetting_errors] {
+        let conn = shared.client.conn().await?;
+        match conn
+            .execute(
+                statement,
+                &[&task.id, &task.token, &message, &task.attempt_i32()],
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let e = db_error(&format!("cannot record the failure of task {}", task.id), e);
+                if !refused_for_this_task(&e) {
+                    return Err(e);
+                }
+                tracing::error!(task.id = task.id, error = %e, "the failure could not be recorded either");
+            }
+        }
+    }
+    tracing::error!(
+        task.id = task.id,
+        "dropping an outcome the database refuses; the task returns when its lease expires"
+    );
     Ok(())
 }
 
 async fn complete_many(shared: &Shared, successes: &[Finished]) -> Result<()> {
     let ids: Vec<TaskId> = successes.iter().map(|f| f.task.id).collect();
     let tokens: Vec<i64> = successes.iter().map(|f| f.task.token).collect();
+    let attempts: Vec<i32> = successes.iter().map(|f| f.task.attempt_i32()).collect();
     let conn = shared.client.conn().await?;
     let stmt = conn
         .prepare_cached(&shared.client.sql().complete_many)
         .await
         .map_err(|e| db_error("cannot prepare the completion", e))?;
     let rows = conn
-        .query(&stmt, &[&ids, &tokens])
+        .query(&stmt, &[&ids, &tokens, &attempts])
         .await
         .map_err(|e| db_error("cannot record completed tasks", e))?;
     if rows.len() != ids.len() {
@@ -182,7 +282,7 @@ async fn complete_many(shared: &Shared, successes: &[Finished]) -> Result<()> {
         }
     }
     tracing::debug!(count = rows.len(), "tasks completed");
-    shared.forget_leases(ids);
+    shared.forget_leases(ids.into_iter().zip(tokens));
     Ok(())
 }
 
@@ -192,6 +292,7 @@ async fn write_one(shared: &Arc<Shared>, finished: &Finished) -> Result<()> {
     let policy = task.policy();
     let decision = decide(&finished.outcome, policy.as_ref(), task.failures);
     let sql = shared.client.sql();
+    let attempt = task.attempt_i32();
     let applied = match &decision {
         Decision::Complete => {
             // `write_batch` sends successes to `complete_many` directly; this keeps a stray
@@ -204,11 +305,13 @@ async fn write_one(shared: &Arc<Shared>, finished: &Finished) -> Result<()> {
                 .prepare_cached(&sql.retry)
                 .await
                 .map_err(|e| db_error("cannot prepare the retry", e))?;
-            conn.execute(&stmt, &[&task.id, &task.token, message, &millis(*delay)])
-                .await
-                .map_err(|e| {
-                    db_error(&format!("cannot schedule the retry of task {}", task.id), e)
-                })?
+            let message = storable_message(message);
+            conn.execute(
+                &stmt,
+                &[&task.id, &task.token, &message, &millis(*delay), &attempt],
+            )
+            .await
+            .map_err(|e| db_error(&format!("cannot schedule the retry of task {}", task.id), e))?
                 == 1
         }
         Decision::RetryWithoutEvent { delay } => {
@@ -217,7 +320,7 @@ async fn write_one(shared: &Arc<Shared>, finished: &Finished) -> Result<()> {
                 .prepare_cached(&sql.retry_without_event)
                 .await
                 .map_err(|e| db_error("cannot prepare the reschedule", e))?;
-            conn.execute(&stmt, &[&task.id, &task.token, &millis(*delay)])
+            conn.execute(&stmt, &[&task.id, &task.token, &millis(*delay), &attempt])
                 .await
                 .map_err(|e| db_error(&format!("cannot reschedule task {}", task.id), e))?
                 == 1
@@ -277,7 +380,15 @@ async fn fail_task(shared: &Shared, task: &ClaimedTask, message: &str) -> Result
         .await
         .map_err(|e| db_error("cannot prepare the failure", e))?;
     let updated = tx
-        .execute(&stmt, &[&task.id, &task.token, &message])
+        .execute(
+            &stmt,
+            &[
+                &task.id,
+                &task.token,
+                &storable_message(message),
+                &task.attempt_i32(),
+            ],
+        )
         .await
         .map_err(|e| db_error(&format!("cannot mark task {} failed", task.id), e))?;
     let mut handler_id = None;
@@ -322,6 +433,7 @@ pub(crate) fn on_failed_task(
         on_failed: None,
         unique_tag: None,
         parent_id: Some(failed_id),
+        max_rescues: None,
     };
     match def {
         Some(def) => {

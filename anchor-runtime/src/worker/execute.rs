@@ -74,8 +74,9 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     // abort handle recorded under one lock, so the renewer and the fencer always see either
     // no run or a run they can stop.
     let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-    let deadline = match leases.get(&task.id) {
+    let deadline = match leases.get_mut(&task.id) {
         Some(lease) if lease.token == task.token && !lease.deadline.passed() => {
+            lease.started = Some(std::time::Instant::now());
             lease.deadline.clone()
         }
         Some(lease) if lease.token == task.token => {
@@ -96,12 +97,17 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
         }
     };
     let guard = slot.unwrap_or_else(|| SlotGuard::take(shared));
-    let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1));
+    // Bounded, so that no deadline arithmetic can overflow whatever the row holds.
+    let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1))
+        .min(anchor_core::MAX_DURATION);
     let ctx = TaskContext {
         id: task.id,
         name: task.name.clone(),
         attempt: task.attempt,
-        deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
+        deadline: chrono::Duration::from_std(timeout)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
         timeout,
         parent_id: task.parent_id,
     };
@@ -113,8 +119,15 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     );
     let completer = shared.completer.clone();
     let id = task.id;
+    let token = task.token;
     let execution = async move {
         let _guard = guard;
+        // A task whose worker was lost before may be what kills its workers (poison): its
+        // start is recorded before it runs, so that every such loss is counted. Other runs
+        // have their start recorded shortly after it (`lease::run_start_recorder`).
+        if task.rescues > 0 && !super::lease::record_start(_guard.shared(), &task).await {
+            return;
+        }
         tracing::debug!("task started");
         // The payload is needed only to decode the parameters; the outcome does not carry it.
         let payload = std::mem::take(&mut task.payload);
@@ -144,31 +157,37 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
         // pause, a starved scheduler) the handler's own timers may fire in the same turn as
         // the fencer's: this check makes the stop come first, so no handler code runs once
         // a rescuer may have handed the task to another worker.
-        let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
-        let fenced = std::future::poll_fn(move |cx| {
-            if deadline.passed() {
-                return Poll::Ready(None);
+        // The handler's future lives in this block only: it is dropped the moment the run
+        // ends (at the timeout, say), not after the outcome is handed over, so whatever it
+        // holds (a pooled connection) is given back while the completer may be busy.
+        let outcome = {
+            let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
+            let fenced = std::future::poll_fn(move |cx| {
+                if deadline.passed() {
+                    return Poll::Ready(None);
+                }
+                work.as_mut().poll(cx).map(Some)
+            });
+            match tokio::time::timeout(timeout, fenced).await {
+                Ok(None) => None,
+                Ok(Some(Ok(outcome))) => Some(outcome),
+                Ok(Some(Err(panic))) => Some(Outcome::Failed {
+                    message: format!("panicked: {}", panic_message(panic.as_ref())),
+                    fatal: false,
+                }),
+                Err(_) => Some(Outcome::Failed {
+                    message: format!("timed out after {}", humanise(timeout)),
+                    fatal: false,
+                }),
             }
-            work.as_mut().poll(cx).map(Some)
-        });
-        let outcome = match tokio::time::timeout(timeout, fenced).await {
-            Ok(None) => {
-                tracing::warn!(
-                    "lease not renewed in time (was this process paused?); the run is \
-                         stopped and the task returns to pending when the lease expires"
-                );
-                _guard.0.forget_lease(id, task.token);
-                return;
-            }
-            Ok(Some(Ok(outcome))) => outcome,
-            Ok(Some(Err(panic))) => Outcome::Failed {
-                message: format!("panicked: {}", panic_message(panic.as_ref())),
-                fatal: false,
-            },
-            Err(_) => Outcome::Failed {
-                message: format!("timed out after {}", humanise(timeout)),
-                fatal: false,
-            },
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!(
+                "lease not renewed in time (was this process paused?); the run is \
+                     stopped and the task returns to pending when the lease expires"
+            );
+            _guard.0.forget_lease(id, token);
+            return;
         };
         match &outcome {
             Outcome::Completed => tracing::debug!("task succeeded"),

@@ -5,9 +5,13 @@
 //!   dropped and its execution aborted, so the task does not keep running here while
 //!   another worker runs it too.
 //! - The rescuer, which every worker runs (no leader), locks running tasks whose lease has
-//!   expired with `SKIP LOCKED` and returns them to `pending` counting a failed attempt
-//!   ("lease expired (worker lost)"), or fails them (enqueuing `onFailed` in the same
-//!   transaction) when their retries are exhausted.
+//!   expired with `SKIP LOCKED` and returns them to `pending` whatever their retry policy:
+//!   a lost worker is not a failure of the task, uses up no retry and keeps the task's place
+//!   in the queue. Only a task whose worker was lost `max_rescues` times while its run had
+//!   started fails, as poison, with its `onFailed` handler enqueued in the same transaction.
+//! - The start recorder writes that a run has started (`run_started`, `attempts`) shortly
+//!   after it did, many runs per statement, so that a rescue knows whether the lost run had
+//!   started: a claimed task that never started counts no attempt and no loss.
 //! - The fencer stops a run whose lease was not renewed in time (a row lock held by
 //!   another session, a slow or lost database) shortly before the lease can expire, and
 //!   records nothing: the rescuer that takes the expired lease counts the attempt. A task
@@ -22,14 +26,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claim::ClaimedTask;
-use super::complete::{decide, enqueue_on_failed, Decision, Outcome};
+use super::complete::enqueue_on_failed;
 use super::{Backoff, Shared};
 use crate::client::db_error;
 use crate::error::Result;
 use crate::task::TaskId;
 
-/// The message recorded for a run whose worker stopped renewing its lease.
-pub(crate) const LEASE_EXPIRED: &str = "lease expired (worker lost)";
+/// How long a run goes before its start is recorded: runs shorter than this have their
+/// start recorded with their outcome, in the same statement, at no extra cost.
+pub(crate) const START_RECORD_DELAY: Duration = Duration::from_millis(100);
+
+/// The error history entry of a run whose worker was lost, `rescue` of at most `max`.
+fn worker_lost_message(owner: Option<&str>, rescue: u32, max: u32) -> String {
+    format!(
+        "worker lost: the lease of worker {} expired during the run; rescue {rescue} of {max}, \
+         the task runs again",
+        owner.unwrap_or("(unknown)")
+    )
+}
+
+/// The error of a task failed as poison.
+fn poison_message(owner: Option<&str>, rescues: u32, max: u32) -> String {
+    format!(
+        "worker lost {rescues} times (max_rescues {max}); last worker {}: the task is failed \
+         because every worker running it was lost",
+        owner.unwrap_or("(unknown)")
+    )
+}
 
 /// How many expired tasks one rescue transaction handles.
 const RESCUE_BATCH: i64 = 100;
@@ -228,45 +251,62 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
+    let pending = tx
+        .prepare_cached(&sql.rescue_pending)
+        .await
+        .map_err(|e| db_error("cannot prepare the rescue", e))?;
     let mut handlers = 0;
     for row in &rows {
-        let task = ClaimedTask::from_row(row, 0, Instant::now());
-        let outcome = Outcome::Failed {
-            message: LEASE_EXPIRED.to_string(),
-            fatal: false,
-        };
-        match decide(&outcome, task.policy().as_ref(), task.failures) {
-            Decision::Retry { .. } => {
-                let stmt = tx
-                    .prepare_cached(&sql.rescue_retry)
-                    .await
-                    .map_err(|e| db_error("cannot prepare the rescue", e))?;
-                tx.execute(&stmt, &[&task.id, &LEASE_EXPIRED])
+        let (task, lost) = match ClaimedTask::from_row(row, 0, Instant::now()) {
+            Ok(read) => read,
+            Err(bad) => {
+                // Returned to pending all the same; the claim that takes it next records
+                // the unreadable row as the task's failure.
+                tracing::warn!(task.id = bad.id, error = %bad.message, "rescuing a task whose row cannot be read");
+                tx.execute(&pending, &[&bad.id, &None::<String>])
                     .await
                     .map_err(|e| {
-                        db_error(&format!("cannot return task {} to pending", task.id), e)
+                        db_error(&format!("cannot return task {} to pending", bad.id), e)
                     })?;
-                tracing::warn!(task.id = task.id, task.name = %task.name, "lease expired; task returned to pending");
+                continue;
             }
-            _ => {
-                let stmt = tx
-                    .prepare_cached(&sql.rescue_fail)
-                    .await
-                    .map_err(|e| db_error("cannot prepare the rescue", e))?;
-                let updated = tx
-                    .execute(&stmt, &[&task.id, &LEASE_EXPIRED])
-                    .await
-                    .map_err(|e| db_error(&format!("cannot fail task {}", task.id), e))?;
-                tracing::warn!(task.id = task.id, task.name = %task.name, "lease expired and no retry left; task failed");
-                if updated == 1 {
-                    if let Some(handler) = &task.on_failed {
-                        let def = shared.registry.definition(handler);
-                        enqueue_on_failed(def, sql, &*tx, task.id, handler).await?;
-                        handlers += 1;
-                    }
+        };
+        let max = task
+            .max_rescues
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(shared.config.max_rescues);
+        let rescue = task.rescues.saturating_add(1);
+        let owner = lost.owner.as_deref();
+        if lost.started && rescue >= max {
+            let message = poison_message(owner, rescue, max);
+            let stmt = tx
+                .prepare_cached(&sql.rescue_fail)
+                .await
+                .map_err(|e| db_error("cannot prepare the rescue", e))?;
+            let updated = tx
+                .execute(&stmt, &[&task.id, &message])
+                .await
+                .map_err(|e| db_error(&format!("cannot fail task {}", task.id), e))?;
+            tracing::warn!(task.id = task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
+            if updated == 1 {
+                if let Some(handler) = &task.on_failed {
+                    let def = shared.registry.definition(handler);
+                    enqueue_on_failed(def, sql, &*tx, task.id, handler).await?;
+                    handlers += 1;
                 }
             }
+            continue;
         }
+        // A run that had not started (or whose start was not recorded yet) leaves no
+        // entry: a task claimed but never run has nothing to report.
+        let message = lost
+            .started
+            .then(|| worker_lost_message(owner, rescue, max));
+        tx.execute(&pending, &[&task.id, &message])
+            .await
+            .map_err(|e| db_error(&format!("cannot return task {} to pending", task.id), e))?;
+        tracing::warn!(task.id = task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
     }
     tx.commit()
         .await
@@ -279,28 +319,150 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
     Ok(rows.len())
 }
 
-/// Releases every lease this worker still holds (shutdown, after the grace period).
-pub(crate) async fn release_all(shared: &Shared) {
-    let (ids, tokens) = shared.lease_snapshot();
-    release_leases(shared, ids, tokens).await;
+/// Records the start of `task`'s run before it begins; returns whether the run may go on
+/// (false: the lease is lost, or the database cannot be reached, and the task has been
+/// handed back or will come back when its lease expires).
+pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
+    let ids = [task.id];
+    let tokens = [task.token];
+    let attempts = [task.attempt_i32()];
+    let result = async {
+        let conn = shared.control_conn().await?;
+        conn.query(
+            conn.statement(&shared.client.sql().mark_started).as_ref(),
+            &[&&ids[..], &&tokens[..], &&attempts[..]],
+        )
+        .await
+        .map_err(|e| db_error("cannot record the start of a run", e))
+    };
+    match result.await {
+        Ok(rows) if rows.len() == 1 => {
+            shared.starts_recorded([(task.id, task.token)]);
+            true
+        }
+        Ok(_) => {
+            tracing::warn!(
+                task.id = task.id,
+                "lease lost before the run started; not running it"
+            );
+            shared.forget_lease(task.id, task.token);
+            false
+        }
+        Err(err) => {
+            tracing::warn!(task.id = task.id, error = %err, "cannot record the start of a run; not running it");
+            release(shared, std::slice::from_ref(task)).await;
+            false
+        }
+    }
+}
+
+/// The start recorder loop: every [`START_RECORD_DELAY`], records the starts of the runs
+/// that have gone on that long, in one statement.
+pub(crate) async fn run_start_recorder(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(START_RECORD_DELAY).await;
+        let starts = shared.unrecorded_starts(START_RECORD_DELAY);
+        if starts.is_empty() {
+            continue;
+        }
+        if let Err(err) = record_starts(&shared, starts).await {
+            tracing::warn!(worker = %shared.worker_id, error = %err, "recording run starts failed");
+        }
+    }
+}
+
+async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Result<()> {
+    let mut ids = Vec::with_capacity(starts.len());
+    let mut tokens = Vec::with_capacity(starts.len());
+    let mut attempts = Vec::with_capacity(starts.len());
+    for (id, token, attempt) in starts {
+        ids.push(id);
+        tokens.push(token);
+        attempts.push(attempt);
+    }
+    let conn = shared.control_conn().await?;
+    let rows = conn
+        .query(
+            conn.statement(&shared.client.sql().mark_started).as_ref(),
+            &[&ids, &tokens, &attempts],
+        )
+        .await
+        .map_err(|e| db_error("cannot record run starts", e))?;
+    let recorded: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
+    shared.starts_recorded(
+        ids.into_iter()
+            .zip(tokens)
+            .filter(|(id, _)| recorded.contains(id)),
+    );
+    Ok(())
+}
+
+/// Releases the leases this worker holds whose runs are not going on any more: never
+/// started, or ended (stopped at shutdown). Returns the `(id, token)` of runs still going,
+/// which keep their leases (a run that ignores the abort, blocked in synchronous code,
+/// must not run here while another worker starts the task).
+pub(crate) async fn release_ended(shared: &Shared) -> Vec<(TaskId, i64)> {
+    let mut still_running = Vec::new();
+    let mut release = Releases::default();
+    {
+        let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, lease) in leases.iter() {
+            if lease.started.is_some() && !lease.run_ended() {
+                still_running.push((*id, lease.token));
+            } else {
+                release.push(*id, lease.token, lease.attempt, lease.started.is_some());
+            }
+        }
+    }
+    release_leases(shared, release).await;
+    still_running
 }
 
 /// Releases the leases of claimed tasks that never started.
 pub(crate) async fn release(shared: &Shared, tasks: &[ClaimedTask]) {
-    let ids = tasks.iter().map(|t| t.id).collect();
-    let tokens = tasks.iter().map(|t| t.token).collect();
-    release_leases(shared, ids, tokens).await;
+    let mut release = Releases::default();
+    for task in tasks {
+        release.push(task.id, task.token, task.attempt_i32(), false);
+    }
+    release_leases(shared, release).await;
 }
 
-/// Hands tasks back (`pending` at once, the run not counted), fenced by their tokens.
-async fn release_leases(shared: &Shared, ids: Vec<TaskId>, tokens: Vec<i64>) {
-    if ids.is_empty() {
+/// Leases to hand back, as the parallel arrays `Sql::release` takes.
+#[derive(Default)]
+struct Releases {
+    ids: Vec<TaskId>,
+    tokens: Vec<i64>,
+    attempts: Vec<i32>,
+    started: Vec<bool>,
+}
+
+impl Releases {
+    fn push(&mut self, id: TaskId, token: i64, attempt: i32, started: bool) {
+        self.ids.push(id);
+        self.tokens.push(token);
+        self.attempts.push(attempt);
+        self.started.push(started);
+    }
+}
+
+/// Hands tasks back (`pending` at once, keeping their place in the queue), fenced by their
+/// tokens; a run that started counts as an attempt, one that never started does not.
+async fn release_leases(shared: &Shared, release: Releases) {
+    if release.ids.is_empty() {
         return;
     }
     let result = async {
         let conn = shared.client.conn().await?;
         let rows = conn
-            .query(&shared.client.sql().release, &[&ids, &tokens])
+            .query(
+                &shared.client.sql().release,
+                &[
+                    &release.ids,
+                    &release.tokens,
+                    &release.attempts,
+                    &release.started,
+                ],
+            )
             .await
             .map_err(|e| db_error("cannot release leases", e))?;
         Ok::<usize, crate::Error>(rows.len())
@@ -308,7 +470,7 @@ async fn release_leases(shared: &Shared, ids: Vec<TaskId>, tokens: Vec<i64>) {
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(n)) => {
             tracing::info!(worker = %shared.worker_id, released = n, "unstarted or unfinished tasks released");
-            shared.forget_leases(ids);
+            shared.forget_leases(release.ids.into_iter().zip(release.tokens));
             shared.client.inner.notifier.poke();
         }
         Ok(Err(err)) => tracing::warn!(

@@ -111,6 +111,8 @@ impl LocalSlot {
             payload,
             attempt: 1,
             failures: 0,
+            rescues: 0,
+            max_rescues: task.max_rescues,
             timeout_ms: task.timeout_ms,
             retry_intervals_ms: task.retry_intervals_ms,
             retry_always: task.retry_always,

@@ -87,6 +87,10 @@ pub struct WorkerConfig {
     /// of being inserted `pending`, announced and claimed (default true). It saves the claim's
     /// round trip and disk flush. Off, every task goes through the claim.
     pub local_dispatch: bool,
+    /// How many times a task may be taken back from a lost worker while its run had
+    /// started before it fails as poison (default 5), for tasks whose definition sets no
+    /// `maxRescues`. A task that was claimed but never started does not count towards it.
+    pub max_rescues: u32,
 }
 
 impl Default for WorkerConfig {
@@ -105,14 +109,23 @@ impl Default for WorkerConfig {
             heartbeat_interval: Duration::from_secs(5),
             unregistered_grace: Duration::from_secs(60),
             local_dispatch: true,
+            max_rescues: DEFAULT_MAX_RESCUES,
         }
     }
 }
+
+/// The default of [`WorkerConfig::max_rescues`].
+pub const DEFAULT_MAX_RESCUES: u32 = 5;
 
 impl WorkerConfig {
     /// Sets [`WorkerConfig::concurrency`].
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+    /// Sets [`WorkerConfig::max_rescues`] (at least 1).
+    pub fn with_max_rescues(mut self, max_rescues: u32) -> Self {
+        self.max_rescues = max_rescues;
         self
     }
     /// Sets [`WorkerConfig::prefetch`] (0 claims only what free slots can start at once).
@@ -187,6 +200,7 @@ impl WorkerConfig {
         self.poll_interval = self.poll_interval.max(Duration::from_millis(10));
         self.lease_duration = self.lease_duration.max(Duration::from_millis(100));
         self.heartbeat_interval = self.heartbeat_interval.max(Duration::from_millis(10));
+        self.max_rescues = self.max_rescues.max(1);
         self
     }
 
@@ -221,8 +235,22 @@ impl WorkerConfig {
 /// the local time by which the execution must stop unless the lease is renewed.
 struct Lease {
     token: i64,
+    /// The number of the run this lease is for.
+    attempt: i32,
     abort: Option<AbortHandle>,
+    /// When the run started here (`None` while the task waits in the buffer).
+    started: Option<Instant>,
+    /// Whether the run's start is recorded in the row (`run_started`), so that a rescue
+    /// after this worker dies counts the run.
+    start_recorded: bool,
     deadline: Arc<LeaseDeadline>,
+}
+
+impl Lease {
+    /// Whether a run was started and has ended (or was stopped).
+    fn run_ended(&self) -> bool {
+        self.abort.as_ref().is_some_and(AbortHandle::is_finished)
+    }
 }
 
 /// A lease's local deadline, shared by the renewer (which moves it), the fencer (which
@@ -309,6 +337,40 @@ impl Shared {
         leases.iter().map(|(id, l)| (*id, l.token)).unzip()
     }
 
+    /// How many runs started here have not ended yet.
+    fn runs_going(&self) -> usize {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases
+            .values()
+            .filter(|l| l.started.is_some() && !l.run_ended())
+            .count()
+    }
+
+    /// The runs started at least `after` ago whose start is not recorded yet, as
+    /// `(id, token, attempt)`.
+    fn unrecorded_starts(&self, after: Duration) -> Vec<(TaskId, i64, i32)> {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases
+            .iter()
+            .filter(|(_, l)| {
+                !l.start_recorded
+                    && !l.run_ended()
+                    && l.started.is_some_and(|at| at.elapsed() >= after)
+            })
+            .map(|(id, l)| (*id, l.token, l.attempt))
+            .collect()
+    }
+
+    /// Notes that the starts of these `(id, token)` runs are recorded.
+    fn starts_recorded(&self, recorded: impl IntoIterator<Item = (TaskId, i64)>) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, token) in recorded {
+            if let Some(lease) = leases.get_mut(&id).filter(|l| l.token == token) {
+                lease.start_recorded = true;
+            }
+        }
+    }
+
     /// The local time by which a run must stop unless its lease is renewed, for a lease
     /// written by a statement sent at `sent`.
     ///
@@ -332,7 +394,10 @@ impl Shared {
                 task.id,
                 Lease {
                     token: task.token,
+                    attempt: task.attempt_i32(),
                     abort: None,
+                    started: None,
+                    start_recorded: false,
                     deadline: Arc::new(LeaseDeadline::new(self.lease_deadline(task.leased_at))),
                 },
             );
@@ -348,10 +413,15 @@ impl Shared {
         }
     }
 
-    fn forget_leases(&self, ids: impl IntoIterator<Item = TaskId>) {
+    /// Forgets each `(id, token)` lease that is still the one under that token: a stale
+    /// write for an older lease of a task claimed again since must not drop the new lease
+    /// (it would then never be renewed or fenced).
+    fn forget_leases(&self, leases_to_forget: impl IntoIterator<Item = (TaskId, i64)>) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for id in ids {
-            leases.remove(&id);
+        for (id, token) in leases_to_forget {
+            if leases.get(&id).is_some_and(|l| l.token == token) {
+                leases.remove(&id);
+            }
         }
     }
 }
@@ -421,6 +491,7 @@ impl Worker {
             return WorkerHandle {
                 shared,
                 producer: None,
+                renewer: None,
                 background: Vec::new(),
             };
         }
@@ -430,9 +501,10 @@ impl Worker {
             concurrency = shared.config.concurrency,
             "worker starting"
         );
+        let renewer = tokio::spawn(lease::run_renewer(shared.clone()));
         let background = vec![
             tokio::spawn(complete::run_completer(shared.clone(), completer_rx)),
-            tokio::spawn(lease::run_renewer(shared.clone())),
+            tokio::spawn(lease::run_start_recorder(shared.clone())),
             tokio::spawn(lease::run_rescuer(shared.clone())),
             tokio::spawn(lease::run_fencer(shared.clone())),
             tokio::spawn(heartbeat::run_heartbeat(shared.clone())),
@@ -449,6 +521,7 @@ impl Worker {
         WorkerHandle {
             shared,
             producer: Some(producer),
+            renewer: Some(renewer),
             background,
         }
     }
@@ -489,6 +562,9 @@ async fn wait_for_signal() {
 pub struct WorkerHandle {
     shared: Arc<Shared>,
     producer: Option<JoinHandle<()>>,
+    /// Kept apart from the other background tasks: after shutdown it goes on renewing the
+    /// leases of runs that ignored the abort, until they end.
+    renewer: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -505,7 +581,12 @@ impl WorkerHandle {
 
     /// Stops gracefully: no new claims, running tasks get up to the shutdown grace to
     /// finish, their outcomes are written, and whatever still runs is then stopped and
-    /// released (back to `pending`, the run not counted) for another worker to take at once.
+    /// released (back to `pending`, keeping its place in the queue) for another worker to
+    /// take at once. A run that does not stop when told (a handler blocked in synchronous
+    /// code never reaches an `.await`) is not released while it goes on: its lease is
+    /// renewed until it ends, then the task is released, so no other worker starts a second
+    /// copy of it meanwhile. If the process exits first, the lease expires and the task is
+    /// rescued.
     pub async fn shutdown(mut self) {
         let shared = self.shared.clone();
         shared.stop.send_replace(true);
@@ -531,11 +612,19 @@ impl WorkerHandle {
                 tasks = left,
                 "shutdown grace expired; stopping and releasing the tasks still running"
             );
-            let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-            for lease in leases.values() {
-                if let Some(abort) = &lease.abort {
-                    abort.abort();
+            {
+                let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+                for lease in leases.values() {
+                    if let Some(abort) = &lease.abort {
+                        abort.abort();
+                    }
                 }
+            }
+            // An aborted run ends the next time the runtime gets to it; one blocked in
+            // synchronous code does not, and is kept (see `lease::release_ended`).
+            let stopped_by = tokio::time::Instant::now() + Duration::from_secs(1);
+            while tokio::time::Instant::now() < stopped_by && shared.runs_going() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         // Write every outcome that is queued, then hand back what never finished.
@@ -551,9 +640,31 @@ impl WorkerHandle {
                 tracing::warn!(worker = %shared.worker_id, "timed out writing the last outcomes");
             }
         }
-        lease::release_all(&shared).await;
+        let still_running = lease::release_ended(&shared).await;
         for task in self.background.drain(..) {
             task.abort();
+        }
+        let renewer = self.renewer.take();
+        if still_running.is_empty() {
+            if let Some(renewer) = renewer {
+                renewer.abort();
+            }
+        } else {
+            tracing::warn!(
+                worker = %shared.worker_id,
+                tasks = still_running.len(),
+                "runs did not stop when told (blocked in synchronous code?); their leases are \
+                 kept until they end"
+            );
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while !lease::release_ended(&shared).await.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if let Some(renewer) = renewer {
+                    renewer.abort();
+                }
+            });
         }
         // After the heartbeat loop stopped, so that it cannot write the row again.
         heartbeat::remove(&shared).await;
@@ -568,7 +679,7 @@ impl WorkerHandle {
         if let Some(producer) = self.producer.take() {
             producer.abort();
         }
-        for task in self.background.drain(..) {
+        for task in self.background.drain(..).chain(self.renewer.take()) {
             task.abort();
         }
         let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());

@@ -52,6 +52,15 @@ fn sample_argument(ty: &str, batch: &Batch) -> Result<String> {
             let ids: Vec<String> = batch.clone().map(|i: i64| i.to_string()).collect();
             format!("'{{{}}}'::bigint[]", ids.join(","))
         }
+        // The attempt numbers and started flags of a batch.
+        "integer[]" => {
+            let n = batch.clone().count();
+            format!("array_fill(1, ARRAY[{n}])::integer[]")
+        }
+        "boolean[]" => {
+            let n = batch.clone().count();
+            format!("array_fill(true, ARRAY[{n}])::boolean[]")
+        }
         // Limits (the largest claim a default worker makes), tokens, durations in ms.
         "bigint" => "500::bigint".to_string(),
         "integer" => "100".to_string(),

@@ -1,6 +1,7 @@
 //! Integration tests of the runtime against a real, throwaway PostgreSQL. One test binary;
 //! each test gets its own database.
 
+mod at_least_once;
 mod basics;
 mod cron;
 mod explain;
@@ -8,6 +9,7 @@ mod fencing;
 mod harness;
 mod local_dispatch;
 mod outage;
+mod outcomes;
 mod retention;
 mod unregistered;
 mod worker;

@@ -537,7 +537,15 @@ async fn shutdown_releases_what_outlives_the_grace() -> Result<()> {
     );
     let task = db.client.get_task(id).await?.context("row exists")?;
     assert_eq!(task.status, TaskStatus::Pending, "released at once");
-    assert_eq!(task.attempts, 0, "the interrupted run is not counted");
+    assert_eq!(
+        task.attempts, 1,
+        "the interrupted run had started: it counts"
+    );
+    assert_eq!(
+        (task.failures, task.rescues),
+        (0, 0),
+        "a release is neither"
+    );
     assert!(task.errors.is_empty());
     assert!(task.lease_owner.is_none());
     // Another worker takes it straight away, without waiting for a lease to expire.
@@ -548,7 +556,7 @@ async fn shutdown_releases_what_outlives_the_grace() -> Result<()> {
         config().with_lease_duration(Duration::from_secs(600)),
     );
     let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
-    assert_eq!(task.attempts, 1);
+    assert_eq!(task.attempts, 2);
     next.shutdown().await;
     Ok(())
 }
@@ -598,6 +606,12 @@ async fn a_killed_worker_s_task_is_rescued_and_completed_once() -> Result<()> {
         Ok((ledger.runs(id) == 1).then_some(()))
     })
     .await?;
+    // Once the run's start is recorded, its loss is noted and counted.
+    wait_for("the run's start to be recorded", LONG, || async {
+        let task = db.client.get_task(id).await?.context("row exists")?;
+        Ok((task.attempts == 1).then_some(()))
+    })
+    .await?;
     let _ = kill_tx.send(());
     thread
         .join()
@@ -606,9 +620,17 @@ async fn a_killed_worker_s_task_is_rescued_and_completed_once() -> Result<()> {
     let worker_b = start(&db.client, make_registry(), short_lease);
     let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     assert_eq!(task.attempts, 2);
-    assert_eq!(task.failures, 1);
+    assert_eq!(
+        task.failures, 0,
+        "a lost worker is not a failure of the task"
+    );
+    assert_eq!(task.rescues, 1);
     assert_eq!(task.errors.len(), 1);
-    assert_eq!(task.errors[0].message, "lease expired (worker lost)");
+    assert!(
+        task.errors[0].message.starts_with("worker lost"),
+        "{:?}",
+        task.errors
+    );
     assert_eq!(ledger.runs(id), 2, "the killed run and the rescued run");
     assert!(ledger.overlaps().is_empty());
     worker_b.shutdown().await;
@@ -666,10 +688,10 @@ async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
         TaskStatus::Failed,
         "the stale completion changed nothing"
     );
-    assert_eq!(
-        error_messages(&task),
-        vec!["lease expired (worker lost)", "fatal: second run fails"]
-    );
+    let messages = error_messages(&task);
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].starts_with("worker lost"), "{messages:?}");
+    assert_eq!(messages[1], "fatal: second run fails");
     worker_a.shutdown().await;
     worker_b.shutdown().await;
     Ok(())
