@@ -734,3 +734,77 @@ impl Backoff {
         half + half.mul_f64(rand::random::<f64>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker's shared state on a client whose pool never connects (nothing here
+    /// touches the database).
+    async fn shared() -> Arc<Shared> {
+        let client = Client::connect_with_pool_size("postgres://nobody@127.0.0.1:1/none", 1)
+            .await
+            .expect("a lazily connecting pool");
+        let (stop, _) = watch::channel(false);
+        let (completer, _) = mpsc::channel(1);
+        let worker_sql = heartbeat::WorkerSql::new(client.schema());
+        Arc::new(Shared {
+            client,
+            registry: Registry::new(),
+            config: WorkerConfig::default(),
+            worker_id: "test".to_string(),
+            names: Vec::new(),
+            wake: Notify::new(),
+            schedules_changed: Notify::new(),
+            slot_freed: Notify::new(),
+            executing: AtomicUsize::new(0),
+            queue_drained: AtomicBool::new(false),
+            leases: Mutex::new(HashMap::new()),
+            control: Mutex::new(None),
+            stop,
+            completer,
+            worker_sql,
+        })
+    }
+
+    fn claimed(id: TaskId, token: i64) -> claim::ClaimedTask {
+        claim::ClaimedTask {
+            id,
+            name: "T".to_string(),
+            payload: "{}".to_string(),
+            attempt: 1,
+            failures: 0,
+            timeout_ms: 1000,
+            retry_intervals_ms: None,
+            retry_always: false,
+            max_retries: None,
+            on_failed: None,
+            parent_id: None,
+            rescues: 0,
+            max_rescues: None,
+            token,
+            leased_at: Instant::now(),
+        }
+    }
+
+    /// An outcome written late for an old lease of a task that was rescued and claimed
+    /// again by this worker (under a new token) must not drop the new lease: it would
+    /// then never be renewed or fenced, and another worker could run the task at once.
+    /// (The completer used to forget leases by id alone.)
+    #[tokio::test]
+    async fn a_stale_outcome_does_not_forget_the_task_s_newer_lease() {
+        let shared = shared().await;
+        shared.track_leases(&[claimed(1, 111), claimed(2, 222)]);
+        // Task 1 is rescued and claimed again here, under a new token.
+        shared.track_leases(&[claimed(1, 333)]);
+        // The stale outcome of the first lease is written, and forgotten by (id, token).
+        shared.forget_leases([(1, 111), (2, 222)]);
+        let (ids, tokens) = shared.lease_snapshot();
+        assert_eq!(ids, vec![1]);
+        assert_eq!(
+            tokens,
+            vec![333],
+            "the newer lease is still held and renewed"
+        );
+    }
+}

@@ -294,3 +294,44 @@ async fn a_task_that_kills_every_worker_fails_after_its_rescues_with_its_handler
     assert_eq!(handled.runs(id), 1, "the handler ran once");
     Ok(())
 }
+
+static BLOCKING: TaskDefinition = plain("Blocking", None);
+
+/// A handler blocked in synchronous code ignores the abort at the end of the shutdown
+/// grace; its task must not be handed to another worker while it still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_never_releases_a_run_that_is_still_going() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry_a = Registry::new();
+    let ledger_a = ledger.clone();
+    registry_a.register(&BLOCKING, move |ctx: TaskContext, _job: Job| {
+        let run = ledger_a.start(ctx.id(), ctx.attempt());
+        async move {
+            let _run = run;
+            std::thread::sleep(Duration::from_secs(4));
+            Ok::<(), TaskError>(())
+        }
+    });
+    let worker_a = start(
+        &db.client,
+        registry_a,
+        config()
+            .with_lease_duration(Duration::from_secs(2))
+            .with_shutdown_grace(Duration::from_millis(500)),
+    );
+    let id = db.client.enqueue(&BLOCKING, &Job { n: 1 }, &[]).await?;
+    wait_for("worker A to start the task", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    let worker_b = start(&db.client, recorded(&BLOCKING, &ledger, false), config());
+    worker_a.shutdown().await;
+    wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert!(
+        ledger.overlaps().is_empty(),
+        "worker B started the task while A's run still went on"
+    );
+    worker_b.shutdown().await;
+    Ok(())
+}
