@@ -333,7 +333,22 @@ impl Client {
         // A due task that an idle worker of this process can start goes to it directly.
         if due {
             if let Some(slot) = crate::worker::LocalSlot::reserve(self, def.name) {
-                return self.enqueue_local(slot, task, payload).await;
+                // On a task of its own: the row is inserted already leased, so once the
+                // insert is sent it must be seen through to the start of the run even if
+                // the caller stops waiting (a request timeout, a `select!`); otherwise the
+                // row would sit `running` under a lease no one renews.
+                let client = self.clone();
+                return tokio::spawn(
+                    async move { client.enqueue_local(slot, task, payload).await },
+                )
+                .await
+                .map_err(|err| {
+                    Error::with_source(
+                        ErrorKind::Database,
+                        format!("the enqueue of task {} stopped", def.name),
+                        err,
+                    )
+                })?;
             }
         }
         let conn = self.conn().await?;

@@ -294,3 +294,56 @@ async fn a_task_waiting_for_a_slot_is_not_overtaken_by_a_local_dispatch() -> Res
     worker.shutdown().await;
     Ok(())
 }
+
+/// An enqueue whose caller gives up mid-insert (a request timeout, a `select!`) must still
+/// leave a task that runs: the row may be written `running`, leased to the local worker.
+#[tokio::test]
+async fn a_local_dispatch_whose_caller_gives_up_mid_insert_still_runs() -> Result<()> {
+    let db = test_db().await?;
+    // A long lease: the task must run because the worker took it, not because a rescuer
+    // found its lease expired.
+    let (worker, gate) = gated_worker(
+        &db.client,
+        config().with_lease_duration(Duration::from_secs(120)),
+    );
+    wait_until_idle(&db.client).await?;
+    // Another session holds the tag in an open transaction, so the insert waits on it.
+    let mut other = db.client.pool().get().await?;
+    let tx = other.transaction().await?;
+    tx.execute(
+        "INSERT INTO anchor.tasks (name, payload, unique_tag, timeout_ms) VALUES ('Other', '{}', 't', 1000)",
+        &[],
+    )
+    .await?;
+    let tag = [TaskOverride::unique_tag("t")];
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        db.client.enqueue(&GATED, &Job { n: 1 }, &tag),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the insert waited on the other session");
+    // The other session gives the tag up; the abandoned insert now goes through.
+    tx.rollback().await?;
+    gate.add_permits(1);
+    let id = wait_for("the abandoned enqueue's row", LONG, || async {
+        let conn = db.client.pool().get().await?;
+        let row = conn
+            .query_opt("SELECT id FROM anchor.tasks WHERE unique_tag = 't'", &[])
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0)))
+    })
+    .await?;
+    let task = wait_for_status(
+        &db.client,
+        id,
+        TaskStatus::Completed,
+        Duration::from_secs(15),
+    )
+    .await?;
+    assert_eq!(
+        task.rescues, 0,
+        "run by the worker it was leased to, not rescued"
+    );
+    worker.shutdown().await;
+    Ok(())
+}
