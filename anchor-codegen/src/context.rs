@@ -46,6 +46,10 @@ pub(crate) struct TaskContext {
     pub on_failed: Option<OnFailedContext>,
     /// The schema defaults as a JSON object, in a Rust string literal.
     pub default_params_lit: String,
+    /// `Some(3)` or `None` as Rust code.
+    pub max_rescues: String,
+    /// `maxRescues` for docs, when set.
+    pub max_rescues_text: Option<u32>,
     pub is_failure_handler: bool,
 }
 
@@ -159,6 +163,11 @@ fn task_context(task: &Task, empty_params: bool) -> TaskContext {
             name_lit: rust_str(name),
         }),
         default_params_lit: rust_str(&defaults_json),
+        max_rescues: match task.max_rescues {
+            Some(n) => format!("Some({n})"),
+            None => "None".into(),
+        },
+        max_rescues_text: task.max_rescues,
         is_failure_handler: task.is_failure_handler,
     }
 }

@@ -30,6 +30,7 @@
 //!         cron: None,
 //!         on_failed: None,
 //!         timeout: DEFAULT_TIMEOUT,
+//!         max_rescues: None,
 //!         is_failure_handler: false,
 //!     }],
 //! };

@@ -127,6 +127,25 @@ fn default_parameters_reach_the_definition_and_the_cron_schedule() {
 }
 
 #[test]
+fn max_rescues_reaches_the_definition_and_its_doc_only_when_set() {
+    let files = generate("tasks:\n  - name: Fragile\n    maxRescues: 2\n  - name: Plain\n");
+    let definitions = file(&files, "definitions.rs");
+    let (fragile, plain) = definitions
+        .split_once("/// Defaults of the `Plain` task.")
+        .expect("Plain follows Fragile");
+    assert!(
+        fragile.contains("    max_rescues: Some(2),\n"),
+        "{definitions}"
+    );
+    assert!(
+        fragile.contains("/// - lost-worker rescues before failing: 2\n"),
+        "{definitions}"
+    );
+    assert!(plain.contains("    max_rescues: None,\n"), "{definitions}");
+    assert!(!plain.contains("lost-worker"), "{definitions}");
+}
+
+#[test]
 fn colliding_generated_type_names_are_an_error_not_a_silent_merge() {
     // Task `A`'s object property `bParameters` becomes `AParametersBParameters`, which is also
     // the parameter struct of task `AParametersB`; typify would reuse one for the other.

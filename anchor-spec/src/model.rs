@@ -12,6 +12,9 @@ use anchor_core::RetryPolicy;
 /// The default task timeout when `timeout` is not set (SPEC §4).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// The largest `maxRescues` a task may set. Its smallest is 1.
+pub const MAX_RESCUES_LIMIT: u32 = 1000;
+
 /// A validated tasks.yaml file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -39,6 +42,10 @@ pub struct Task {
     pub on_failed: Option<String>,
     /// The execution timeout (default one hour).
     pub timeout: Duration,
+    /// `maxRescues`: how many times the task's worker may be lost while its run had started
+    /// before the task fails as poison (1 to [`MAX_RESCUES_LIMIT`]); `None` leaves it to the
+    /// worker's default.
+    pub max_rescues: Option<u32>,
     /// True when some task names this one in `events.onFailed`.
     pub is_failure_handler: bool,
 }

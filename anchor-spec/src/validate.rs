@@ -11,7 +11,9 @@ use anchor_core::{parse_duration, parse_intervals, IntervalError, RetryPolicy};
 use heck::ToSnakeCase;
 use serde_json::{json, Map, Value};
 
-use crate::model::{CronJob, Parameters, ParametersSource, Spec, Task, DEFAULT_TIMEOUT};
+use crate::model::{
+    CronJob, Parameters, ParametersSource, Spec, Task, DEFAULT_TIMEOUT, MAX_RESCUES_LIMIT,
+};
 use crate::report::{did_you_mean, hint_did_you_mean, Reporter};
 use crate::schema::{self, Checked, Property};
 use crate::yaml::{Node, NodeKind, Pos, Scalar};
@@ -25,6 +27,7 @@ const TASK_KEYS: &[&str] = &[
     "cronjob",
     "events",
     "timeout",
+    "maxRescues",
 ];
 const RETRY_KEYS: &[&str] = &["interval", "always_retry_on_failure", "max_retries"];
 const CRON_KEYS: &[&str] = &["cronExpression", "timezone"];
@@ -93,6 +96,7 @@ struct RawTask<'n> {
     cron: Option<RawCron<'n>>,
     on_failed: Option<Text<'n>>,
     timeout: Option<Duration>,
+    max_rescues: Option<u32>,
 }
 
 /// The known entries of a mapping: key name, key node, value node.
@@ -182,11 +186,18 @@ fn fields_and_guesses<'n>(
             );
             continue;
         }
-        let guess = did_you_mean(name, allowed.iter().copied());
+        // A key of another level, written exactly, belongs there: `maxRescues` under
+        // `retryPolicy` is not a misspelt `max_retries`.
+        let home = home_of(name);
+        let guess = if home.is_some() {
+            None
+        } else {
+            did_you_mean(name, allowed.iter().copied())
+        };
         guesses.extend(guess);
         let hint = guess
             .map(|g| format!("did you mean `{g}`?"))
-            .or_else(|| home_of(name).map(|home| format!("`{name}` belongs under {home}")))
+            .or_else(|| home.map(|home| format!("`{name}` belongs under {home}")))
             .or_else(|| {
                 Some(format!(
                     "{what} takes {}",
@@ -493,6 +504,7 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
         cron: None,
         on_failed: None,
         timeout: None,
+        max_rescues: None,
     };
     let mut name_seen = false;
     for (key_name, key, value) in entries {
@@ -550,6 +562,7 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
                     }
                 }
             }
+            "maxRescues" => task.max_rescues = max_rescues(r, value, &label),
             _ => {}
         }
     }
@@ -561,6 +574,51 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
         );
     }
     Some(task)
+}
+
+/// A task's `maxRescues`: a whole number from 1 to [`MAX_RESCUES_LIMIT`].
+fn max_rescues(r: &mut Reporter<'_>, value: &Node, label: &str) -> Option<u32> {
+    let what = format!("`maxRescues` of {label}");
+    let example =
+        "write e.g. `maxRescues: 5` (without quotes), or leave it out for the worker's default (5)";
+    let too_many = |r: &mut Reporter<'_>, shown: &str| {
+        r.error_at(
+            value,
+            format!("{what} is {shown}, more than the limit of {MAX_RESCUES_LIMIT}"),
+            Some(format!(
+                "use at most {MAX_RESCUES_LIMIT}; a task whose worker is lost that often is poison"
+            )),
+        );
+    };
+    match value.as_scalar() {
+        Some(Scalar::Int(n)) => match u32::try_from(*n) {
+            Ok(n @ 1..=MAX_RESCUES_LIMIT) => return Some(n),
+            Ok(0) | Err(_) if *n <= 0 => r.error_at(
+                value,
+                format!("{what} must be at least 1, found `{n}`"),
+                Some("write `maxRescues: 1` to fail the task the first time its worker is lost during a run, or leave it out for the worker's default (5)".into()),
+            ),
+            _ => too_many(r, &n.to_string()),
+        },
+        // An integer too large for i64 reads as a float.
+        Some(Scalar::Float(f)) if f.fract() == 0.0 && *f > f64::from(MAX_RESCUES_LIMIT) => {
+            too_many(r, value.scalar_text().unwrap_or("too large"));
+        }
+        Some(Scalar::Null) => r.error_at(value, format!("{what} is empty"), Some(example.into())),
+        _ => {
+            let found = value
+                .scalar_text()
+                .map_or_else(|| value.kind_name().to_string(), |t| format!("`{t}`"));
+            r.error_at(
+                value,
+                format!(
+                    "{what} must be a whole number from 1 to {MAX_RESCUES_LIMIT}, found {found}"
+                ),
+                Some(example.into()),
+            );
+        }
+    }
+    None
 }
 
 /// Whether a task name can become Rust identifiers (`FooParameters`, `execute_foo`).
@@ -951,6 +1009,7 @@ fn build_task(task: &RawTask<'_>, is_failure_handler: bool) -> Option<Task> {
         cron,
         on_failed: task.on_failed.as_ref().map(|t| t.value.clone()),
         timeout: task.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        max_rescues: task.max_rescues,
         is_failure_handler,
     })
 }

@@ -61,9 +61,11 @@ fn declared_parameters_keep_schema_defaults_and_order() {
     let retry = import.retry_policy.as_ref().expect("retry policy");
     assert_eq!(retry.intervals.len(), 3);
     assert_eq!(retry.max_retries, Some(5));
+    assert_eq!(import.max_rescues, Some(3));
 
     let handler = &spec.tasks[1];
     assert!(handler.is_failure_handler);
+    assert_eq!(handler.max_rescues, None);
     assert_eq!(handler.parameters.source, ParametersSource::Declared);
 
     let digest = &spec.tasks[2];

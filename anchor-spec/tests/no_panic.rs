@@ -80,6 +80,7 @@ const TOKENS: &[&str] = &[
     "events:",
     "onFailed: ",
     "timeout: ",
+    "maxRescues: ",
     "5m",
     "{",
     "}",

@@ -11,6 +11,7 @@ use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
 /// - retry: waits 1m, 5m, 15m; always retried on failure; at most 5 retries
 /// - timeout: 90m
 /// - on failure: enqueues `catalog_import_failed`
+/// - lost-worker rescues before failing: 3
 pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     name: "ImportCatalog",
     retry: Some(RetryDefaults {
@@ -22,7 +23,7 @@ pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     cron: None,
     on_failed: Some("catalog_import_failed"),
     default_params: "{\"batch\":100,\"ratio\":0.5,\"dryRun\":false,\"mode\":\"incremental\",\"tags\":[\"catalog\",\"nightly\"]}",
-    max_rescues: None,
+    max_rescues: Some(3),
 };
 
 /// Defaults of the `catalog_import_failed` task.
