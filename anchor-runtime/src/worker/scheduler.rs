@@ -21,6 +21,30 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// How often schedules that no live worker fires are looked for.
 const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The wait before looking again at a due schedule another session holds locked: 5 ms,
+/// doubling to 1 s while it stays locked.
+#[derive(Default)]
+struct LockedBackoff {
+    rounds: u32,
+}
+
+impl LockedBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = Self::FIRST
+            .saturating_mul(1 << self.rounds.min(10))
+            .min(Self::MAX);
+        self.rounds = self.rounds.saturating_add(1);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.rounds = 0;
+    }
+}
+
 /// Routes a notification from the worker's LISTEN connection: schedule changes wake the
 /// scheduler, everything else the producer.
 pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
@@ -81,6 +105,7 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
     }
     backoff.reset();
     let mut next_sweep = Instant::now();
+    let mut contended = LockedBackoff::default();
     loop {
         if shared.stopping() {
             break;
@@ -88,9 +113,16 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
         match round(&shared, &sql, &names, &mut next_sweep).await {
             Ok(Some(delay)) => {
                 backoff.reset();
-                // Zero means a due schedule is locked by another worker that is firing it
-                // now; look again shortly instead of spinning.
-                let delay = delay.max(Duration::from_millis(1));
+                // Zero means a due schedule is locked by another session: usually a worker
+                // firing it right now (its commit advances the schedule within
+                // milliseconds), but possibly an application transaction left open on the
+                // row. Look again soon, then less and less often, never in a tight loop.
+                let delay = if delay.is_zero() {
+                    contended.next_delay()
+                } else {
+                    contended.reset();
+                    delay
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shared.schedules_changed.notified() => {}

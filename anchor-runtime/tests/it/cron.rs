@@ -676,3 +676,54 @@ async fn without_overlap_ticks_wait_for_the_last_occurrence() -> Result<()> {
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     Ok(())
 }
+
+static CONTENDED: TaskDefinition = every_second("Contended", None);
+
+/// Reads of `cron_schedules` so far (every scheduler round reads it at least once).
+async fn schedule_reads(client: &Client) -> Result<i64> {
+    let conn = client.pool().get().await?;
+    let row = conn
+        .query_one(
+            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+             WHERE schemaname = 'anchor' AND relname = 'cron_schedules'",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// While another session holds a due schedule's row lock (an application transaction left
+/// open on it), the scheduler backs off instead of looking again every millisecond.
+#[tokio::test]
+async fn a_locked_due_schedule_does_not_make_the_scheduler_spin() -> Result<()> {
+    let db = test_db().await?;
+    let worker = ok_worker(&db, "contender", &[&CONTENDED]).await?;
+    wait_for_occurrences(&db.client, "Contended", 1).await?;
+    let mut other = db.client.pool().get().await?;
+    let tx = other.transaction().await?;
+    tx.execute(
+        "SELECT 1 FROM anchor.cron_schedules WHERE task_name = 'Contended' FOR UPDATE",
+        &[],
+    )
+    .await?;
+    // The next tick comes due while the lock is held.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Statistics reach the shared counters about once a second per busy backend.
+    let before = schedule_reads(&db.client).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = schedule_reads(&db.client).await? - before;
+    tx.rollback().await?;
+    // Once the lock is gone, the due tick fires.
+    let fired = count(
+        &db.client,
+        "name = 'Contended' AND cron_tick_at IS NOT NULL",
+    )
+    .await?;
+    wait_for_occurrences(&db.client, "Contended", fired + 1).await?;
+    worker.shutdown().await;
+    assert!(
+        during < 100,
+        "the scheduler read the schedules {during} times in 3 s while one was locked"
+    );
+    Ok(())
+}
