@@ -233,6 +233,27 @@ impl Client {
         }))
     }
 
+    /// Frees a unique tag so that the next enqueue with it creates a new task; returns the
+    /// task that held it, if any. The holder keeps running or stays as it is, only without
+    /// its tag. (Failed and cancelled tasks hold no tag; pending, running and completed
+    /// ones do, a completed one until retention prunes it.)
+    pub async fn free_unique_tag(&self, tag: &str) -> Result<Option<TaskId>> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&self.sql().free_tag)
+            .await
+            .map_err(|e| db_error("cannot prepare freeing a unique tag", e))?;
+        let row = conn
+            .query_opt(&stmt, &[&tag])
+            .await
+            .map_err(|e| db_error(&format!("cannot free unique tag `{tag}`"), e))?;
+        let holder = row.map(|r| r.get::<_, TaskId>(0));
+        if let Some(id) = holder {
+            tracing::info!(task.id = id, tag, "unique tag freed");
+        }
+        Ok(holder)
+    }
+
     /// Cancels a task that is still `pending`; returns whether it was. A cancelled task
     /// frees its unique tag. Running and finished tasks are not touched.
     pub async fn cancel_task(&self, id: TaskId) -> Result<bool> {

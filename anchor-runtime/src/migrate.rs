@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rescues",
         sql: include_str!("../../migrations/V5__rescues.sql"),
     },
+    Migration {
+        version: 6,
+        name: "definitions_and_tags",
+        sql: include_str!("../../migrations/V6__definitions_and_tags.sql"),
+    },
 ];
 
 /// The schema version this runtime needs.

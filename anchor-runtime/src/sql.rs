@@ -25,6 +25,9 @@ pub(crate) struct Sql {
     pub insert_running: String,
     pub insert_many: String,
     pub select_by_tag: String,
+    pub free_tag: String,
+    pub upsert_definitions: String,
+    pub definition: String,
     pub claim: String,
     pub complete_many: String,
     pub mark_started: String,
@@ -127,9 +130,48 @@ impl Sql {
                  SELECT $1, p::jsonb, {run_after}, $5, $6, $7, $8, $9, $10 \
                  FROM unnest($2::text[]) AS p RETURNING id"
             ),
+            // The holder of a tag: pending, running or completed (failed and cancelled
+            // tasks free theirs; see `tasks_unique_tag_idx`).
             select_by_tag: format!(
-                "SELECT id FROM {tasks} WHERE unique_tag = $1 AND status <> {}",
+                "SELECT id FROM {tasks} WHERE unique_tag = $1 AND status NOT IN ({}, {})",
+                status::FAILED,
                 status::CANCELLED
+            ),
+            // Frees a tag whatever its holder's status; returns the holder.
+            free_tag: format!(
+                "UPDATE {tasks} SET unique_tag = NULL, updated_at = now() \
+                 WHERE unique_tag = $1 AND status NOT IN ({}, {}) RETURNING id",
+                status::FAILED,
+                status::CANCELLED
+            ),
+            // $1 the definitions as a JSON array (see `worker/heartbeat.rs`), $2 worker id.
+            upsert_definitions: format!(
+                "INSERT INTO {s}.task_definitions AS d (name, timeout_ms, retry_intervals_ms, \
+                   retry_always, max_retries, max_rescues, on_failed, default_params, updated_by) \
+                 SELECT e->>'name', (e->>'timeout_ms')::bigint, \
+                   (SELECT array_agg(x::bigint) FROM jsonb_array_elements_text( \
+                     CASE jsonb_typeof(e->'retry_intervals_ms') WHEN 'array' \
+                     THEN e->'retry_intervals_ms' END) x), \
+                   coalesce((e->>'retry_always')::boolean, false), (e->>'max_retries')::int, \
+                   (e->>'max_rescues')::int, e->>'on_failed', \
+                   coalesce(e->'default_params', '{{}}'::jsonb), $2 \
+                 FROM jsonb_array_elements($1::jsonb) e \
+                 ON CONFLICT (name) DO UPDATE SET timeout_ms = EXCLUDED.timeout_ms, \
+                   retry_intervals_ms = EXCLUDED.retry_intervals_ms, \
+                   retry_always = EXCLUDED.retry_always, max_retries = EXCLUDED.max_retries, \
+                   max_rescues = EXCLUDED.max_rescues, on_failed = EXCLUDED.on_failed, \
+                   default_params = EXCLUDED.default_params, updated_by = EXCLUDED.updated_by, \
+                   updated_at = now() \
+                 WHERE (d.timeout_ms, d.retry_intervals_ms, d.retry_always, d.max_retries, \
+                   d.max_rescues, d.on_failed, d.default_params) IS DISTINCT FROM \
+                   (EXCLUDED.timeout_ms, EXCLUDED.retry_intervals_ms, EXCLUDED.retry_always, \
+                   EXCLUDED.max_retries, EXCLUDED.max_rescues, EXCLUDED.on_failed, \
+                   EXCLUDED.default_params)"
+            ),
+            definition: format!(
+                "SELECT timeout_ms, retry_intervals_ms, retry_always, max_retries, max_rescues, \
+                   on_failed, default_params::text \
+                 FROM {s}.task_definitions WHERE name = $1"
             ),
             // The claim: one statement picks up to $2 due tasks this worker can run, skipping
             // rows other workers hold, and leases them. It reads only `tasks_claim_idx`.

@@ -413,15 +413,15 @@ async fn fail_task(shared: &Shared, task: &ClaimedTask, message: &str) -> Result
 }
 
 /// Builds the `onFailed` handler task for the failure of `failed_id`: its own definition's
-/// retry policy and timeout when known, and the payload `{ taskID }` over its default
-/// parameters. A handler unknown to this worker is still enqueued (so the failure event is
-/// never lost), with no retry policy and the default timeout.
+/// retry policy and timeout, and the payload `{ taskID }` over its default parameters. A
+/// handler this worker does not know is still enqueued (so the failure event is never
+/// lost): with the settings its own workers stored in `task_definitions`, or, when no
+/// worker that knows it has run yet, with no retry policy and the default timeout.
 pub(crate) fn on_failed_task(
     def: Option<&'static TaskDefinition>,
     handler: &str,
     failed_id: TaskId,
 ) -> (NewTask, String) {
-    let mut params = serde_json::Map::new();
     let mut task = NewTask {
         name: handler.to_string(),
         run_at: None,
@@ -435,6 +435,7 @@ pub(crate) fn on_failed_task(
         parent_id: Some(failed_id),
         max_rescues: None,
     };
+    let mut defaults = "{}";
     match def {
         Some(def) => {
             match resolve(def, &[]) {
@@ -448,21 +449,72 @@ pub(crate) fn on_failed_task(
                     tracing::warn!(handler, error = %err, "invalid onFailed handler definition; using defaults")
                 }
             }
-            match serde_json::from_str::<serde_json::Value>(def.default_params) {
-                Ok(serde_json::Value::Object(map)) => params = map,
-                Ok(_) | Err(_) => tracing::warn!(
-                    handler,
-                    "default_params of the onFailed handler is not a JSON object; ignoring it"
-                ),
-            }
+            defaults = def.default_params;
         }
         None => tracing::warn!(
             handler,
-            "onFailed handler is not registered in this worker; enqueuing it with default settings"
+            "onFailed handler is known neither to this worker nor to the database; enqueuing \
+             it with default settings"
         ),
     }
+    (task, handler_payload(handler, defaults, failed_id))
+}
+
+/// `{ taskID }` over the handler's default parameters (a JSON object).
+fn handler_payload(handler: &str, defaults: &str, failed_id: TaskId) -> String {
+    let mut params = match serde_json::from_str::<serde_json::Value>(defaults) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) | Err(_) => {
+            tracing::warn!(
+                handler,
+                "default_params of the onFailed handler is not a JSON object; ignoring it"
+            );
+            serde_json::Map::new()
+        }
+    };
     params.insert("taskID".to_string(), serde_json::Value::from(failed_id));
-    (task, serde_json::Value::Object(params).to_string())
+    serde_json::Value::Object(params).to_string()
+}
+
+/// The handler task from the settings stored in `task_definitions` by a worker that knows
+/// the handler, if any did.
+async fn stored_handler_task<C: GenericClient>(
+    sql: &Sql,
+    conn: &C,
+    handler: &str,
+    failed_id: TaskId,
+) -> Result<Option<(NewTask, String)>> {
+    let Some(row) = conn
+        .query_opt(&sql.definition, &[&handler])
+        .await
+        .map_err(|e| db_error("cannot read the onFailed handler's stored definition", e))?
+    else {
+        return Ok(None);
+    };
+    let read = || -> std::result::Result<(NewTask, String), tokio_postgres::Error> {
+        let defaults: String = row.try_get(6)?;
+        let task = NewTask {
+            name: handler.to_string(),
+            run_at: None,
+            delay_ms: 0,
+            timeout_ms: row.try_get::<_, i64>(0)?.max(1),
+            retry_intervals_ms: row.try_get(1)?,
+            retry_always: row.try_get(2)?,
+            max_retries: row.try_get(3)?,
+            on_failed: row.try_get(5)?,
+            unique_tag: None,
+            parent_id: Some(failed_id),
+            max_rescues: row.try_get(4)?,
+        };
+        Ok((task, handler_payload(handler, &defaults, failed_id)))
+    };
+    match read() {
+        Ok(task) => Ok(Some(task)),
+        Err(err) => {
+            tracing::warn!(handler, error = %err, "the stored definition of the onFailed handler cannot be read; using defaults");
+            Ok(None)
+        }
+    }
 }
 
 /// Inserts the `onFailed` handler of `failed_id` through `conn` (the failure's transaction).
@@ -473,7 +525,14 @@ pub(crate) async fn enqueue_on_failed<C: GenericClient>(
     failed_id: TaskId,
     handler: &str,
 ) -> Result<TaskId> {
-    let (task, payload) = on_failed_task(def, handler, failed_id);
+    let stored = match def {
+        Some(_) => None,
+        None => stored_handler_task(sql, conn, handler, failed_id).await?,
+    };
+    let (task, payload) = match stored {
+        Some(stored) => stored,
+        None => on_failed_task(def, handler, failed_id),
+    };
     let insert = conn
         .prepare(&sql.insert)
         .await

@@ -82,11 +82,22 @@ impl WorkerSql {
 }
 
 /// The heartbeat loop: writes this worker's row at once, then every heartbeat interval.
+/// Its first successful round also stores the definitions of this worker's registry (see
+/// `migrations/V6__definitions_and_tags.sql`).
 pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
     let interval = shared.config.heartbeat_interval;
+    let mut definitions_stored = false;
     loop {
         if let Err(err) = beat(&shared).await {
             tracing::warn!(worker = %shared.worker_id, error = %err, "worker heartbeat failed");
+        }
+        if !definitions_stored {
+            match store_definitions(&shared).await {
+                Ok(()) => definitions_stored = true,
+                Err(err) => {
+                    tracing::warn!(worker = %shared.worker_id, error = %err, "storing task definitions failed; retrying")
+                }
+            }
         }
         // Housekeeping on the same cadence: give back pooled connections the load no
         // longer needs.
@@ -106,6 +117,43 @@ async fn beat(shared: &Shared) -> Result<()> {
     )
     .await
     .map_err(|e| db_error("cannot write the worker heartbeat", e))?;
+    Ok(())
+}
+
+/// Upserts the definitions of this worker's registry into `task_definitions`, so that a
+/// worker of another service failing a task whose `onFailed` handler is one of ours
+/// enqueues the handler with its own settings.
+async fn store_definitions(shared: &Shared) -> Result<()> {
+    let definitions: Vec<serde_json::Value> = shared
+        .registry
+        .definitions()
+        .map(|def| {
+            let default_params = serde_json::from_str::<serde_json::Value>(def.default_params)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            serde_json::json!({
+                "name": def.name,
+                "timeout_ms": def.timeout_ms,
+                "retry_intervals_ms": def.retry.map(|r| r.intervals_ms.to_vec()),
+                "retry_always": def.retry.is_some_and(|r| r.always_retry_on_failure),
+                "max_retries": def.retry.and_then(|r| r.max_retries),
+                "max_rescues": def.max_rescues,
+                "on_failed": def.on_failed,
+                "default_params": default_params,
+            })
+        })
+        .collect();
+    if definitions.is_empty() {
+        return Ok(());
+    }
+    let conn = shared.client.conn().await?;
+    conn.execute(
+        &shared.client.sql().upsert_definitions,
+        &[&serde_json::Value::Array(definitions), &shared.worker_id],
+    )
+    .await
+    .map_err(|e| db_error("cannot store the task definitions", e))?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod basics;
 mod cron;
 mod explain;
 mod fencing;
+mod handlers;
 mod harness;
 mod local_dispatch;
 mod outage;
