@@ -88,6 +88,7 @@ static EDITED_V1: TaskDefinition = TaskDefinition {
     default_params: r#"{"n":1}"#,
     max_rescues: None,
 };
+static EDITED_COMPANION: TaskDefinition = every_second("EditedCompanion", None);
 static EDITED_V2: TaskDefinition = TaskDefinition {
     name: "Edited",
     retry: None,
@@ -493,9 +494,11 @@ async fn an_edited_expression_updates_the_schedule_at_worker_start() -> Result<(
         first.next_fire_at.format("%m-%d %H:%M:%S").to_string(),
         "12-31 23:00:00"
     );
-    // Starting the same definition again changes nothing.
-    let again = ok_worker(&db, "v1-again", &[&EDITED_V1]).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Starting the same definition again changes nothing. The companion fires every
+    // second, and a worker registers all of its schedules before it fires any: once the
+    // companion has fired, `Edited` has been registered again.
+    let again = ok_worker(&db, "v1-again", &[&EDITED_V1, &EDITED_COMPANION]).await?;
+    wait_for_occurrences(&db.client, "EditedCompanion", 1).await?;
     again.shutdown().await;
     let unchanged = schedules_of(&db.client, "Edited").await?.remove(0);
     assert_eq!(unchanged.updated_at, first.updated_at);

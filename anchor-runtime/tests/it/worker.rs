@@ -680,8 +680,8 @@ async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
         Ok((!ledger.is_running(id)).then_some(()))
     })
     .await?;
-    // Give A's completer time to try its write.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A's shutdown flushes its completer: whatever A had to write has been tried.
+    worker_a.shutdown().await;
     let task = db.client.get_task(id).await?.context("row exists")?;
     assert_eq!(
         task.status,
@@ -692,7 +692,6 @@ async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(messages[0].starts_with("worker lost"), "{messages:?}");
     assert_eq!(messages[1], "fatal: second run fails");
-    worker_a.shutdown().await;
     worker_b.shutdown().await;
     Ok(())
 }
@@ -828,6 +827,26 @@ async fn a_disabled_worker_claims_nothing() -> Result<()> {
     Ok(())
 }
 
+/// Waits until a worker's LISTEN connection (`pid`, or any) has finished its `LISTEN`: the
+/// control connection is published only once it listens, and every statement on it
+/// carries the control tag.
+async fn listening(client: &Client, pid: Option<i32>) -> Result<()> {
+    let conn = client.pool().get().await?;
+    wait_for("the worker to listen", LONG, || async {
+        let row = conn
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'idle' \
+                   AND query LIKE '/* anchor worker control */%' \
+                   AND ($1::int IS NULL OR pid = $1) LIMIT 1",
+                &[&pid],
+            )
+            .await?;
+        Ok(row.map(|_| ()))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn notifications_wake_an_idle_worker_without_polling() -> Result<()> {
     let db = test_db().await?;
@@ -840,34 +859,34 @@ async fn notifications_wake_an_idle_worker_without_polling() -> Result<()> {
         registry,
         config().with_poll_interval(Duration::from_secs(3600)),
     );
-    // Let the worker make its start-up claim and open its LISTEN connection.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let plain = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
+    listening(&db.client, None).await?;
+    // Enqueued through another client, as a web process would: no local dispatch and no
+    // in-process wake-up can start these tasks, only the notification.
+    let enqueuer = Client::connect(&db.url).await?;
+    let plain = enqueuer.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
     wait_for_status(&db.client, plain, TaskStatus::Completed, LONG).await?;
 
     // Back to back: the first insert queues its own notification, the ones within the
     // quiet period after it rely on the debounced notifier. None may wait for a poll.
     let mut burst = Vec::new();
     for n in 10..30 {
-        burst.push(db.client.enqueue(&ECHO, &Job { n }, &[]).await?);
+        burst.push(enqueuer.enqueue(&ECHO, &Job { n }, &[]).await?);
     }
     for id in burst {
         wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     }
 
     // In a transaction: the notification is delivered on commit.
-    let mut conn = db.client.pool().get().await?;
+    let mut conn = enqueuer.pool().get().await?;
     let tx = conn.transaction().await?;
-    let in_tx = db
-        .client
+    let in_tx = enqueuer
         .enqueue_with_tx(&tx, &ECHO, &Job { n: 2 }, &[])
         .await?;
     tx.commit().await?;
     wait_for_status(&db.client, in_tx, TaskStatus::Completed, LONG).await?;
 
     // Bulk enqueue wakes it too.
-    let many = db
-        .client
+    let many = enqueuer
         .enqueue_many(&ECHO, &[Job { n: 3 }, Job { n: 4 }], &[])
         .await?;
     for id in many {
@@ -910,9 +929,11 @@ async fn a_killed_listen_connection_is_replaced() -> Result<()> {
     })
     .await?;
     assert_ne!(first, second);
-    // Polling is off, so only the new connection's notification can start this task.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let id = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
+    // Polling is off and the task comes from another client, so only the new
+    // connection's notification can start it.
+    listening(&db.client, Some(second)).await?;
+    let enqueuer = Client::connect(&db.url).await?;
+    let id = enqueuer.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
     wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     worker.shutdown().await;
     Ok(())
