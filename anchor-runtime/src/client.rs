@@ -76,6 +76,7 @@ impl Client {
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(5));
         }
+        apply_dead_connection_defaults(database_url, &mut pg_config);
         if max_size == 0 {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -223,6 +224,71 @@ pub(crate) fn validate_schema_name(schema: &str) -> std::result::Result<(), Stri
 }
 
 /// Maps a database error with context.
+/// TCP settings that notice a dead peer in well under a lease: keepalive probes after 10 s
+/// of silence, every 5 s, 3 of them; and data unacknowledged for 30 s closes the
+/// connection (`tcp_user_timeout`). The operating system's defaults (2 h before the first
+/// probe, about 15 minutes of retransmissions) would leave a worker behind a partition
+/// that sends no reset waiting far longer than any lease. Each is kept as the URL gives it
+/// (`keepalives`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
+/// `tcp_user_timeout`; note that the driver reads `tcp_user_timeout` in seconds, where
+/// libpq reads milliseconds).
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVES_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn apply_dead_connection_defaults(database_url: &str, config: &mut tokio_postgres::Config) {
+    let given = |key: &str| database_url.contains(key);
+    if !given("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if !given("keepalives_interval") {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if !given("keepalives_retries") {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+    if !given("tcp_user_timeout") {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+}
+
+/// The time limit on each of the runtime's own pooled database calls (claims, outcome
+/// writes, rescues), taking the connection included. A connection that stops answering
+/// without closing (a partition that sends no reset) would otherwise hold the loop for as
+/// long as the operating system keeps the socket, minutes. Users' statements (enqueue in
+/// their transactions) are never cut.
+pub(crate) const RUNTIME_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Client {
+    /// Runs one of the runtime's own database calls under [`RUNTIME_CALL_TIMEOUT`]. On the
+    /// time limit the idle pooled connections, among them the one just given up, are
+    /// closed, so that the next call does not queue behind a dead one.
+    pub(crate) async fn bounded<T>(
+        &self,
+        context: &str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(RUNTIME_CALL_TIMEOUT, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                let closed = self.inner.pool.retain(|_, _| false).removed.len();
+                tracing::warn!(
+                    closed,
+                    "{context}: no answer within {RUNTIME_CALL_TIMEOUT:?}; closed idle pooled connections"
+                );
+                Err(Error::new(
+                    ErrorKind::Database,
+                    format!(
+                        "{context}: the database did not answer within {RUNTIME_CALL_TIMEOUT:?} \
+                         (a dead or partitioned connection?)"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
     // An undefined table or schema means the migrations have not run.
     if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
@@ -240,6 +306,29 @@ pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::validate_schema_name;
+
+    #[test]
+    fn dead_connection_defaults_apply_unless_the_url_sets_them() {
+        let url = "postgres://u@localhost/db";
+        let mut config: tokio_postgres::Config = url.parse().unwrap();
+        super::apply_dead_connection_defaults(url, &mut config);
+        assert_eq!(config.get_keepalives_idle(), super::KEEPALIVES_IDLE);
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&super::TCP_USER_TIMEOUT)
+        );
+        let url = "postgres://u@localhost/db?keepalives_idle=60&tcp_user_timeout=90";
+        let mut config: tokio_postgres::Config = url.parse().unwrap();
+        super::apply_dead_connection_defaults(url, &mut config);
+        assert_eq!(
+            config.get_keepalives_idle(),
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&std::time::Duration::from_secs(90))
+        );
+    }
 
     #[test]
     fn schema_names() {

@@ -304,7 +304,14 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
         let room = (concurrency + prefetch).saturating_sub(running + buffer.len());
         if ready && room > 0 {
             last_claim_at = Some(Instant::now());
-            in_flight = Some((room, Box::pin(claim_batch(&shared, room))));
+            in_flight = Some((
+                room,
+                Box::pin(
+                    shared
+                        .client
+                        .bounded("claiming tasks", claim_batch(&shared, room)),
+                ),
+            ));
             // A wake-up that arrives while the claim is in flight may concern a task the
             // claim's snapshot misses: it sets the flag again and is honoured afterwards.
             should_claim = false;

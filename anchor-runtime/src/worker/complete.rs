@@ -179,13 +179,24 @@ async fn write_batch(shared: &Arc<Shared>, batch: &mut Vec<Finished>) -> Result<
         .partition(|f| f.outcome == Outcome::Completed);
     *batch = others;
     if !successes.is_empty() {
-        if let Err(err) = complete_many(shared, &successes).await {
+        let written = shared
+            .client
+            .bounded(
+                "recording completed tasks",
+                complete_many(shared, &successes),
+            )
+            .await;
+        if let Err(err) = written {
             batch.extend(successes);
             return Err(err);
         }
     }
     while let Some(finished) = batch.pop() {
-        match write_one(shared, &finished).await {
+        let written = shared
+            .client
+            .bounded("recording a task's outcome", write_one(shared, &finished))
+            .await;
+        match written {
             Ok(()) => {}
             Err(err) if refused_for_this_task(&err) => {
                 write_refused(shared, &finished, &err).await?;

@@ -14,8 +14,12 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
 use super::Shared;
-use crate::error::Result;
+use crate::client::db_error;
+use crate::error::{Error, ErrorKind, Result};
 
 /// Prefixed to every statement sent on the control connection, so that `pg_stat_activity`
 /// tells it from pooled connections (whose last statements may be the same renewals while
@@ -51,7 +55,50 @@ impl ControlConn {
     }
 }
 
+impl ControlConn {
+    /// Runs `sql` (tagged on the control connection) with a client-side time limit
+    /// ([`Shared::control_timeout`]). A connection that stops answering without closing (a
+    /// network partition that sends no reset, a frozen proxy) would otherwise hold the
+    /// renewals and heartbeats for as long as the operating system keeps retransmitting,
+    /// minutes; on the time limit the dedicated connection is given up (the listener
+    /// reconnects) and the next statements use the pool meanwhile.
+    pub(crate) async fn query_bounded(
+        &self,
+        shared: &Shared,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        context: &str,
+    ) -> Result<Vec<Row>> {
+        let statement = self.statement(sql);
+        let limit = shared.control_timeout();
+        match tokio::time::timeout(limit, self.query(statement.as_ref(), params)).await {
+            Ok(result) => result.map_err(|e| db_error(context, e)),
+            Err(_) => {
+                if let ControlConn::Dedicated(client) = self {
+                    tracing::warn!(worker = %shared.worker_id, "the control connection stopped answering; reconnecting");
+                    shared.clear_control(client);
+                    shared.control_hung.notify_one();
+                }
+                Err(Error::new(
+                    ErrorKind::Database,
+                    format!(
+                        "{context}: the database did not answer within {limit:?} (a dead or \
+                         partitioned connection?)"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// The time limit of a statement on the control connection: a quarter of the lease,
+    /// between 200 ms and 5 s, so that a hung connection is given up well before the
+    /// fencer would stop runs whose leases it could not renew.
+    pub(crate) fn control_timeout(&self) -> Duration {
+        (self.config.lease_duration / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
     /// The control connection when it is up, else a pooled one.
     pub(crate) async fn control_conn(&self) -> Result<ControlConn> {
         let dedicated = self

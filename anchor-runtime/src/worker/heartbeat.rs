@@ -111,12 +111,13 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
 
 async fn beat(shared: &Shared) -> Result<()> {
     let conn = shared.control_conn().await?;
-    conn.execute(
-        conn.statement(&shared.worker_sql.heartbeat).as_ref(),
+    conn.query_bounded(
+        shared,
+        &shared.worker_sql.heartbeat,
         &[&shared.worker_id, &shared.names],
+        "cannot write the worker heartbeat",
     )
-    .await
-    .map_err(|e| db_error("cannot write the worker heartbeat", e))?;
+    .await?;
     Ok(())
 }
 

@@ -88,12 +88,13 @@ async fn renew(shared: &Shared) -> Result<()> {
     let conn = shared.control_conn().await?;
     let sent = Instant::now();
     let rows = conn
-        .query(
-            conn.statement(&shared.client.sql().renew).as_ref(),
+        .query_bounded(
+            shared,
+            &shared.client.sql().renew,
             &[&ids, &tokens, &shared.lease_ms()],
+            "cannot renew leases",
         )
-        .await
-        .map_err(|e| db_error("cannot renew leases", e))?;
+        .await?;
     let mut renewed: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     {
         // Only a written expiry moves a lease's deadline; a skipped (locked) row keeps the
@@ -120,12 +121,13 @@ async fn renew(shared: &Shared) -> Result<()> {
         .map(|(id, token)| (*id, *token))
         .unzip();
     let held = conn
-        .query(
-            conn.statement(&shared.client.sql().lease_held).as_ref(),
+        .query_bounded(
+            shared,
+            &shared.client.sql().lease_held,
             &[&missing_ids, &missing_tokens],
+            "cannot check leases the renewal skipped",
         )
-        .await
-        .map_err(|e| db_error("cannot check leases the renewal skipped", e))?;
+        .await?;
     renewed.extend(held.iter().map(|r| r.get::<_, TaskId>(0)));
     let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
     for (id, token) in ids.iter().zip(&tokens) {
@@ -216,7 +218,11 @@ pub(crate) async fn run_rescuer(shared: Arc<Shared>) {
         let jitter = interval.mul_f64(0.5 * rand::random::<f64>());
         tokio::time::sleep(interval + jitter).await;
         loop {
-            match rescue_batch(&shared).await {
+            match shared
+                .client
+                .bounded("rescuing expired tasks", rescue_batch(&shared))
+                .await
+            {
                 Ok(n) if n as i64 == RESCUE_BATCH => continue,
                 Ok(_) => break,
                 Err(err) => {
@@ -328,12 +334,13 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
     let attempts = [task.attempt_i32()];
     let result = async {
         let conn = shared.control_conn().await?;
-        conn.query(
-            conn.statement(&shared.client.sql().mark_started).as_ref(),
+        conn.query_bounded(
+            shared,
+            &shared.client.sql().mark_started,
             &[&&ids[..], &&tokens[..], &&attempts[..]],
+            "cannot record the start of a run",
         )
         .await
-        .map_err(|e| db_error("cannot record the start of a run", e))
     };
     match result.await {
         Ok(rows) if rows.len() == 1 => {
@@ -382,12 +389,13 @@ async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Resu
     }
     let conn = shared.control_conn().await?;
     let rows = conn
-        .query(
-            conn.statement(&shared.client.sql().mark_started).as_ref(),
+        .query_bounded(
+            shared,
+            &shared.client.sql().mark_started,
             &[&ids, &tokens, &attempts],
+            "cannot record run starts",
         )
-        .await
-        .map_err(|e| db_error("cannot record run starts", e))?;
+        .await?;
     let recorded: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     shared.starts_recorded(
         ids.into_iter()

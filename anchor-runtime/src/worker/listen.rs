@@ -12,6 +12,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{Backoff, Shared};
 
+/// How long the `LISTEN` statement may take on a fresh connection.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The listener loop; without connection settings (a client built from a pool only) the
 /// worker relies on polling.
 pub(crate) async fn run_listener(shared: Arc<Shared>) {
@@ -72,7 +75,15 @@ async fn listen_once(
         }
     };
     let listen = async {
-        client.batch_execute(&listen_sql).await?;
+        // Bounded like every statement of the runtime's own: a half-open connection would
+        // leave the LISTEN waiting for ever.
+        match tokio::time::timeout(LISTEN_TIMEOUT, client.batch_execute(&listen_sql)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::warn!(worker = %shared.worker_id, "LISTEN got no answer in time; reconnecting");
+                return Ok(());
+            }
+        }
         tracing::debug!(worker = %shared.worker_id, "listening for new tasks");
         // From now on lease renewals and heartbeats run on this connection too.
         shared.set_control(client.clone());
@@ -83,6 +94,9 @@ async fn listen_once(
     let result = tokio::select! {
         result = drive => result,
         result = listen => result,
+        // A renewal or heartbeat on it got no answer in time: give it up (the socket may
+        // be half-open, with nothing ever to arrive) and connect afresh.
+        _ = shared.control_hung.notified() => Ok(()),
     };
     shared.clear_control(&client);
     result

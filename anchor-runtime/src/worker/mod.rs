@@ -299,6 +299,9 @@ pub(crate) struct Shared {
     wake: Notify,
     /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
     schedules_changed: Notify,
+    /// A statement on the control connection got no answer in time: the listener drops
+    /// that connection and opens a new one (see `control.rs`).
+    control_hung: Notify,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
@@ -477,6 +480,7 @@ impl Worker {
             names,
             wake: Notify::new(),
             schedules_changed: Notify::new(),
+            control_hung: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             queue_drained: AtomicBool::new(false),
@@ -756,6 +760,7 @@ mod tests {
             names: Vec::new(),
             wake: Notify::new(),
             schedules_changed: Notify::new(),
+            control_hung: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             queue_drained: AtomicBool::new(false),

@@ -335,3 +335,58 @@ async fn shutdown_never_releases_a_run_that_is_still_going() -> Result<()> {
     worker_b.shutdown().await;
     Ok(())
 }
+
+static STEADY: TaskDefinition = plain("Steady", None);
+
+/// A statement on the control connection that gets no answer (here a heartbeat waiting on
+/// a row lock; in production a half-open connection) must not hold up the renewals queued
+/// behind it: the worker gives the connection up after a quarter of a lease, renews on the
+/// pool and opens a new control connection, and its run goes on undisturbed.
+#[tokio::test]
+async fn a_hung_control_connection_does_not_cost_the_worker_its_leases() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let mut registry = Registry::new();
+    let runs = ledger.clone();
+    registry.register(&STEADY, move |ctx: TaskContext, _job: Job| {
+        let run = runs.start(ctx.id(), ctx.attempt());
+        async move {
+            let _run = run;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<(), TaskError>(())
+        }
+    });
+    let worker = start(
+        &db.client,
+        registry,
+        config()
+            .with_worker_id("hung-control")
+            .with_lease_duration(Duration::from_secs(2))
+            .with_heartbeat_interval(Duration::from_millis(100)),
+    );
+    let id = db.client.enqueue(&STEADY, &Job { n: 1 }, &[]).await?;
+    wait_for("the run to start", LONG, || async {
+        Ok((ledger.runs(id) == 1).then_some(()))
+    })
+    .await?;
+    // Hold the worker's heartbeat row for longer than a lease.
+    let mut other = db.client.pool().get().await?;
+    let tx = other.transaction().await?;
+    tx.execute(
+        "SELECT 1 FROM anchor.workers WHERE id = 'hung-control' FOR UPDATE",
+        &[],
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tx.rollback().await?;
+    let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
+    assert_eq!(
+        (task.attempts, task.rescues),
+        (1, 0),
+        "the run kept its lease: {:?}",
+        task.errors
+    );
+    assert_eq!(ledger.runs(id), 1);
+    worker.shutdown().await;
+    Ok(())
+}
