@@ -319,6 +319,36 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn new(
+        client: Client,
+        registry: Registry,
+        config: WorkerConfig,
+        worker_id: String,
+        names: Vec<String>,
+        stop: watch::Sender<bool>,
+        completer: mpsc::Sender<complete::Message>,
+    ) -> Arc<Shared> {
+        let worker_sql = heartbeat::WorkerSql::new(client.schema());
+        Arc::new(Shared {
+            client,
+            registry,
+            config,
+            worker_id,
+            names,
+            wake: Notify::new(),
+            schedules_changed: Notify::new(),
+            control_hung: Notify::new(),
+            slot_freed: Notify::new(),
+            executing: AtomicUsize::new(0),
+            queue_drained: AtomicBool::new(false),
+            leases: Mutex::new(HashMap::new()),
+            control: Mutex::new(None),
+            stop,
+            completer,
+            worker_sql,
+        })
+    }
+
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.config.lease_duration.as_millis()).unwrap_or(i64::MAX)
     }
@@ -471,25 +501,15 @@ impl Worker {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let worker_sql = heartbeat::WorkerSql::new(self.client.schema());
-        let shared = Arc::new(Shared {
-            client: self.client,
-            registry: self.registry,
-            config: self.config,
+        let shared = Shared::new(
+            self.client,
+            self.registry,
+            self.config,
             worker_id,
             names,
-            wake: Notify::new(),
-            schedules_changed: Notify::new(),
-            control_hung: Notify::new(),
-            slot_freed: Notify::new(),
-            executing: AtomicUsize::new(0),
-            queue_drained: AtomicBool::new(false),
-            leases: Mutex::new(HashMap::new()),
-            control: Mutex::new(None),
             stop,
-            completer: completer_tx,
-            worker_sql,
-        });
+            completer_tx,
+        );
         if shared.config.disable {
             tracing::info!(worker = %shared.worker_id, "worker disabled by configuration");
             return WorkerHandle {
@@ -751,25 +771,15 @@ mod tests {
             .expect("a lazily connecting pool");
         let (stop, _) = watch::channel(false);
         let (completer, _) = mpsc::channel(1);
-        let worker_sql = heartbeat::WorkerSql::new(client.schema());
-        Arc::new(Shared {
+        Shared::new(
             client,
-            registry: Registry::new(),
-            config: WorkerConfig::default(),
-            worker_id: "test".to_string(),
-            names: Vec::new(),
-            wake: Notify::new(),
-            schedules_changed: Notify::new(),
-            control_hung: Notify::new(),
-            slot_freed: Notify::new(),
-            executing: AtomicUsize::new(0),
-            queue_drained: AtomicBool::new(false),
-            leases: Mutex::new(HashMap::new()),
-            control: Mutex::new(None),
+            Registry::new(),
+            WorkerConfig::default(),
+            "test".to_string(),
+            Vec::new(),
             stop,
             completer,
-            worker_sql,
-        })
+        )
     }
 
     fn claimed(id: TaskId, token: i64) -> claim::ClaimedTask {

@@ -15,7 +15,7 @@ use anchor_runtime::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{count, test_db, wait_for, wait_for_status, Ledger};
+use crate::harness::{count, test_db, wait_for, wait_for_status, KillableWorker, Ledger};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
@@ -59,50 +59,6 @@ fn start(client: &Client, registry: Registry, config: WorkerConfig) -> WorkerHan
     Worker::new(client.clone(), registry, config).start()
 }
 
-/// A worker on a runtime of its own; dropping the returned guard kills it.
-struct Doomed {
-    kill: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-impl Doomed {
-    fn start(url: &str, registry: Registry, config: WorkerConfig) -> Doomed {
-        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-        let url = url.to_string();
-        let thread = std::thread::spawn(move || -> Result<()> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let client = Client::connect(&url).await?;
-                let _worker = Worker::new(client, registry, config).start();
-                let _ = kill_rx.await;
-                anyhow::Ok(())
-            })?;
-            runtime.shutdown_background();
-            Ok(())
-        });
-        Doomed {
-            kill: Some(kill_tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// Kills the worker as if its process had died.
-    fn kill(mut self) -> Result<()> {
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread
-                .join()
-                .map_err(|_| anyhow::anyhow!("the killed worker's thread panicked"))??;
-        }
-        Ok(())
-    }
-}
-
 static HELD: TaskDefinition = plain("Held", None);
 
 /// Registers `def` with a handler that records its run and then, with `hang`, never ends
@@ -127,7 +83,7 @@ fn recorded(def: &'static TaskDefinition, ledger: &Ledger, hang: bool) -> Regist
 async fn a_lost_worker_does_not_fail_a_task_without_a_retry_policy() -> Result<()> {
     let db = test_db().await?;
     let ledger = Ledger::default();
-    let doomed = Doomed::start(&db.url, recorded(&HELD, &ledger, true), config());
+    let doomed = KillableWorker::start(&db.url, recorded(&HELD, &ledger, true), config());
     let id = db.client.enqueue(&HELD, &Job { n: 1 }, &[]).await?;
     wait_for("the doomed worker to start the task", LONG, || async {
         Ok((ledger.runs(id) == 1).then_some(()))
@@ -168,7 +124,7 @@ async fn tasks_claimed_but_never_started_count_no_attempt() -> Result<()> {
     // buffer, leased, when the worker dies (within the second a buffered task may wait).
     let params: Vec<Job> = (0..6).map(|n| Job { n }).collect();
     let ids = db.client.enqueue_many(&BUFFERED, &params, &[]).await?;
-    let doomed = Doomed::start(
+    let doomed = KillableWorker::start(
         &db.url,
         recorded(&BUFFERED, &ledger, true),
         config().with_concurrency(1).with_prefetch(5),
@@ -261,7 +217,7 @@ async fn a_task_that_kills_every_worker_fails_after_its_rescues_with_its_handler
         if task.status == TaskStatus::Failed || kills >= 20 {
             break;
         }
-        let doomed = Doomed::start(&db.url, make_registry(), config().with_max_rescues(3));
+        let doomed = KillableWorker::start(&db.url, make_registry(), config().with_max_rescues(3));
         let started = tokio::time::timeout(Duration::from_secs(10), started_rx.recv()).await;
         doomed.kill()?;
         if started.is_ok() {

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anchor_runtime::{Client, TaskId, TaskRecord, TaskStatus};
+use anchor_runtime::{Client, Registry, TaskId, TaskRecord, TaskStatus, Worker, WorkerConfig};
 use anyhow::{Context, Result};
 
 pub use anchor_testkit::Cluster;
@@ -166,5 +166,51 @@ impl Drop for RunGuard {
     fn drop(&mut self) {
         let mut l = self.ledger.inner.lock().unwrap_or_else(|e| e.into_inner());
         l.running.remove(&self.id);
+    }
+}
+
+/// A worker on a tokio runtime of its own, on a thread of its own, which [`KillableWorker::kill`]
+/// drops mid-run: its tasks stop without any shutdown, release or outcome write, and its
+/// connections close, exactly as when the process dies.
+pub struct KillableWorker {
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl KillableWorker {
+    pub fn start(url: &str, registry: Registry, config: WorkerConfig) -> KillableWorker {
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let url = url.to_string();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let client = Client::connect(&url).await?;
+                let _worker = Worker::new(client, registry, config).start();
+                let _ = kill_rx.await;
+                anyhow::Ok(())
+            })?;
+            runtime.shutdown_background();
+            Ok(())
+        });
+        KillableWorker {
+            kill: Some(kill_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Kills the worker as if its process had died.
+    pub fn kill(mut self) -> Result<()> {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the killed worker's thread panicked"))??;
+        }
+        Ok(())
     }
 }

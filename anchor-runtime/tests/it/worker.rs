@@ -12,7 +12,9 @@ use anchor_runtime::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{count, error_messages, test_db, wait_for, wait_for_status, Ledger};
+use crate::harness::{
+    count, error_messages, test_db, wait_for, wait_for_status, KillableWorker, Ledger,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
@@ -581,26 +583,8 @@ async fn a_killed_worker_s_task_is_rescued_and_completed_once() -> Result<()> {
         .with_lease_duration(Duration::from_millis(600))
         .with_rescue_interval(Duration::from_millis(200));
 
-    // Worker A runs on its own runtime, which is then dropped mid-task: as if the process
-    // had been killed (no shutdown, no release, its connections cut).
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let url = db.url.clone();
-    let registry_a = make_registry();
-    let config_a = short_lease.clone();
-    let thread = std::thread::spawn(move || -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let client = Client::connect(&url).await?;
-            let _worker = Worker::new(client, registry_a, config_a).start();
-            let _ = kill_rx.await;
-            anyhow::Ok(())
-        })?;
-        runtime.shutdown_background();
-        Ok(())
-    });
+    // Worker A is killed mid-task, as a process would be.
+    let worker_a = KillableWorker::start(&db.url, make_registry(), short_lease.clone());
     let id = db.client.enqueue(&FRAGILE, &Job { n: 1 }, &[]).await?;
     wait_for("worker A to start the task", LONG, || async {
         Ok((ledger.runs(id) == 1).then_some(()))
@@ -612,10 +596,7 @@ async fn a_killed_worker_s_task_is_rescued_and_completed_once() -> Result<()> {
         Ok((task.attempts == 1).then_some(()))
     })
     .await?;
-    let _ = kill_tx.send(());
-    thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("worker A's thread panicked"))??;
+    worker_a.kill()?;
 
     let worker_b = start(&db.client, make_registry(), short_lease);
     let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
