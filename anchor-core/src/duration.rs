@@ -42,15 +42,59 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "a unit is missing; write e.g. `{text}s` or `{text}m`"
         )));
     }
-    let duration = humantime::parse_duration(text).map_err(|err| {
-        fail(&format!(
-            "{err}; write a number with a unit, e.g. `30s`, `5m`, `1h` or `1h30m`"
-        ))
-    })?;
+    // Each `<number><unit>` part is parsed on its own and the parts are added with a checked
+    // sum: humantime adds them up itself without checking the last carry, and panics when
+    // sub-second parts carry past `u64::MAX` seconds (`18446744073709551615s 1000ms`).
+    let mut duration = Duration::ZERO;
+    for (start, part) in parts(text) {
+        let part = humantime::parse_duration(part).map_err(|err| {
+            let err = match err {
+                // Offsets into the whole text, not into the part.
+                humantime::DurationError::InvalidCharacter(at) => {
+                    humantime::DurationError::InvalidCharacter(start + at)
+                }
+                humantime::DurationError::NumberExpected(at) => {
+                    humantime::DurationError::NumberExpected(start + at)
+                }
+                humantime::DurationError::NumberOverflow if !part.contains('.') => {
+                    return fail(TOO_LONG);
+                }
+                other => other,
+            };
+            fail(&format!(
+                "{err}; write a number with a unit, e.g. `30s`, `5m`, `1h` or `1h30m`"
+            ))
+        })?;
+        duration = duration.checked_add(part).ok_or_else(|| fail(TOO_LONG))?;
+    }
     if duration.is_zero() {
         return Err(fail("it must be longer than zero"));
     }
     Ok(duration)
+}
+
+/// The reason given for a number too large to represent at all.
+const TOO_LONG: &str =
+    "it is too long; the longest duration anchor accepts is 3650 days (`3650d`, ten years)";
+
+/// The `<number><unit>` parts of a duration (`1h30m` → `1h`, `30m`), each with its byte
+/// offset: a part ends where a digit follows a unit.
+fn parts(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut starts = vec![0];
+    let mut after_unit = false;
+    for (at, c) in text.char_indices() {
+        if c.is_ascii_digit() && after_unit {
+            starts.push(at);
+        }
+        if !c.is_whitespace() {
+            after_unit = c.is_alphabetic();
+        }
+    }
+    let ends: Vec<usize> = starts.iter().skip(1).copied().chain([text.len()]).collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .map(move |(start, end)| (start, &text[start..end]))
 }
 
 #[cfg(test)]
@@ -65,6 +109,35 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
         assert_eq!(parse_duration(" 2m ").unwrap(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn parts_split_where_a_number_follows_a_unit() {
+        let split: Vec<(usize, &str)> = parts("1h30m 5 s2.5ms").collect();
+        assert_eq!(split, [(0, "1h"), (2, "30m "), (6, "5 s"), (9, "2.5ms")]);
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("1s500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn huge_numbers_are_errors_not_panics() {
+        for huge in [
+            "99999999999999999999h",
+            "18446744073709551615s 1000000000ns",
+            "18446744073709551615s 500ms 500ms",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.reason.contains("too long"), "{huge:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn error_offsets_count_from_the_start_of_the_whole_text() {
+        let err = parse_duration("1h 30m!").unwrap_err();
+        assert!(err.reason.starts_with("invalid character at 6"), "{err}");
     }
 
     #[test]

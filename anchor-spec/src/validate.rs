@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anchor_core::cron::{parse_timezone, CronExpr};
-use anchor_core::{parse_duration, parse_intervals, IntervalError, RetryPolicy};
+use anchor_core::{parse_duration, parse_intervals, IntervalError, RetryPolicy, MAX_DURATION};
 use heck::ToSnakeCase;
 use serde_json::{json, Map, Value};
 
@@ -261,6 +261,19 @@ fn duration_text<'n>(r: &mut Reporter<'_>, node: &'n Node, what: &str) -> Option
     }
 }
 
+/// [`MAX_DURATION`] in whole days, as messages name it.
+fn max_days() -> u64 {
+    MAX_DURATION.as_secs() / 86_400
+}
+
+/// The fix for a duration past [`MAX_DURATION`].
+fn limit_hint() -> String {
+    format!(
+        "write at most `{}d` (ten years): every deadline anchor computes from a duration must fit PostgreSQL's and chrono's time ranges",
+        max_days()
+    )
+}
+
 /// The source position of the character `offset` bytes into a scalar's text, when it can be
 /// known exactly; otherwise the scalar's start.
 fn pos_in(node: &Node, text: &str, offset: usize, len: usize) -> (Pos, usize) {
@@ -304,7 +317,32 @@ fn read_retry<'n>(
                     continue;
                 };
                 match parse_intervals(&t.value) {
-                    Ok(list) => raw.intervals = Some(list),
+                    Ok(list) => {
+                        let mut offset = 0;
+                        for (index, (item, d)) in t.value.split(',').zip(&list).enumerate() {
+                            if *d > MAX_DURATION {
+                                raw.complete = false;
+                                let (pos, width) = pos_in(value, &t.value, offset, item.len());
+                                r.error_pos(
+                                    pos,
+                                    width,
+                                    format!(
+                                        "`interval` {}`{}` in {what} is longer than the {}-day limit",
+                                        if list.len() > 1 {
+                                            format!("item {} ", index + 1)
+                                        } else {
+                                            String::new()
+                                        },
+                                        item.trim(),
+                                        max_days()
+                                    ),
+                                    Some(limit_hint()),
+                                );
+                            }
+                            offset += item.len() + 1;
+                        }
+                        raw.intervals = Some(list);
+                    }
                     Err(err) => {
                         raw.complete = false;
                         let index = match &err {
@@ -553,6 +591,15 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
             "timeout" => {
                 if let Some(t) = duration_text(r, value, &format!("`timeout` of {label}")) {
                     match parse_duration(&t.value) {
+                        Ok(d) if d > MAX_DURATION => r.error_at(
+                            value,
+                            format!(
+                                "`timeout` {} of {label} is longer than the {}-day limit",
+                                t.value.trim(),
+                                max_days()
+                            ),
+                            Some(limit_hint()),
+                        ),
                         Ok(d) => task.timeout = Some(d),
                         Err(err) => r.error_at(
                             value,
