@@ -10,7 +10,8 @@ use anchor_runtime::{Client, TaskContext, TaskError};
 use crate::ledger::Ledger;
 use crate::zgen::taskgen::{
     DoomedFailedParameters, DoomedParameters, Executor, HangParameters, HoldConnectionParameters,
-    StrictParameters, TickParameters, WorkParameters,
+    PlainDoomedFailedParameters, PlainDoomedParameters, PlainParameters, PoisonFailedParameters,
+    PoisonParameters, StrictParameters, TickParameters, WorkParameters,
 };
 
 /// Runs the chaos tasks, recording each execution in the ledger.
@@ -27,13 +28,29 @@ impl ChaosExecutor {
         ChaosExecutor { ledger, client }
     }
 
-    /// Records the run around `work`. A run whose start cannot be recorded does no work and
-    /// fails with a retryable error, so every run that did work is in the ledger.
+    /// Records the run around `work`. A run whose start cannot be recorded (the database is
+    /// restarting, the ledger's pool has no connection) does no work and tries again until
+    /// it can, or until the runtime stops the run (its lease lost, its timeout, shutdown):
+    /// every run that did work is in the ledger, and the instrumentation never fails a
+    /// task by itself (it used to return an error, which failed tasks without a retry
+    /// policy for good when the database restarted).
     async fn recorded<F>(&self, ctx: &TaskContext, work: F) -> Result<(), TaskError>
     where
         F: Future<Output = Result<(), TaskError>>,
     {
-        let run = self.ledger.start(ctx).await.map_err(TaskError::failed)?;
+        let mut logged = false;
+        let run = loop {
+            match self.ledger.start(ctx).await {
+                Ok(run) => break run,
+                Err(err) => {
+                    if !logged {
+                        tracing::warn!(task.id = ctx.id(), error = %err, "cannot record a run's start yet; retrying");
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
         let result = work.await;
         run.finish(if result.is_ok() { "ok" } else { "error" })
             .await;
@@ -45,6 +62,17 @@ fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// Sleeps `ms` milliseconds (none for 0).
+async fn nap(ms: i64) {
+    if ms > 0 {
+        tokio::time::sleep(millis(ms)).await;
+    }
+}
+
+/// How long a `Poison` run lets the worker's other runs go on before it aborts the process,
+/// so that the crash cuts ordinary runs short too.
+const POISON_DELAY: Duration = Duration::from_millis(200);
+
 impl Executor for ChaosExecutor {
     async fn execute_work(
         &self,
@@ -52,9 +80,19 @@ impl Executor for ChaosExecutor {
         params: WorkParameters,
     ) -> Result<(), TaskError> {
         self.recorded(ctx, async {
-            if params.sleep_ms > 0 {
-                tokio::time::sleep(millis(params.sleep_ms)).await;
-            }
+            nap(params.sleep_ms).await;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn execute_plain(
+        &self,
+        ctx: &TaskContext,
+        params: PlainParameters,
+    ) -> Result<(), TaskError> {
+        self.recorded(ctx, async {
+            nap(params.sleep_ms).await;
             Ok(())
         })
         .await
@@ -66,6 +104,7 @@ impl Executor for ChaosExecutor {
         params: DoomedParameters,
     ) -> Result<(), TaskError> {
         self.recorded(ctx, async {
+            nap(params.sleep_ms).await;
             Err(TaskError::failed(format!(
                 "doomed task {} fails on purpose",
                 params.n
@@ -77,7 +116,68 @@ impl Executor for ChaosExecutor {
     async fn execute_doomed_failed(
         &self,
         ctx: &TaskContext,
-        _params: DoomedFailedParameters,
+        params: DoomedFailedParameters,
+    ) -> Result<(), TaskError> {
+        self.recorded(ctx, async {
+            nap(params.sleep_ms).await;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn execute_plain_doomed(
+        &self,
+        ctx: &TaskContext,
+        params: PlainDoomedParameters,
+    ) -> Result<(), TaskError> {
+        self.recorded(ctx, async {
+            nap(params.sleep_ms).await;
+            Err(TaskError::failed(format!(
+                "plain doomed task {} fails on purpose",
+                params.n
+            )))
+        })
+        .await
+    }
+
+    async fn execute_plain_doomed_failed(
+        &self,
+        ctx: &TaskContext,
+        params: PlainDoomedFailedParameters,
+    ) -> Result<(), TaskError> {
+        self.recorded(ctx, async {
+            nap(params.sleep_ms).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the run, lets the worker's other runs go on for a moment, then aborts the
+    /// whole process (as a segfault or an out-of-memory kill would): every run of this
+    /// worker is cut short, and the task comes back through rescue only to crash the next
+    /// worker, until the runtime's bound on lost-worker rescues fails it.
+    async fn execute_poison(
+        &self,
+        ctx: &TaskContext,
+        params: PoisonParameters,
+    ) -> Result<(), TaskError> {
+        self.recorded(ctx, async {
+            tokio::time::sleep(POISON_DELAY).await;
+            eprintln!(
+                "chaos-worker {}: poison task {} (attempt {}) aborts the process",
+                self.ledger.worker(),
+                params.n,
+                ctx.attempt()
+            );
+            std::process::abort()
+        })
+        .await
+    }
+
+    async fn execute_poison_failed(
+        &self,
+        ctx: &TaskContext,
+        _params: PoisonFailedParameters,
     ) -> Result<(), TaskError> {
         self.recorded(ctx, async { Ok(()) }).await
     }

@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS chaos.pauses (
     resumed_at timestamptz
 );
 
--- Every change of a running task's status: who made it and whose lease it was.
+-- Every change of a running task's status: who made it and whose lease it was. `attempt`
+-- is the number of the run the change ends: a completion may be the first write that
+-- counts its run as started, so it is read after the update as well as before.
 CREATE TABLE IF NOT EXISTS chaos.transitions (
     id            bigserial   PRIMARY KEY,
     task_id       bigint      NOT NULL,
@@ -73,7 +75,7 @@ BEGIN
     INSERT INTO chaos.transitions
         (task_id, task_name, new_status, attempt, lease_owner, lease_expired, actor)
     VALUES
-        (OLD.id, OLD.name, NEW.status, OLD.attempts, OLD.lease_owner,
+        (OLD.id, OLD.name, NEW.status, greatest(OLD.attempts, NEW.attempts), OLD.lease_owner,
          coalesce(OLD.lease_expires_at < now(), false),
          current_setting('application_name'));
     RETURN NEW;

@@ -60,6 +60,30 @@ struct Args {
     /// How long each task this process enqueues sleeps, in milliseconds.
     #[arg(long, default_value_t = 20)]
     enqueue_sleep_ms: i64,
+    /// Enqueue a mix instead of `Work` only: odd `n` as `Plain` (no retry policy), every
+    /// `n` that is 10 modulo 20 as `PlainDoomed` (fails into its `onFailed` handler), the
+    /// rest as `Work`. See [`mixed_task`].
+    #[arg(long)]
+    enqueue_mix: bool,
+}
+
+/// Which task the `--enqueue-mix` enqueuer sends for `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mixed {
+    Work,
+    Plain,
+    PlainDoomed,
+}
+
+/// The task the `--enqueue-mix` enqueuer sends for `n` (the tests count on this rule).
+fn mixed_task(n: i64) -> Mixed {
+    if n % 20 == 10 {
+        Mixed::PlainDoomed
+    } else if n % 2 == 1 {
+        Mixed::Plain
+    } else {
+        Mixed::Work
+    }
 }
 
 #[tokio::main]
@@ -80,19 +104,43 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Enqueues `Work { n, sleep_ms }` for each `n` of `range`, one at a time, `every` apart. A
-/// failed enqueue is retried (the database may be restarting); the task count must match.
+/// Enqueues `Work { n, sleep_ms }` (or, with `mix`, the task [`mixed_task`] picks) for each
+/// `n` of `range`, one at a time, `every` apart. A failed enqueue is retried (the database
+/// may be restarting); the task count must match.
 async fn enqueue_work(
     runner: taskgen::TaskRunner,
     range: std::ops::Range<i64>,
     every: Duration,
     sleep_ms: i64,
+    mix: bool,
 ) {
     for n in range {
-        let params = taskgen::WorkParameters { n, sleep_ms };
-        while let Err(err) = runner.run_work(&params, &[]).await {
-            eprintln!("chaos-worker: enqueue of Work {n} failed, retrying: {err}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let task = if mix { mixed_task(n) } else { Mixed::Work };
+        loop {
+            let result = match task {
+                Mixed::Work => {
+                    runner
+                        .run_work(&taskgen::WorkParameters { n, sleep_ms }, &[])
+                        .await
+                }
+                Mixed::Plain => {
+                    runner
+                        .run_plain(&taskgen::PlainParameters { n, sleep_ms }, &[])
+                        .await
+                }
+                Mixed::PlainDoomed => {
+                    runner
+                        .run_plain_doomed(&taskgen::PlainDoomedParameters { n, sleep_ms }, &[])
+                        .await
+                }
+            };
+            match result {
+                Ok(_) => break,
+                Err(err) => {
+                    eprintln!("chaos-worker: enqueue of {task:?} {n} failed, retrying: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
         tokio::time::sleep(every).await;
     }
@@ -137,6 +185,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.enqueue_first..args.enqueue_first + args.enqueue,
             Duration::from_millis(args.enqueue_every_ms),
             args.enqueue_sleep_ms,
+            args.enqueue_mix,
         ))
     });
     Worker::new(client, registry, config)

@@ -92,7 +92,9 @@ fn bad_input_fails_with_explanations_and_never_crashes_a_worker() -> Result<()> 
         admin
             .batch_execute("ALTER TABLE anchor.tasks DROP COLUMN errors")
             .await?;
-        let doomed: Vec<DoomedParameters> = (0..10).map(|n| DoomedParameters { n }).collect();
+        let doomed: Vec<DoomedParameters> = (0..10)
+            .map(|n| DoomedParameters { n, sleep_ms: 0 })
+            .collect();
         db.runner.run_doomed_many(&doomed, &[]).await?;
         let more: Vec<WorkParameters> = (1_000..1_100)
             .map(|n| WorkParameters { n, sleep_ms: 0 })

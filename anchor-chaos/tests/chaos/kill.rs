@@ -1,11 +1,20 @@
 //! Scenario 1: `kill -9` of worker processes mid-batch, repeatedly.
+//!
+//! The batch is a mix, interleaved in id order: `Work` (retried until it succeeds), `Plain`
+//! (no retry policy, the defaults most tasks run with) and, every 25th task, a `Doomed`
+//! (one retry) or a `PlainDoomed` (no retry policy) that fails into its `onFailed` handler
+//! (neither handler has a retry policy). The first kills land while the victim holds tasks
+//! on the failure path, the last one while it runs failure handlers, so the faults hit
+//! every kind: a lost worker must not fail any task, use up a retry or enqueue a handler
+//! twice.
 
 use std::time::{Duration, Instant};
 
-use anchor_chaos::zgen::taskgen::DoomedParameters;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
-use crate::support::{print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect};
+use crate::support::{
+    print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect, FAILING, HANDLERS, ORDINARY,
+};
 
 const WORKER_FLAGS: &[&str] = &["--concurrency", "10", "--lease-ms", "2000"];
 
@@ -13,79 +22,88 @@ const WORKER_FLAGS: &[&str] = &["--concurrency", "10", "--lease-ms", "2000"];
 fn kill_9_during_a_batch_loses_nothing_and_runs_nothing_twice_at_once() -> Result<()> {
     scenario(async {
         let db = ChaosDb::create(shared_cluster(), "kill9").await?;
-        let tasks = 5_000;
         let kills = 5;
         let mut workers = Vec::new();
         for i in 0..3 {
             workers.push(db.spawn_worker(&format!("w{i}"), WORKER_FLAGS).await?);
         }
         let started = Instant::now();
-        db.enqueue_work(0, tasks, 20).await?;
-        // Failures go through the kills too: each must end failed with exactly one handler,
-        // whether its worker or a rescuer failed it.
-        let doomed: Vec<DoomedParameters> = (0..200).map(|n| DoomedParameters { n }).collect();
-        db.runner.run_doomed_many(&doomed, &[]).await?;
+        let mix = db.enqueue_mix(0, 5_000, 20, Some(25)).await?;
         let mut progress = 0;
         for k in 0..kills {
-            // Kill mid-batch: after some progress, while the victim holds leases.
-            progress += 400;
-            wait_for(
-                "progress before the next kill",
-                Duration::from_secs(120),
-                || async { Ok((db.count_status("Work", 2).await? >= progress).then_some(())) },
-            )
-            .await?;
             let victim = workers.remove(0);
-            let holds = format!(
-                "SELECT count(*) FROM anchor.tasks WHERE status = 1 AND lease_owner = '{}'",
-                victim.id
-            );
+            let last = k + 1 == kills;
+            // Mid-batch, after some progress, while the victim holds a failing task (claimed
+            // or running); the last kill while it holds failure handlers, which queue behind
+            // the backlog and so run near the end.
+            let targets = if last { HANDLERS } else { FAILING };
+            if !last {
+                progress += 400;
+                wait_for(
+                    "progress before the next kill",
+                    Duration::from_secs(120),
+                    || async {
+                        Ok((db.count_of(ORDINARY, 2, None).await? >= progress).then_some(()))
+                    },
+                )
+                .await?;
+            }
             wait_for(
-                "the victim to hold leases",
-                Duration::from_secs(60),
-                || async { Ok((db.scalar(&holds).await? > 0).then_some(())) },
+                &format!("the victim to hold {targets:?} tasks"),
+                Duration::from_secs(120),
+                || async {
+                    Ok((db.count_of(targets, 1, Some(&victim.id)).await? > 0).then_some(()))
+                },
             )
             .await?;
             victim.kill9(&db).await?;
             // A replacement comes up, as an orchestrator would restart the process.
             workers.push(db.spawn_worker(&format!("w{k}r"), WORKER_FLAGS).await?);
         }
-        db.wait_until_settled(
-            &["Work", "Doomed", "DoomedFailed"],
-            Duration::from_secs(240),
-        )
-        .await?;
-        let elapsed = started.elapsed();
-        for mut worker in workers {
-            worker.assert_alive()?;
-            worker.stop(Duration::from_secs(30)).await?;
-        }
-        let report = db
-            .check(&Expect {
-                completed: vec!["Work", "DoomedFailed"],
-                failed_with_handler: vec!["Doomed"],
-            })
+        let mut names = ORDINARY.to_vec();
+        names.extend(FAILING.iter().chain(HANDLERS));
+        db.wait_until_settled(&names, Duration::from_secs(240))
             .await?;
+        let elapsed = started.elapsed();
+        let report = db.stop_and_check(workers, &Expect::mix()).await?;
         let rescued = db.rescues().await?;
+        let rescued_plain = db.rescued_of(&["Plain"]).await?;
+        let rescued_failing = db.rescued_of(FAILING).await?;
+        let rescued_handlers = db.rescued_of(HANDLERS).await?;
         let recovery = db.kill_recovery_seconds().await?;
         print_figures(
-            "kill -9 x5 during 5000 tasks and 200 failing ones",
+            &format!(
+                "kill -9 x5 during {} Work, {} Plain, {} Doomed and {} PlainDoomed",
+                mix.work, mix.plain, mix.doomed, mix.plain_doomed
+            ),
             &report,
-            &format!(" | rescued {rescued} | recovery time {recovery:.2}s | total {elapsed:.1?}"),
+            &format!(
+                " | rescued {rescued} (Plain {rescued_plain}, failing {rescued_failing}, \
+                 handlers {rescued_handlers}) | recovery time {recovery:.2}s | total {elapsed:.1?}"
+            ),
         );
         report.assert_clean()?;
         assert_eq!(
             report.tasks,
-            tasks + 400,
-            "Work, 200 Doomed, 200 DoomedFailed"
+            mix.total_with_handlers(),
+            "the mix and one handler per failing task"
         );
         assert_eq!(
-            report.handlers, 200,
-            "exactly one onFailed handler per doomed task"
+            report.handlers,
+            mix.failing(),
+            "exactly one onFailed handler per failing task"
         );
-        assert!(
-            rescued > 0,
-            "the kills interrupted no task: the scenario tested nothing"
+        ensure!(
+            rescued_plain > 0,
+            "no Plain task was taken from a killed worker: the default policy was not tested"
+        );
+        ensure!(
+            rescued_failing > 0,
+            "no failing task was taken from a killed worker: the failure path was not tested"
+        );
+        ensure!(
+            rescued_handlers > 0,
+            "no failure handler was taken from a killed worker: the handlers were not tested"
         );
         Ok(())
     })

@@ -9,12 +9,18 @@
 //! checker counts a frozen run that the worker stopped as ended when the freeze began; a
 //! frozen run that went on to finish would count as running at the same time as the other
 //! worker's run.
+//!
+//! The tasks are a mix (see `kill.rs`): `Work`, `Plain` (no retry policy) and two of each
+//! failing task, whose handlers have no retry policy either; a task taken from the frozen
+//! worker must come back whatever its policy, without using up a retry.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::support::{print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect};
+use crate::support::{
+    print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect, FAILING, HANDLERS, ORDINARY,
+};
 
 const WORKER_FLAGS: &[&str] = &["--concurrency", "5", "--lease-ms", "2000"];
 
@@ -28,7 +34,9 @@ fn a_worker_frozen_past_its_lease_stops_its_runs_on_resume() -> Result<()> {
         let frozen = db.spawn_worker("w0", WORKER_FLAGS).await?;
         // Tasks of 1.5 s: the ones the frozen worker holds are rescued about 2-3 s into the
         // freeze and may still be running elsewhere when it resumes.
-        db.enqueue_work(0, 40, 1_500).await?;
+        let mix = db.enqueue_mix(0, 40, 1_500, Some(20)).await?;
+        let mut names = ORDINARY.to_vec();
+        names.extend(FAILING.iter().chain(HANDLERS));
         let open_runs = format!(
             "SELECT count(*) FROM chaos.ledger WHERE worker = '{}' AND ended_at IS NULL",
             frozen.id
@@ -44,7 +52,7 @@ fn a_worker_frozen_past_its_lease_stops_its_runs_on_resume() -> Result<()> {
         tokio::time::sleep(FROZEN).await;
         frozen.sigcont(&db).await?;
         let resumed = Instant::now();
-        db.wait_until_settled(&["Work"], Duration::from_secs(120))
+        db.wait_until_settled(&names, Duration::from_secs(120))
             .await?;
         let settled_in = resumed.elapsed();
         let mut frozen = frozen;
@@ -78,24 +86,37 @@ fn a_worker_frozen_past_its_lease_stops_its_runs_on_resume() -> Result<()> {
             )))
             .await?;
         frozen.stop(Duration::from_secs(30)).await?;
-        let report = db
-            .check(&Expect {
-                completed: vec!["Work"],
-                ..Expect::default()
-            })
-            .await?;
+        let report = db.check(&Expect::mix()).await?;
         let rescued = db.rescues().await?;
+        let rescued_plain = db.rescued_of(&["Plain"]).await?;
+        let rescued_failing = db.rescued_of(FAILING).await?;
         print_figures(
-            &format!("SIGSTOP of a worker for {FROZEN:?} (lease 2 s) with tasks of 1.5 s"),
+            &format!(
+                "SIGSTOP of a worker for {FROZEN:?} (lease 2 s) with tasks of 1.5 s \
+                 ({} Work, {} Plain, {} Doomed, {} PlainDoomed)",
+                mix.work, mix.plain, mix.doomed, mix.plain_doomed
+            ),
             &report,
             &format!(
-                " | rescued {rescued} | frozen runs stopped on resume {stopped} \
+                " | rescued {rescued} (Plain {rescued_plain}, failing {rescued_failing}) | frozen runs stopped on resume {stopped} \
                  | frozen runs that finished after the resume {finished_after_freeze} \
                  | runs started by the resumed worker {after_resume} | settled {settled_in:.1?} after the resume"
             ),
         );
         report.assert_clean()?;
         anyhow::ensure!(rescued > 0, "nothing was rescued from the frozen worker");
+        anyhow::ensure!(
+            rescued_plain > 0,
+            "no Plain task was rescued from the frozen worker: the default policy was not tested"
+        );
+        anyhow::ensure!(
+            report.tasks == mix.total_with_handlers() + 40 && report.handlers == mix.failing(),
+            "expected {} tasks and {} handlers, got {} and {}",
+            mix.total_with_handlers() + 40,
+            mix.failing(),
+            report.tasks,
+            report.handlers
+        );
         anyhow::ensure!(
             finished_after_freeze == 0,
             "{finished_after_freeze} frozen runs went on after the resume"

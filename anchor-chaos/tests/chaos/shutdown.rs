@@ -54,7 +54,8 @@ fn sigterm_finishes_in_flight_tasks_and_releases_a_stuck_one() -> Result<()> {
         third.stop(Duration::from_secs(30)).await?;
 
         // 2. A task that never returns: shutdown waits out the grace period, stops it and
-        //    hands it back (pending, the run not counted) instead of hanging forever.
+        //    hands it back (pending, no failure recorded; its run started, so it counts as an
+        //    attempt) instead of hanging forever.
         let second = db
             .spawn_worker("w1", &["--concurrency", "10", "--grace-ms", "1000"])
             .await?;
@@ -75,7 +76,7 @@ fn sigterm_finishes_in_flight_tasks_and_releases_a_stuck_one() -> Result<()> {
         let released = db
             .scalar(
                 "SELECT count(*) FROM anchor.tasks WHERE name = 'Hang' AND status = 0 \
-                 AND attempts = 0 AND lease_owner IS NULL",
+                 AND attempts = 1 AND failures = 0 AND lease_owner IS NULL",
             )
             .await?;
         ensure!(

@@ -390,6 +390,19 @@ impl WorkerProcess {
         self.wait_exit(timeout).await
     }
 
+    /// Whether the process has exited by itself (it crashed or aborted), reaping it if so.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        self.try_exit()
+    }
+
+    /// Records a process that [`WorkerProcess::exited`] by itself as killed now, in
+    /// `chaos.kills`, so that its open runs end at this time (a moment after the real
+    /// death, which only makes its runs look longer).
+    pub async fn record_death(mut self, db: &ChaosDb) -> Result<()> {
+        self.child = None;
+        db.record_kill(&self.id).await
+    }
+
     /// Fails if the process is no longer running (it crashed).
     pub fn assert_alive(&mut self) -> Result<()> {
         if let Some(status) = self.try_exit()? {
@@ -421,8 +434,62 @@ impl Drop for WorkerProcess {
 pub struct Expect {
     /// Tasks that must all be `completed`.
     pub completed: Vec<&'static str>,
-    /// Tasks that must all be `failed`, each with a completed `onFailed` handler.
+    /// Tasks that must all be `failed`, each with exactly one `onFailed` handler, completed.
     pub failed_with_handler: Vec<&'static str>,
+}
+
+/// The tasks that succeed, with a retry policy (`Work`) and without one (`Plain`).
+pub const ORDINARY: &[&str] = &["Work", "Plain"];
+/// The tasks on the failure path by design: `Doomed` (one retry) and `PlainDoomed` (no
+/// retry policy), each failing into its `onFailed` handler.
+pub const FAILING: &[&str] = &["Doomed", "PlainDoomed"];
+/// The failure handlers of [`FAILING`] (neither has a retry policy).
+pub const HANDLERS: &[&str] = &["DoomedFailed", "PlainDoomedFailed"];
+
+impl Expect {
+    /// What a scenario running [`ChaosDb::enqueue_mix`] expects: the ordinary tasks and the
+    /// handlers completed, the failing tasks failed with exactly one handler each.
+    pub fn mix() -> Expect {
+        Expect {
+            completed: ORDINARY.iter().chain(HANDLERS).copied().collect(),
+            failed_with_handler: FAILING.to_vec(),
+        }
+    }
+}
+
+/// How many tasks of each kind [`ChaosDb::enqueue_mix`] enqueued.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    /// `Work` (retried until it succeeds).
+    pub work: i64,
+    /// `Plain` (no retry policy).
+    pub plain: i64,
+    /// `Doomed` (fails, one retry, then its handler).
+    pub doomed: i64,
+    /// `PlainDoomed` (fails at once, no retry policy, then its handler).
+    pub plain_doomed: i64,
+}
+
+impl Mix {
+    /// Tasks on the failure path (each enqueues one handler).
+    pub fn failing(&self) -> i64 {
+        self.doomed + self.plain_doomed
+    }
+
+    /// Every task the scenario ends with: the enqueued ones and one handler per failing
+    /// task.
+    pub fn total_with_handlers(&self) -> i64 {
+        self.work + self.plain + 2 * self.failing()
+    }
+}
+
+impl std::ops::AddAssign for Mix {
+    fn add_assign(&mut self, other: Mix) {
+        self.work += other.work;
+        self.plain += other.plain;
+        self.doomed += other.doomed;
+        self.plain_doomed += other.plain_doomed;
+    }
 }
 
 /// A scenario's figures and invariant violations.
@@ -455,6 +522,15 @@ pub struct Report {
     pub cron_double_fires: i64,
     /// Failure handlers present for the tasks expected to fail.
     pub handlers: i64,
+    /// (a) Tasks expected to complete that `failed` (also counted in `lost`).
+    pub unexpected_failures: i64,
+    /// (a) Tasks expected to fail whose number of `onFailed` handlers is not exactly one.
+    pub handler_mismatches: i64,
+    /// Handlers whose work completed more than once (a fault between the work and the
+    /// completion; allowed by at-least-once, as for any task).
+    pub handler_repeats: i64,
+    /// The unexpected failures by task name and last error, with counts.
+    pub failure_summary: Vec<String>,
     /// The rows behind each violation, for the failure message.
     pub details: Vec<String>,
 }
@@ -468,6 +544,8 @@ impl Report {
             && self.stale_writes == 0
             && self.double_completions == 0
             && self.cron_double_fires == 0
+            && self.unexpected_failures == 0
+            && self.handler_mismatches == 0
         {
             Ok(())
         } else {
@@ -482,7 +560,8 @@ impl fmt::Display for Report {
             f,
             "tasks {} | recovered {} | lost {} | duplicates {} | runs {} | concurrent runs {} | \
              unterminated runs {} | stale writes {} | double completions {} | \
-             cron occurrences {} | cron double fires {} | failure handlers {}",
+             cron occurrences {} | cron double fires {} | failure handlers {} | \
+             unexpected failures {} | handler mismatches {} | handler repeats {}",
             self.tasks,
             self.recovered,
             self.lost,
@@ -495,7 +574,14 @@ impl fmt::Display for Report {
             self.cron_occurrences,
             self.cron_double_fires,
             self.handlers,
-        )
+            self.unexpected_failures,
+            self.handler_mismatches,
+            self.handler_repeats,
+        )?;
+        if !self.failure_summary.is_empty() {
+            write!(f, " | failed: {}", self.failure_summary.join("; "))?;
+        }
+        Ok(())
     }
 }
 
@@ -521,6 +607,27 @@ async fn check(db: &ChaosDb, expect: &Expect) -> Result<Report> {
                 "SELECT count(*) FROM anchor.tasks WHERE name IN ({completed}) AND status <> 2"
             ))
             .await?;
+        report.unexpected_failures = db
+            .scalar(&format!(
+                "SELECT count(*) FROM anchor.tasks WHERE name IN ({completed}) AND status = 3"
+            ))
+            .await?;
+        if report.unexpected_failures > 0 {
+            let admin = db.admin().await?;
+            let rows = admin
+                .query(
+                    &format!(
+                        "SELECT name || ': ' || count(*) || ' x \"' \
+                                || left(coalesce(errors -> -1 ->> 'message', '-'), 80) || '\"' \
+                         FROM anchor.tasks WHERE name IN ({completed}) AND status = 3 \
+                         GROUP BY name, left(coalesce(errors -> -1 ->> 'message', '-'), 80) \
+                         ORDER BY count(*) DESC LIMIT 8"
+                    ),
+                    &[],
+                )
+                .await?;
+            report.failure_summary = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        }
     }
     if !expect.failed_with_handler.is_empty() {
         lost += db
@@ -534,6 +641,20 @@ async fn check(db: &ChaosDb, expect: &Expect) -> Result<Report> {
             .scalar(&format!(
                 "SELECT count(*) FROM anchor.tasks h JOIN anchor.tasks t ON h.parent_id = t.id \
                  WHERE t.name IN ({failed})"
+            ))
+            .await?;
+        report.handler_mismatches = db
+            .scalar(&format!(
+                "SELECT count(*) FROM anchor.tasks t WHERE t.name IN ({failed}) AND ( \
+                   SELECT count(*) FROM anchor.tasks h WHERE h.parent_id = t.id \
+                   AND h.name = t.on_failed) <> 1"
+            ))
+            .await?;
+        report.handler_repeats = db
+            .scalar(&format!(
+                "SELECT count(*) FROM anchor.tasks h JOIN anchor.tasks t ON h.parent_id = t.id \
+                 WHERE t.name IN ({failed}) AND (SELECT count(*) FROM chaos.ledger l \
+                   WHERE l.task_id = h.id AND l.outcome = 'ok') > 1"
             ))
             .await?;
     }
@@ -610,14 +731,23 @@ async fn check(db: &ChaosDb, expect: &Expect) -> Result<Report> {
              FROM anchor.tasks WHERE name = 'Tick'",
         )
         .await?;
-    if report.stale_writes > 0 || report.concurrent_runs > 0 || report.lost > 0 {
-        report.details = details(db, &all).await?;
+    if report.stale_writes > 0
+        || report.concurrent_runs > 0
+        || report.lost > 0
+        || report.handler_mismatches > 0
+    {
+        let completed = if completed.is_empty() {
+            "''".to_string()
+        } else {
+            completed
+        };
+        report.details = details(db, &all, &completed).await?;
     }
     Ok(report)
 }
 
-/// The task rows, transitions and runs of the tasks involved in violations.
-async fn details(db: &ChaosDb, all: &str) -> Result<Vec<String>> {
+/// The task rows, transitions and runs of the tasks involved in violations (a few of them).
+async fn details(db: &ChaosDb, all: &str, completed: &str) -> Result<Vec<String>> {
     let admin = db.admin().await?;
     let rows = admin
         .query(
@@ -629,6 +759,7 @@ async fn details(db: &ChaosDb, all: &str) -> Result<Vec<String>> {
                         AND l.worker = t.actor AND l.outcome = 'ok'))) \
                      OR (t.actor IS DISTINCT FROM t.lease_owner AND NOT t.lease_expired) \
                    UNION ALL SELECT id FROM anchor.tasks WHERE name IN ({all}) AND status NOT IN (2, 3) \
+                   UNION ALL SELECT id FROM anchor.tasks WHERE name IN ({completed}) AND status = 3 \
                    UNION ALL SELECT a.task_id FROM chaos.ledger a JOIN chaos.ledger b ON a.task_id = b.task_id \
                      AND a.id < b.id AND a.started_at < coalesce(b.ended_at, 'infinity') \
                      AND b.started_at < coalesce(a.ended_at, 'infinity') \
@@ -715,6 +846,84 @@ impl ChaosDb {
             n = end;
         }
         Ok(())
+    }
+
+    /// Enqueues `count` tasks numbered from `first`, each sleeping `sleep_ms`, interleaved in
+    /// chunks (of 4 to 50 numbers, a hundredth of the count) so that every stretch of the
+    /// queue holds each kind and faults hit all of them: with `failing_every = Some(k)`, `n % k == k / 2` is a `Doomed` and
+    /// `n % k == k - 1` a `PlainDoomed` (both fail into their handler); of the rest, odd `n`
+    /// are `Plain` (no retry policy) and even `n` are `Work`.
+    pub async fn enqueue_mix(
+        &self,
+        first: i64,
+        count: i64,
+        sleep_ms: i64,
+        failing_every: Option<i64>,
+    ) -> Result<Mix> {
+        use anchor_chaos::zgen::taskgen::{
+            DoomedParameters, PlainDoomedParameters, PlainParameters, WorkParameters,
+        };
+        let mut mix = Mix::default();
+        let chunk = (count / 100).clamp(4, 50);
+        let mut n = first;
+        while n < first + count {
+            let end = (n + chunk).min(first + count);
+            let (mut work, mut plain, mut doomed, mut plain_doomed) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for n in n..end {
+                match failing_every {
+                    Some(k) if n % k == k / 2 => doomed.push(DoomedParameters { n, sleep_ms }),
+                    Some(k) if n % k == k - 1 => {
+                        plain_doomed.push(PlainDoomedParameters { n, sleep_ms })
+                    }
+                    _ if n % 2 == 1 => plain.push(PlainParameters { n, sleep_ms }),
+                    _ => work.push(WorkParameters { n, sleep_ms }),
+                }
+            }
+            mix += Mix {
+                work: work.len() as i64,
+                plain: plain.len() as i64,
+                doomed: doomed.len() as i64,
+                plain_doomed: plain_doomed.len() as i64,
+            };
+            if !work.is_empty() {
+                self.runner.run_work_many(&work, &[]).await?;
+            }
+            if !plain.is_empty() {
+                self.runner.run_plain_many(&plain, &[]).await?;
+            }
+            if !doomed.is_empty() {
+                self.runner.run_doomed_many(&doomed, &[]).await?;
+            }
+            if !plain_doomed.is_empty() {
+                self.runner
+                    .run_plain_doomed_many(&plain_doomed, &[])
+                    .await?;
+            }
+            n = end;
+        }
+        Ok(mix)
+    }
+
+    /// Tasks of `names` that a rescue took from a worker (its lease expired), at least once.
+    pub async fn rescued_of(&self, names: &[&str]) -> Result<i64> {
+        self.scalar(&format!(
+            "SELECT count(DISTINCT task_id) FROM chaos.transitions \
+             WHERE actor IS DISTINCT FROM lease_owner AND task_name IN ({})",
+            sql_list(names)
+        ))
+        .await
+    }
+
+    /// Tasks of `names` in `status` (0 pending, 1 running, 2 completed, 3 failed), leased to
+    /// `owner` when given.
+    pub async fn count_of(&self, names: &[&str], status: i16, owner: Option<&str>) -> Result<i64> {
+        let owner = owner.map_or(String::new(), |o| format!(" AND lease_owner = '{o}'"));
+        self.scalar(&format!(
+            "SELECT count(*) FROM anchor.tasks WHERE name IN ({}) AND status = {status}{owner}",
+            sql_list(names)
+        ))
+        .await
     }
 
     /// Tasks of `name` in `status` (0 pending, 1 running, 2 completed, 3 failed).
