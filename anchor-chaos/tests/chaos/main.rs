@@ -14,6 +14,7 @@ mod local;
 mod lock_overlap;
 mod locks;
 mod pause;
+mod poison;
 mod pool;
 mod restart;
 mod shutdown;
