@@ -45,17 +45,40 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
             locked.len()
         );
         // A session holding a running task's row: that worker's fenced writes and lease
-        // renewals wait for it.
+        // renewals wait for it. It must get one (tasks run for 5 ms: look until it does).
         let running = db.admin().await?;
-        running
-            .batch_execute(
-                "BEGIN; SELECT id FROM anchor.tasks WHERE status = 1 \
-                 LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .await?;
+        let running_task: i64 = wait_for(
+            "a running task's row to lock",
+            Duration::from_secs(30),
+            || async {
+                running.batch_execute("BEGIN").await?;
+                let row = running
+                    .query_opt(
+                        "SELECT id FROM anchor.tasks WHERE status = 1 AND name = 'Work' \
+                         LIMIT 1 FOR UPDATE SKIP LOCKED",
+                        &[],
+                    )
+                    .await?;
+                if row.is_none() {
+                    running.batch_execute("ROLLBACK").await?;
+                }
+                Ok(row.map(|r| r.get(0)))
+            },
+        )
+        .await?;
         // A session holding the cron schedule: no tick can fire meanwhile.
         let cron = db.admin().await?;
-        cron.batch_execute("BEGIN; SELECT id FROM anchor.cron_schedules FOR UPDATE")
+        cron.batch_execute("BEGIN").await?;
+        let schedules = cron
+            .query("SELECT id FROM anchor.cron_schedules FOR UPDATE", &[])
+            .await?
+            .len();
+        anyhow::ensure!(
+            schedules == 1,
+            "locked {schedules} cron schedules, expected 1"
+        );
+        let locked_at = db
+            .scalar_f64("SELECT extract(epoch FROM clock_timestamp())::float8")
             .await?;
         // A long reader: a repeatable-read snapshot over the whole table, then a slow
         // statement on it.
@@ -75,6 +98,21 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
         });
         let held_at = Instant::now();
         tokio::time::sleep(HOLD).await;
+        // The locks held: nothing changed the locked running task, and no tick fired.
+        let untouched = db
+            .scalar(&format!(
+                "SELECT count(*) FROM anchor.tasks WHERE id = {running_task} AND status = 1"
+            ))
+            .await?;
+        let ticks_while_held = db
+            .scalar(&format!(
+                "SELECT count(*) FROM anchor.tasks WHERE name = 'Tick' \
+                 AND created_at > to_timestamp({locked_at})"
+            ))
+            .await?;
+        let unlocked_at = db
+            .scalar_f64("SELECT extract(epoch FROM clock_timestamp())::float8")
+            .await?;
         for session in [&idle, &running, &cron] {
             session.batch_execute("COMMIT").await?;
         }
@@ -108,6 +146,15 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
             || async { Ok((db.scalar(&ticks_after).await? > 0).then_some(())) },
         )
         .await?;
+        // The locked running task left `running` only after its row was released (the
+        // audit's clock_timestamp() is when the change was applied; `finished_at` is the
+        // start of a statement that may have waited on the lock).
+        let running_task_end = db
+            .scalar_f64(&format!(
+                "SELECT coalesce(extract(epoch FROM min(at)), 0)::float8 FROM chaos.transitions \
+                 WHERE task_id = {running_task}"
+            ))
+            .await?;
         let report = db
             .stop_and_check(
                 workers,
@@ -123,11 +170,26 @@ fn idle_transactions_and_long_readers_holding_locks_lose_nothing() -> Result<()>
             &report,
             &format!(
                 " | locks held {:.1?} | locked pending tasks done {locked_recovery:.2?} after release \
-                 | leases rescued while a worker waited on a row lock {rescued}",
-                released_at - held_at
+                 | leases rescued while a worker waited on a row lock {rescued} \
+                 | locked running task {running_task} left running {:.2} s after its release",
+                released_at - held_at,
+                running_task_end - unlocked_at
             ),
         );
         report.assert_clean()?;
+        anyhow::ensure!(
+            untouched == 1,
+            "the locked running task {running_task} changed while its row was locked"
+        );
+        anyhow::ensure!(
+            running_task_end >= unlocked_at,
+            "the locked running task {running_task} left running {:.2} s before its row was released",
+            unlocked_at - running_task_end
+        );
+        anyhow::ensure!(
+            ticks_while_held == 0,
+            "{ticks_while_held} ticks fired while the schedule was locked"
+        );
         assert_eq!(report.tasks, 2_000);
         Ok(())
     })
