@@ -191,6 +191,7 @@ fn prepare_schema(schema: &Value, task_name: &str) -> Value {
         if is_string && !keep_format {
             map.remove("format");
         }
+        drop_defaulted_from_required(map);
     });
     if let Value::Object(root) = &mut schema {
         if !root.contains_key("description") {
@@ -201,6 +202,32 @@ fn prepare_schema(schema: &Value, task_name: &str) -> Value {
         }
     }
     schema
+}
+
+/// Takes every property that has a `default` out of `required`. typify gives a `default`
+/// to optional properties only (a required one must be present to decode), but a payload
+/// may leave a defaulted parameter out whether or not it is required: a cron schedule or an
+/// onFailed handler's `{ taskID }` payload is built from the defaults. As an optional
+/// property with a default it is still a plain `T`, filled with the default when absent and
+/// always serialised.
+fn drop_defaulted_from_required(map: &mut serde_json::Map<String, Value>) {
+    let defaulted: Vec<String> = match map.get("properties") {
+        Some(Value::Object(props)) => props
+            .iter()
+            .filter(|(_, sub)| sub.get("default").is_some())
+            .map(|(name, _)| name.clone())
+            .collect(),
+        _ => return,
+    };
+    if let Some(Value::Array(required)) = map.get_mut("required") {
+        required.retain(|name| {
+            name.as_str()
+                .is_none_or(|name| !defaulted.iter().any(|d| d == name))
+        });
+        if required.is_empty() {
+            map.remove("required");
+        }
+    }
 }
 
 /// Calls `visit` on a schema object and every subschema in it, but not on the maps that
@@ -273,6 +300,28 @@ mod tests {
                 }
             })
         );
+    }
+
+    #[test]
+    fn defaulted_properties_leave_required_at_every_level() {
+        let schema = json!({
+            "type": "object",
+            "description": "Mine.",
+            "required": ["id", "level", "inner"],
+            "properties": {
+                "id": { "type": "integer" },
+                "level": { "type": "string", "default": "admin" },
+                "inner": {
+                    "type": "object",
+                    "required": ["size"],
+                    "properties": { "size": { "type": "integer", "default": 10 } }
+                }
+            }
+        });
+        let prepared = prepare_schema(&schema, "T");
+        assert_eq!(prepared["required"], json!(["id", "inner"]));
+        assert!(prepared["properties"]["inner"].get("required").is_none());
+        assert_eq!(prepared["properties"]["level"]["default"], "admin");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anchor_runtime::chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use anchor_testgen::codegen::{seed, types};
+use anchor_testgen::codegen::{required_defaults, seed, types};
 use anchor_testgen::seed_executors::SeedExecutor;
 use serde_json::{json, Map, Value};
 
@@ -118,6 +118,46 @@ fn defaults_fill_missing_fields_and_none_is_not_serialised() {
     // Defaulted fields are always written, so workers see the effective value.
     assert_eq!(out["retries"], json!(3));
     assert_eq!(out["priority"], json!("medium"));
+}
+
+#[test]
+fn required_fields_with_a_default_decode_to_it_when_absent() {
+    use required_defaults::{
+        RequiredDefaultsParameters as Params, RequiredDefaultsParametersPriority as Priority,
+    };
+    // Only what has no default: `userId` and the nested `window.unit`.
+    let p: Params =
+        serde_json::from_value(json!({ "userId": 7, "window": { "unit": "minutes" } })).unwrap();
+    let retries: i32 = p.retries;
+    let total: i64 = p.total;
+    assert_eq!((p.user_id, retries, total), (7, 3, -9_000_000_000));
+    assert_eq!(p.level, "admin");
+    assert!(p.enabled);
+    assert!(!p.quiet);
+    assert_eq!(p.priority, Priority::Medium);
+    assert_eq!(p.ratio, 0.25);
+    assert_eq!(p.tags, ["nightly", "batch"]);
+    assert_eq!(p.since, NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
+    let size: i32 = p.window.size;
+    assert_eq!((size, p.window.unit.as_str()), (10, "minutes"));
+    assert_eq!(p.note, "none");
+
+    // Defaulted fields are written out, so a worker sees the effective value.
+    let out = serde_json::to_value(&p).unwrap();
+    assert_eq!(out["retries"], json!(3));
+    assert_eq!(out["priority"], json!("medium"));
+    assert_eq!(out["window"], json!({ "size": 10, "unit": "minutes" }));
+
+    // A value that is sent wins over the default; a field without one is still required.
+    let sent: Params = serde_json::from_value(
+        json!({ "userId": 1, "retries": 9, "window": { "unit": "s", "size": 2 } }),
+    )
+    .unwrap();
+    assert_eq!((sent.retries, sent.window.size), (9, 2));
+    let err = serde_json::from_value::<Params>(json!({ "window": { "unit": "s" } })).unwrap_err();
+    assert!(err.to_string().contains("userId"), "{err}");
+    let err = serde_json::from_value::<Params>(json!({ "userId": 1, "window": {} })).unwrap_err();
+    assert!(err.to_string().contains("unit"), "{err}");
 }
 
 #[test]

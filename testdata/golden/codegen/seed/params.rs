@@ -13,7 +13,10 @@ pub struct DeleteOpaqueKeyParameters {
 /// Parameters of the `EscalateFailedNotification` task.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 pub struct EscalateFailedNotificationParameters {
-    #[serde(rename = "escalationLevel")]
+    #[serde(
+        rename = "escalationLevel",
+        default = "defaults::escalate_failed_notification_parameters_escalation_level"
+    )]
     pub escalation_level: ::std::string::String,
     #[serde(rename = "taskID")]
     pub task_id: i64,
@@ -160,6 +163,10 @@ pub mod defaults {
         <T as ::std::convert::TryFrom<u64>>::Error: ::std::fmt::Debug,
     {
         T::try_from(V).unwrap()
+    }
+
+    pub(super) fn escalate_failed_notification_parameters_escalation_level() -> ::std::string::String {
+        "admin".to_string()
     }
 }
 

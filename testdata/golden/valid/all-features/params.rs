@@ -157,7 +157,16 @@ pub struct ImportCatalogParametersPartnerAddress {
 /// Parameters of the `NightlyDigest` task.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 pub struct NightlyDigestParameters {
+    #[serde(default = "defaults::nightly_digest_parameters_audience")]
     pub audience: NightlyDigestParametersAudience,
+}
+
+impl ::std::default::Default for NightlyDigestParameters {
+    fn default() -> Self {
+        Self {
+            audience: defaults::nightly_digest_parameters_audience(),
+        }
+    }
 }
 
 /// `NightlyDigestParametersAudience`
@@ -263,6 +272,10 @@ pub mod defaults {
         ::std::string::String,
     > {
         vec!["catalog".to_string(), "nightly".to_string()]
+    }
+
+    pub(super) fn nightly_digest_parameters_audience() -> super::NightlyDigestParametersAudience {
+        super::NightlyDigestParametersAudience::Staff
     }
 }
 

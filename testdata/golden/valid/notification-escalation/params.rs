@@ -5,7 +5,10 @@
 /// Parameters of the `EscalateFailedNotification` task.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 pub struct EscalateFailedNotificationParameters {
-    #[serde(rename = "escalationLevel")]
+    #[serde(
+        rename = "escalationLevel",
+        default = "defaults::escalate_failed_notification_parameters_escalation_level"
+    )]
     pub escalation_level: ::std::string::String,
     #[serde(rename = "taskID")]
     pub task_id: i32,
@@ -86,6 +89,13 @@ for SendNotificationParametersPriority {
         value: ::std::string::String,
     ) -> ::std::result::Result<Self, self::error::ConversionError> {
         value.parse()
+    }
+}
+
+/// Generation of default values for serde.
+pub mod defaults {
+    pub(super) fn escalate_failed_notification_parameters_escalation_level() -> ::std::string::String {
+        "admin".to_string()
     }
 }
 

@@ -5,14 +5,25 @@
 /// Parameters of the `CleanupSessions` task.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 pub struct CleanupSessionsParameters {
-    #[serde(rename = "olderThanMinutes")]
+    #[serde(rename = "olderThanMinutes", default = "defaults::default_u64::<i32, 30>")]
     pub older_than_minutes: i32,
+}
+
+impl ::std::default::Default for CleanupSessionsParameters {
+    fn default() -> Self {
+        Self {
+            older_than_minutes: defaults::default_u64::<i32, 30>(),
+        }
+    }
 }
 
 /// Parameters of the `EscalateFailedNotification` task.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 pub struct EscalateFailedNotificationParameters {
-    #[serde(rename = "escalationLevel")]
+    #[serde(
+        rename = "escalationLevel",
+        default = "defaults::escalate_failed_notification_parameters_escalation_level"
+    )]
     pub escalation_level: ::std::string::String,
     #[serde(rename = "taskID")]
     pub task_id: i64,
@@ -126,6 +137,21 @@ for SendNotificationParametersPriority {
         value: ::std::string::String,
     ) -> ::std::result::Result<Self, self::error::ConversionError> {
         value.parse()
+    }
+}
+
+/// Generation of default values for serde.
+pub mod defaults {
+    pub(super) fn default_u64<T, const V: u64>() -> T
+    where
+        T: ::std::convert::TryFrom<u64>,
+        <T as ::std::convert::TryFrom<u64>>::Error: ::std::fmt::Debug,
+    {
+        T::try_from(V).unwrap()
+    }
+
+    pub(super) fn escalate_failed_notification_parameters_escalation_level() -> ::std::string::String {
+        "admin".to_string()
     }
 }
 
