@@ -13,6 +13,7 @@ mod kill;
 mod local;
 mod lock_overlap;
 mod locks;
+mod partition;
 mod pause;
 mod poison;
 mod pool;
