@@ -157,7 +157,12 @@ impl Client {
         let mut total = 0;
         for (status_code, age) in retention.rules() {
             loop {
-                let n = prune_batch(self, status_code, age, limit).await?;
+                let n = self
+                    .bounded(
+                        "pruning finished tasks",
+                        prune_batch(self, status_code, age, limit),
+                    )
+                    .await?;
                 total += n;
                 if n < limit as u64 {
                     break;

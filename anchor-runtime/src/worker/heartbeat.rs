@@ -92,7 +92,11 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
             tracing::warn!(worker = %shared.worker_id, error = %err, "worker heartbeat failed");
         }
         if !definitions_stored {
-            match store_definitions(&shared).await {
+            match shared
+                .client
+                .bounded("storing task definitions", store_definitions(&shared))
+                .await
+            {
                 Ok(()) => definitions_stored = true,
                 Err(err) => {
                     tracing::warn!(worker = %shared.worker_id, error = %err, "storing task definitions failed; retrying")

@@ -232,7 +232,11 @@ pub(crate) async fn run_rescuer(shared: Arc<Shared>) {
             }
         }
         // Maintenance on the same cadence; it never touches the claim path.
-        if let Err(err) = super::heartbeat::note_unregistered(&shared).await {
+        let noted = shared.client.bounded(
+            "looking for tasks no worker has registered",
+            super::heartbeat::note_unregistered(&shared),
+        );
+        if let Err(err) = noted.await {
             tracing::warn!(worker = %shared.worker_id, error = %err, "looking for tasks no worker has registered failed");
         }
     }

@@ -78,15 +78,17 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
         if shared.stopping() {
             return;
         }
-        match cron::register_at_start(
-            &shared.client,
-            &sql,
-            &shared.registry,
-            &names,
-            &shared.worker_id,
-        )
-        .await
-        {
+        let registered = shared.client.bounded(
+            "registering cron schedules",
+            cron::register_at_start(
+                &shared.client,
+                &sql,
+                &shared.registry,
+                &names,
+                &shared.worker_id,
+            ),
+        );
+        match registered.await {
             Ok(()) => break,
             Err(err) => {
                 let delay = backoff.next_delay();
@@ -110,7 +112,13 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
         if shared.stopping() {
             break;
         }
-        match round(&shared, &sql, &names, &mut next_sweep).await {
+        // Bounded like every call of the runtime's own: a connection that went silent
+        // without closing must not stop the schedules for good.
+        let round = shared.client.bounded(
+            "firing cron schedules",
+            round(&shared, &sql, &names, &mut next_sweep),
+        );
+        match round.await {
             Ok(Some(delay)) => {
                 backoff.reset();
                 // Zero means a due schedule is locked by another session: usually a worker
