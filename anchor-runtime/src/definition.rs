@@ -18,9 +18,10 @@ pub struct TaskDefinition {
     /// The schema's top-level `default` values as a JSON object (`"{}"` when none). The
     /// runtime merges them under the `{ taskID }` of an `onFailed` handler's payload.
     pub default_params: &'static str,
-    /// How many times the task may be taken back from a lost worker (a worker that died or
-    /// lost the database while the task's run had started) before it fails as poison; `None`
-    /// uses the worker's `WorkerConfig::max_rescues` (default 5). From tasks.yaml `maxRescues`.
+    /// The bound on rescues from lost workers (workers that died or lost the database while
+    /// holding the task): the task fails as poison when its worker is lost while its run had
+    /// started and that brings its `rescues` to this number; `None` uses the worker's
+    /// `WorkerConfig::max_rescues` (default 5). From tasks.yaml `maxRescues`.
     pub max_rescues: Option<u32>,
 }
 

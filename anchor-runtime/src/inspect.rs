@@ -29,7 +29,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    /// The lowercase name, as in SPEC §4.
+    /// The lowercase name (`pending`, `running`, `completed`, `failed`, `cancelled`).
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Pending => "pending",
@@ -75,7 +75,7 @@ pub struct ErrorRecord {
     /// When the failure was recorded.
     pub at: DateTime<Utc>,
     /// What went wrong, e.g. the executor's error, `panicked: …`, `timed out after 5s` or
-    /// `lease expired (worker lost)`.
+    /// `worker lost: …` (a rescue).
     pub message: String,
 }
 
@@ -107,7 +107,8 @@ pub struct TaskRecord {
     pub created_at: DateTime<Utc>,
     /// The earliest time the task may (next) run.
     pub run_after: DateTime<Utc>,
-    /// When the latest run started.
+    /// When the latest run was claimed (a task from a worker's buffer starts at most a
+    /// second later) or, for a task dispatched locally, inserted and started.
     pub started_at: Option<DateTime<Utc>>,
     /// When the task reached a final status.
     pub finished_at: Option<DateTime<Utc>>,

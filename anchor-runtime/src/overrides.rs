@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// Changes one of a task's defaults for a single enqueue (the seed's `taskcore.With…`).
+/// Changes one of a task's defaults for a single enqueue (`WithRetryPolicy`, `WithTimeout`, `WithUniqueTag`, … in other task queues).
 ///
 /// Constructors never fail; the values are checked when the task is enqueued, and an
 /// invalid one is an [`Error`](crate::Error) of kind

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 /// The id of a task row. 64-bit, because a busy system overflows 32 bits.
 pub type TaskId = i64;
 
-/// The task attributes an executor can read while it runs (the seed's "task attributes").
+/// The task attributes an executor can read while it runs.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
     pub(crate) id: TaskId,
@@ -95,11 +95,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum TaskError {
     /// An ordinary failure: recorded in the task's error history and retried per policy.
     Failed(BoxError),
-    /// A permanent failure (the seed's `ErrFatalTask`): no retry; the task fails now and its
+    /// A permanent failure (`ErrFatalTask` elsewhere): no retry; the task fails now and its
     /// `onFailed` handler is enqueued.
     Fatal(BoxError),
-    /// Try again later without recording an error (the seed's
-    /// `ErrRetryTaskWithoutErrorEvent`): rescheduled after the policy's next interval (30 s
+    /// Try again later without recording an error (`ErrRetryTaskWithoutErrorEvent`
+    /// elsewhere): rescheduled after the policy's next interval (30 s
     /// without a policy) and not counted against `max_retries`.
     RetryWithoutErrorEvent,
 }

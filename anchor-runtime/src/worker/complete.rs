@@ -64,7 +64,7 @@ pub(crate) fn storable_message(message: &str) -> String {
 const MAX_WAKE_TIMER: Duration = Duration::from_secs(60);
 
 /// The timeout of an `onFailed` handler whose definition this worker does not know
-/// (the SPEC default).
+/// (the default timeout of every task).
 const DEFAULT_TIMEOUT_MS: i64 = 3_600_000;
 
 pub(crate) enum Message {
@@ -106,7 +106,7 @@ pub(crate) enum Decision {
     },
 }
 
-/// Applies SPEC §4's retry rules. `failures` is the number of counted failures before this
+/// Applies the retry rules (see `anchor_core::RetryPolicy`). `failures` is the number of counted failures before this
 /// attempt, i.e. the retries already used.
 pub(crate) fn decide(outcome: &Outcome, policy: Option<&RetryPolicy>, failures: u32) -> Decision {
     match outcome {

@@ -3,8 +3,8 @@
 //! Workers claim only the task names they have handlers for, because several services with
 //! different registries may share one database. A task whose name no worker knows (a typo
 //! in a hand-written insert, a service that was retired, a deploy not yet rolled out) would
-//! therefore stay `pending` with nothing to explain it. SPEC §4 asks for an unknown task
-//! name to be recorded on the task, so:
+//! therefore stay `pending` with nothing to explain it. An unknown task
+//! name must be recorded on the task, so:
 //!
 //! - every worker upserts its row in `workers` (id, registered names, `last_seen`) every
 //!   heartbeat interval, and deletes it at graceful shutdown;

@@ -87,9 +87,10 @@ pub struct WorkerConfig {
     /// of being inserted `pending`, announced and claimed (default true). It saves the claim's
     /// round trip and disk flush. Off, every task goes through the claim.
     pub local_dispatch: bool,
-    /// How many times a task may be taken back from a lost worker while its run had
-    /// started before it fails as poison (default 5), for tasks whose definition sets no
-    /// `maxRescues`. A task that was claimed but never started does not count towards it.
+    /// The bound on lost-worker rescues for tasks whose definition sets no `maxRescues`
+    /// (default 5). Every rescue counts in `rescues`; a task fails as poison when its worker
+    /// is lost while its run had started and that loss brings `rescues` to this bound. A
+    /// loss before the run started never fails the task.
     pub max_rescues: u32,
 }
 

@@ -1,4 +1,4 @@
-//! Tasks whose name no live worker has registered: noted once on the task (SPEC §4 "an
+//! Tasks whose name no live worker has registered: noted once on the task ("an
 //! unknown task name … is recorded on the task"), left pending, and run as soon as a worker
 //! that knows the name starts. Workers' heartbeat rows go away at graceful shutdown.
 
