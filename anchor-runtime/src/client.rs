@@ -238,7 +238,14 @@ const KEEPALIVES_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn apply_dead_connection_defaults(database_url: &str, config: &mut tokio_postgres::Config) {
-    let given = |key: &str| database_url.contains(key);
+    // A setting counts as given when a `key=value` parameter of the URL (after `?`, between
+    // `&`) or of a key/value string (between spaces) names it; a password or database
+    // name that merely contains the word does not.
+    let given = |key: &str| {
+        database_url
+            .split(['?', '&', ' '])
+            .any(|part| part.trim_start().starts_with(&format!("{key}=")))
+    };
     if !given("keepalives_idle") {
         config.keepalives_idle(KEEPALIVES_IDLE);
     }
@@ -309,7 +316,7 @@ mod tests {
 
     #[test]
     fn dead_connection_defaults_apply_unless_the_url_sets_them() {
-        let url = "postgres://u@localhost/db";
+        let url = "postgres://u:keepalives_idle@localhost/tcp_user_timeout";
         let mut config: tokio_postgres::Config = url.parse().unwrap();
         super::apply_dead_connection_defaults(url, &mut config);
         assert_eq!(config.get_keepalives_idle(), super::KEEPALIVES_IDLE);
@@ -317,7 +324,7 @@ mod tests {
             config.get_tcp_user_timeout(),
             Some(&super::TCP_USER_TIMEOUT)
         );
-        let url = "postgres://u@localhost/db?keepalives_idle=60&tcp_user_timeout=90";
+        let url = "postgres://u@localhost/keepalives_idle?keepalives_idle=60&tcp_user_timeout=90";
         let mut config: tokio_postgres::Config = url.parse().unwrap();
         super::apply_dead_connection_defaults(url, &mut config);
         assert_eq!(
