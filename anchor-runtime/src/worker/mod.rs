@@ -441,10 +441,7 @@ impl Shared {
     /// Forgets the lease of `id` if it is still the one under `token` (the task may have
     /// been claimed again since, under a new token).
     fn forget_lease(&self, id: TaskId, token: i64) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        if leases.get(&id).is_some_and(|l| l.token == token) {
-            leases.remove(&id);
-        }
+        self.forget_leases([(id, token)]);
     }
 
     /// Forgets each `(id, token)` lease that is still the one under that token: a stale
