@@ -13,6 +13,7 @@
 //! that a completion was applied by the lease holder (the fenced-completion invariant)
 //! without trusting the runtime's own bookkeeping.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +37,15 @@ CREATE TABLE IF NOT EXISTS chaos.ledger (
     worker     text        NOT NULL,
     started_at timestamptz NOT NULL,
     ended_at   timestamptz,
-    -- ok, error, aborted (dropped by the runtime: lease lost, shutdown grace over, timeout).
-    outcome    text
+    -- ok, error, aborted (dropped by the runtime: lease lost, shutdown grace over, timeout),
+    -- never-ran (the start's insert committed but its reply was lost, so no work was done).
+    outcome    text,
+    -- Drawn by the writer before the insert, so that an insert whose reply was lost (the
+    -- server went down between commit and reply) can still be found and closed.
+    run_key    text
 );
 CREATE INDEX IF NOT EXISTS ledger_task_idx ON chaos.ledger (task_id);
+CREATE INDEX IF NOT EXISTS ledger_run_key_idx ON chaos.ledger (run_key);
 
 -- Worker processes the test killed with SIGKILL, and when (their open runs end then).
 CREATE TABLE IF NOT EXISTS chaos.kills (
@@ -110,6 +116,9 @@ pub struct Ledger {
     /// The database's clock minus this process's (see [`Ledger::sync_clock`]).
     clock_offset: TimeDelta,
 }
+
+/// Numbers the run keys this process draws.
+static RUN_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How long a background ledger write keeps retrying before it gives up.
 const WRITE_PATIENCE: Duration = Duration::from_secs(120);
@@ -194,15 +203,29 @@ impl Ledger {
         let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
         let ledger = self.clone();
         let (task_id, task_name) = (ctx.id(), ctx.name().to_string());
+        let run_key = format!(
+            "{}-{}-{}",
+            self.worker,
+            std::process::id(),
+            RUN_KEYS.fetch_add(1, Ordering::Relaxed)
+        );
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let write = async {
                 let conn = ledger.pool.get().await.map_err(|e| chain(&e))?;
                 let row = conn
                     .query_one(
-                        "INSERT INTO chaos.ledger (task_id, task_name, attempt, worker, started_at) \
-                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                        &[&task_id, &task_name, &attempt, &ledger.worker, &started_at],
+                        "INSERT INTO chaos.ledger \
+                           (task_id, task_name, attempt, worker, started_at, run_key) \
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                        &[
+                            &task_id,
+                            &task_name,
+                            &attempt,
+                            &ledger.worker,
+                            &started_at,
+                            &run_key,
+                        ],
                     )
                     .await
                     .map_err(|e| chain(&e))?;
@@ -213,6 +236,16 @@ impl Ledger {
                 Ok(Err(err)) => Err(format!("cannot record the execution start: {err}")),
                 Err(_) => Err("recording the execution start timed out".to_string()),
             };
+            if result.is_err() {
+                // The insert may have committed with its reply lost; such a row would stay
+                // open for ever though no work was done: close it, if it exists, as
+                // `never-ran` at its own start (a run of no length overlaps nothing).
+                ledger.opened();
+                ledger.retry_in_background(move |ledger| {
+                    let run_key = run_key.clone();
+                    async move { ledger.close_unacknowledged(&run_key).await }
+                });
+            }
             // A receiver that is gone drops the run here, which records it as aborted.
             let _ = tx.send(result);
         });
@@ -249,21 +282,45 @@ impl Ledger {
         Ok(())
     }
 
+    /// Closes the row of a start whose insert reply was lost, if the insert committed.
+    async fn close_unacknowledged(&self, run_key: &str) -> Result<(), String> {
+        let conn = self.pool.get().await.map_err(|e| chain(&e))?;
+        conn.execute(
+            "UPDATE chaos.ledger SET ended_at = started_at, outcome = 'never-ran' \
+             WHERE run_key = $1 AND ended_at IS NULL",
+            &[&run_key],
+        )
+        .await
+        .map_err(|e| chain(&e))?;
+        Ok(())
+    }
+
     /// Writes an execution's end, retrying in the background until it lands.
     fn write_end(&self, id: i64, ended_at: DateTime<Utc>, outcome: &'static str) {
+        self.retry_in_background(move |ledger| async move {
+            ledger.try_write_end(id, ended_at, outcome).await
+        });
+    }
+
+    /// Runs `write` until it succeeds or [`WRITE_PATIENCE`] passes, on a task of its own,
+    /// then marks one open run (counted by the caller) as closed.
+    fn retry_in_background<W, Fut>(&self, write: W)
+    where
+        W: Fn(Ledger) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
         let ledger = self.clone();
         let write = async move {
             let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
             loop {
-                let attempt = ledger.try_write_end(id, ended_at, outcome);
-                match attempt.await {
+                match write(ledger.clone()).await {
                     Ok(_) => break,
                     Err(err) if tokio::time::Instant::now() > deadline => {
-                        tracing::error!(ledger.id = id, error = %err, "giving up writing an execution's end");
+                        tracing::error!(error = %err, "giving up a ledger write");
                         break;
                     }
                     Err(err) => {
-                        tracing::debug!(ledger.id = id, error = %err, "ledger end not written yet; retrying");
+                        tracing::debug!(error = %err, "ledger write not done yet; retrying");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
