@@ -63,7 +63,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
     });
     let config = crate::workers::worker_config(args.concurrency, args.prefetch)
         .with_local_dispatch(!args.no_local_dispatch);
-    let worker = Worker::new(client.clone(), registry, config).start();
+    let worker = Worker::new(client.clone(), registry, config)?.start();
     // Let the worker settle and go idle, as the peers' drivers do.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pad = "x".repeat(args.payload_bytes);

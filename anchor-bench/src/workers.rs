@@ -99,7 +99,7 @@ impl Workers {
             let counter = Arc::new(Counter::default());
             let config = worker_config(concurrency, prefetch);
             let handle =
-                Worker::new(client.clone(), noop_registry(counter.clone()), config).start();
+                Worker::new(client.clone(), noop_registry(counter.clone()), config)?.start();
             return Ok(Workers::InProcess { handle, counter });
         }
         let exe = std::env::current_exe().context("cannot find the benchmark binary")?;
@@ -194,7 +194,7 @@ pub async fn run_child(
     let client = db::connect(settings).await?;
     let counter = Arc::new(Counter::default());
     let config = worker_config(concurrency, prefetch);
-    let handle = Worker::new(client, noop_registry(counter.clone()), config).start();
+    let handle = Worker::new(client, noop_registry(counter.clone()), config)?.start();
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
     // Any input or end of input means stop.

@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         config = config.with_prefetch(prefetch);
     }
     let started = Instant::now();
-    let worker = Worker::new(client.clone(), registry, config).start();
+    let worker = Worker::new(client.clone(), registry, config)?.start();
     let conn = client.pool().get().await?;
     loop {
         // Cheap: both partial indexes are empty once everything is finished.
@@ -113,7 +113,7 @@ async fn latency(url: &str, n: usize) -> anyhow::Result<()> {
         let _ = tx.send(Instant::now());
         async { Ok::<(), TaskError>(()) }
     });
-    let worker = Worker::new(client.clone(), registry, WorkerConfig::default()).start();
+    let worker = Worker::new(client.clone(), registry, WorkerConfig::default())?.start();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {

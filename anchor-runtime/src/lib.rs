@@ -31,7 +31,7 @@
 //!     println!("task {} mails {}", ctx.id(), p.to);
 //!     Ok::<(), TaskError>(())
 //! });
-//! let handle = Worker::new(client.clone(), registry, WorkerConfig::default()).start();
+//! let handle = Worker::new(client.clone(), registry, WorkerConfig::default())?.start();
 //! let id = client
 //!     .enqueue(&SEND_EMAIL, &SendEmailParameters { to: "a@example.com".into() }, &[])
 //!     .await?;

@@ -40,7 +40,7 @@ async fn generated_runner_and_executor_work_against_postgres() -> Result<()> {
     let executor = Arc::new(SeedExecutor::default());
     let mut registry = anchor_runtime::Registry::new();
     seed::register(&mut registry, Arc::clone(&executor));
-    let worker = Worker::new(client.clone(), registry, WorkerConfig::default()).start();
+    let worker = Worker::new(client.clone(), registry, WorkerConfig::default())?.start();
 
     let runner = seed::TaskRunner::new(client.clone());
     let email = seed::SendEmailParameters {

@@ -188,7 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.enqueue_mix,
         ))
     });
-    Worker::new(client, registry, config)
+    Worker::new(client, registry, config)?
         .run_until_signal()
         .await;
     if let Some(enqueuer) = enqueuer {

@@ -61,7 +61,10 @@ pub struct WorkerConfig {
     /// How long a claim holds a task without renewal (default 30 s). A worker that dies is
     /// noticed this long after its last renewal.
     pub lease_duration: Duration,
-    /// How often leases are renewed (default: a third of the lease).
+    /// How often leases are renewed (default: a third of the lease). It must be shorter than
+    /// the lease minus the fence margin (a tenth of the lease, at least 200 ms), or a lease
+    /// would lapse between two renewals and every run would be stopped:
+    /// [`Worker::new`] refuses such a configuration.
     pub lease_renew_interval: Option<Duration>,
     /// How often expired leases are looked for (default: half the lease, with jitter).
     pub rescue_interval: Option<Duration>,
@@ -203,6 +206,28 @@ impl WorkerConfig {
         self.heartbeat_interval = self.heartbeat_interval.max(Duration::from_millis(10));
         self.max_rescues = self.max_rescues.max(1);
         self
+    }
+
+    /// Refuses settings that cannot work at all, naming the setting and the fix.
+    fn check(&self) -> crate::Result<()> {
+        if let Some(renew) = self.lease_renew_interval {
+            let lease = self.lease_duration;
+            let usable = lease.saturating_sub(self.fence_margin());
+            if renew >= usable {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::Config,
+                    format!(
+                        "worker configuration: lease_renew_interval ({renew:?}) must be shorter \
+                         than lease_duration ({lease:?}) minus the fence margin ({margin:?}), \
+                         or every lease lapses between two renewals and its run is stopped; \
+                         shorten lease_renew_interval, lengthen lease_duration, or leave \
+                         lease_renew_interval unset (a third of the lease)",
+                        margin = self.fence_margin(),
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn prefetch(&self) -> usize {
@@ -460,11 +485,13 @@ impl Shared {
 /// A worker: runs the tasks of a [`Registry`] from the database behind a [`Client`].
 ///
 /// ```no_run
-/// # async fn demo(client: anchor_runtime::Client, registry: anchor_runtime::Registry) {
+/// # async fn demo(client: anchor_runtime::Client, registry: anchor_runtime::Registry)
+/// # -> anchor_runtime::Result<()> {
 /// use anchor_runtime::{Worker, WorkerConfig};
-/// let handle = Worker::new(client, registry, WorkerConfig::default()).start();
+/// let handle = Worker::new(client, registry, WorkerConfig::default())?.start();
 /// // ... serve requests ...
 /// handle.shutdown().await;
+/// # Ok(())
 /// # }
 /// ```
 pub struct Worker {
@@ -475,12 +502,21 @@ pub struct Worker {
 
 impl Worker {
     /// Prepares a worker; nothing runs until [`Worker::start`].
-    pub fn new(client: Client, registry: Registry, config: WorkerConfig) -> Worker {
-        Worker {
+    ///
+    /// Zero concurrency or intervals are raised to the nearest workable values. A
+    /// configuration no worker can run with (a [`lease_renew_interval`] too long for its
+    /// lease) is an error of kind [`Config`](crate::ErrorKind::Config) that names the
+    /// setting.
+    ///
+    /// [`lease_renew_interval`]: WorkerConfig::lease_renew_interval
+    pub fn new(client: Client, registry: Registry, config: WorkerConfig) -> crate::Result<Worker> {
+        let config = config.normalised();
+        config.check()?;
+        Ok(Worker {
             client,
             registry,
-            config: config.normalised(),
-        }
+            config,
+        })
     }
 
     /// Starts the worker on the current tokio runtime and returns at once. Dropping the
@@ -778,6 +814,37 @@ mod tests {
             stop,
             completer,
         )
+    }
+
+    #[tokio::test]
+    async fn a_renew_interval_that_lets_the_lease_lapse_is_a_configuration_error() {
+        let client = shared().await.client.clone();
+        let lease = WorkerConfig::default().with_lease_duration(Duration::from_secs(30));
+        // The fence margin of a 30 s lease is 3 s: renewals must come within 27 s.
+        for renew in [30, 45, 27] {
+            let config = lease
+                .clone()
+                .with_lease_renew_interval(Duration::from_secs(renew));
+            let err = Worker::new(client.clone(), Registry::new(), config)
+                .err()
+                .unwrap_or_else(|| panic!("renewing every {renew} s of a 30 s lease"));
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            let text = err.to_string();
+            assert!(
+                text.contains("lease_renew_interval") && text.contains("lease_duration"),
+                "{text}"
+            );
+        }
+        for config in [
+            lease
+                .clone()
+                .with_lease_renew_interval(Duration::from_secs(26)),
+            lease.clone(),
+            // The default renewal (a third) fits any lease, however short.
+            WorkerConfig::default().with_lease_duration(Duration::ZERO),
+        ] {
+            assert!(Worker::new(client.clone(), Registry::new(), config).is_ok());
+        }
     }
 
     fn claimed(id: TaskId, token: i64) -> claim::ClaimedTask {

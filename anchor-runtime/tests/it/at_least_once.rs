@@ -56,7 +56,9 @@ fn config() -> WorkerConfig {
 }
 
 fn start(client: &Client, registry: Registry, config: WorkerConfig) -> WorkerHandle {
-    Worker::new(client.clone(), registry, config).start()
+    Worker::new(client.clone(), registry, config)
+        .expect("a workable worker configuration")
+        .start()
 }
 
 static HELD: TaskDefinition = plain("Held", None);

@@ -51,6 +51,9 @@ static CRON_FAILED: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 static REMOVABLE: TaskDefinition = every_second("Removable", None);
+/// A cron task of the deployment that no longer has `Removable`: its ticks show that the
+/// new worker's scheduler is running.
+static BEACON: TaskDefinition = every_second("Beacon", None);
 static UNRELATED: TaskDefinition = TaskDefinition {
     name: "Unrelated",
     retry: None,
@@ -136,7 +139,7 @@ async fn ok_worker(
             Ok::<(), TaskError>(())
         });
     }
-    Ok(Worker::new(client, registry, config(id)).start())
+    Ok(Worker::new(client, registry, config(id))?.start())
 }
 
 /// The occurrence ticks of `task`, oldest first, with how many occurrences each tick has.
@@ -299,7 +302,7 @@ async fn a_failing_occurrence_never_stops_the_schedule() -> Result<()> {
         }
     });
     let client = Client::connect(&db.url).await?;
-    let worker = Worker::new(client, registry, config("failing")).start();
+    let worker = Worker::new(client, registry, config("failing"))?.start();
     wait_for("three failure handlers", LONG, || async {
         Ok((handled.lock().unwrap_or_else(|e| e.into_inner()).len() >= 3).then_some(()))
     })
@@ -331,8 +334,10 @@ async fn a_removed_task_stops_firing_and_is_disabled() -> Result<()> {
     old.shutdown().await;
     let fired = count(&db.client, "name = 'Removable'").await?;
     // The new deployment no longer has the task.
-    let new = ok_worker(&db, "new", &[&UNRELATED]).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let new = ok_worker(&db, "new", &[&UNRELATED, &BEACON]).await?;
+    // Three ticks of the new deployment's own schedule: its scheduler has run through at
+    // least two ticks of Removable's schedule too.
+    wait_for_occurrences(&db.client, "Beacon", 3).await?;
     assert_eq!(count(&db.client, "name = 'Removable'").await?, fired);
     let schedule = schedules_of(&db.client, "Removable").await?.remove(0);
     assert!(
@@ -439,7 +444,7 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
             Ok::<(), TaskError>(())
         }
     });
-    let worker = Worker::new(Client::connect(&db.url).await?, registry, config("reports")).start();
+    let worker = Worker::new(Client::connect(&db.url).await?, registry, config("reports"))?.start();
     let customers = || -> HashSet<String> {
         seen.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -462,7 +467,13 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
     assert_eq!(paused.disabled_reason.as_deref(), Some("paused"));
     let clause = format!("cron_schedule_id = {id_a}");
     let before = count(client, &clause).await?;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Three more occurrences of b, on the same one-second schedule: two ticks of a passed.
+    let clause_b = format!("cron_schedule_id = {id_b}");
+    let b_before = count(client, &clause_b).await?;
+    wait_for("three more occurrences of b", LONG, || async {
+        Ok((count(client, &clause_b).await? >= b_before + 3).then_some(()))
+    })
+    .await?;
     assert_eq!(count(client, &clause).await?, before);
     client.resume_schedule(id_a).await?;
     wait_for("a to fire again", LONG, || async {
@@ -635,7 +646,7 @@ async fn without_overlap_ticks_wait_for_the_last_occurrence() -> Result<()> {
         Client::connect(&db.url).await?,
         registry,
         config("exclusive"),
-    )
+    )?
     .start();
     wait_for("three finished occurrences", LONG, || async {
         let done = count(&db.client, "name = 'Exclusive' AND status = 2").await?;

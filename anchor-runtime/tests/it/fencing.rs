@@ -78,7 +78,7 @@ async fn a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_expires() ->
             .with_lease_renew_interval(Duration::from_millis(100))
             .with_rescue_interval(Duration::from_secs(3600))
             .with_shutdown_grace(Duration::from_secs(5)),
-    )
+    )?
     .start();
     let id = db.client.enqueue(&FENCED, &Job { n: 1 }, &[]).await?;
     wait_for_status(&db.client, id, TaskStatus::Running, LONG).await?;
@@ -121,7 +121,7 @@ async fn a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_expires() ->
         db.client.clone(),
         Registry::new(),
         WorkerConfig::default().with_rescue_interval(Duration::from_millis(100)),
-    )
+    )?
     .start();
     let task = wait_for_status(&db.client, id, TaskStatus::Completed, LONG).await?;
     assert_eq!(task.attempts, 2);
@@ -167,7 +167,7 @@ async fn tasks_holding_every_pooled_connection_keep_their_leases() -> Result<()>
             .with_poll_interval(Duration::from_millis(100))
             .with_lease_duration(Duration::from_millis(500))
             .with_rescue_interval(Duration::from_millis(100)),
-    )
+    )?
     .start();
     let mut ids = Vec::new();
     for n in 0..3 {

@@ -55,7 +55,7 @@ async fn a_handler_unknown_to_the_failing_worker_gets_its_own_settings() -> Resu
     // that the enqueued handler task stays pending for inspection).
     let mut handlers = Registry::new();
     handlers.define(&NOTIFY_OPS);
-    let handler_service = Worker::new(db.client.clone(), handlers, config()).start();
+    let handler_service = Worker::new(db.client.clone(), handlers, config())?.start();
     wait_for("the handler's definition to be stored", LONG, || async {
         let conn = db.client.pool().get().await?;
         let row = conn
@@ -72,7 +72,7 @@ async fn a_handler_unknown_to_the_failing_worker_gets_its_own_settings() -> Resu
     registry.register(&FAILS, |_ctx: TaskContext, _job: Job| async {
         Err::<(), TaskError>(TaskError::fatal("no"))
     });
-    let worker = Worker::new(Client::connect(&db.url).await?, registry, config()).start();
+    let worker = Worker::new(Client::connect(&db.url).await?, registry, config())?.start();
     let id = db.client.enqueue(&FAILS, &Job { n: 1 }, &[]).await?;
     wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
     let handler_id = wait_for("the handler task", LONG, || async {
@@ -122,7 +122,7 @@ async fn a_failed_task_frees_its_unique_tag_and_a_tag_can_be_freed() -> Result<(
             Ok(())
         }
     });
-    let worker = Worker::new(db.client.clone(), registry, config()).start();
+    let worker = Worker::new(db.client.clone(), registry, config())?.start();
     let tag = [TaskOverride::unique_tag("invoice-7")];
     let first = db.client.enqueue(&TAGGED, &Job { n: 1 }, &tag).await?;
     wait_for_status(&db.client, first, TaskStatus::Failed, LONG).await?;

@@ -169,17 +169,20 @@ impl Drop for RunGuard {
     }
 }
 
-/// A worker on a tokio runtime of its own, on a thread of its own, which [`KillableWorker::kill`]
-/// drops mid-run: its tasks stop without any shutdown, release or outcome write, and its
-/// connections close, exactly as when the process dies.
+/// A worker on a tokio runtime of its own with one worker thread, on a thread of its own,
+/// as a separate process would be. [`KillableWorker::kill`] drops it mid-run: its tasks stop
+/// without any shutdown, release or outcome write, and its connections close, exactly as
+/// when the process dies. A handler that blocks its thread stalls the whole worker (its
+/// renewals too), as a long pause of a process would.
 pub struct KillableWorker {
-    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Sends whether to shut down gracefully (`true`) or die (`false`).
+    kill: Option<tokio::sync::oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl KillableWorker {
     pub fn start(url: &str, registry: Registry, config: WorkerConfig) -> KillableWorker {
-        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<bool>();
         let url = url.to_string();
         let thread = std::thread::spawn(move || -> Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -188,8 +191,10 @@ impl KillableWorker {
                 .build()?;
             runtime.block_on(async move {
                 let client = Client::connect(&url).await?;
-                let _worker = Worker::new(client, registry, config).start();
-                let _ = kill_rx.await;
+                let worker = Worker::new(client, registry, config)?.start();
+                if kill_rx.await == Ok(true) {
+                    worker.shutdown().await;
+                }
                 anyhow::Ok(())
             })?;
             runtime.shutdown_background();
@@ -202,9 +207,19 @@ impl KillableWorker {
     }
 
     /// Kills the worker as if its process had died.
-    pub fn kill(mut self) -> Result<()> {
+    pub fn kill(self) -> Result<()> {
+        self.stop(false)
+    }
+
+    /// Shuts the worker down as [`WorkerHandle::shutdown`](anchor_runtime::WorkerHandle)
+    /// does: whatever it had to write has been tried when this returns.
+    pub fn shutdown(self) -> Result<()> {
+        self.stop(true)
+    }
+
+    fn stop(mut self, graceful: bool) -> Result<()> {
         if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
+            let _ = kill.send(graceful);
         }
         if let Some(thread) = self.thread.take() {
             thread

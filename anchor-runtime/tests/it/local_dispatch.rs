@@ -63,7 +63,12 @@ fn gated_worker(client: &Client, config: WorkerConfig) -> (WorkerHandle, Arc<Sem
             Ok::<(), TaskError>(())
         }
     });
-    (Worker::new(client.clone(), registry, config).start(), gate)
+    (
+        Worker::new(client.clone(), registry, config)
+            .expect("a workable worker configuration")
+            .start(),
+        gate,
+    )
 }
 
 fn config() -> WorkerConfig {

@@ -35,7 +35,7 @@ async fn the_worker_survives_a_database_restart() -> Result<()> {
     let config = anchor_runtime::WorkerConfig::default()
         .with_poll_interval(Duration::from_millis(200))
         .with_lease_duration(Duration::from_secs(5));
-    let worker = Worker::new(db.client.clone(), registry, config).start();
+    let worker = Worker::new(db.client.clone(), registry, config)?.start();
     let before = db.client.enqueue(&PING, &Ping { n: 1 }, &[]).await?;
     wait_for_status(
         &db.client,

@@ -56,7 +56,9 @@ static OK: TaskDefinition = def("Ok", None);
 
 fn start(client: &Client, mut registry: Registry) -> WorkerHandle {
     register(&mut registry, &OK, |_| Ok(()));
-    Worker::new(client.clone(), registry, config()).start()
+    Worker::new(client.clone(), registry, config())
+        .expect("a workable worker configuration")
+        .start()
 }
 
 /// Enqueues an ordinary task after the bad one and waits for it: the worker still writes

@@ -126,7 +126,7 @@ async fn a_running_worker_prunes_on_its_own() -> Result<()> {
     );
     let config = WorkerConfig::default()
         .with_retention(RetentionConfig::default().with_interval(Duration::from_millis(50)));
-    let worker = Worker::new(db.client.clone(), registry, config).start();
+    let worker = Worker::new(db.client.clone(), registry, config)?.start();
     let client = db.client.clone();
     wait_for("the worker to prune", Duration::from_secs(30), || async {
         let left = count(&client, "name LIKE 'old\\_%' AND status >= 2").await?;
@@ -152,7 +152,7 @@ async fn disabled_retention_keeps_everything() -> Result<()> {
             .with_interval(Duration::from_millis(10))
             .with_enabled(false),
     );
-    let worker = Worker::new(db.client.clone(), registry, config).start();
+    let worker = Worker::new(db.client.clone(), registry, config)?.start();
     // A disabled pruner never runs; a claim round trip shows the worker is up meanwhile.
     let marker = db
         .client

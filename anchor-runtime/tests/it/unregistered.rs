@@ -82,7 +82,7 @@ async fn a_task_no_live_worker_knows_is_noted_once_and_runs_when_one_starts() ->
             .with_concurrency(1)
             .with_prefetch(0)
             .with_rescue_interval(Duration::from_secs(3600)),
-    )
+    )?
     .start();
     let busy = db.client.enqueue(&OTHER, &Job { n: -1 }, &[]).await?;
     wait_for_status(&db.client, busy, TaskStatus::Running, LONG).await?;
@@ -91,7 +91,7 @@ async fn a_task_no_live_worker_knows_is_noted_once_and_runs_when_one_starts() ->
         db.client.clone(),
         registry(&[&KNOWN]),
         config().with_worker_id("checker"),
-    )
+    )?
     .start();
     let ghost = db.client.enqueue(&GHOST, &Job { n: 1 }, &[]).await?;
 
@@ -158,7 +158,7 @@ async fn a_task_no_live_worker_knows_is_noted_once_and_runs_when_one_starts() ->
         db.client.clone(),
         registry(&[&GHOST]),
         config().with_worker_id("ghostly"),
-    )
+    )?
     .start();
     let task = wait_for_status(&db.client, ghost, TaskStatus::Completed, LONG).await?;
     assert_eq!(task.attempts, 1);

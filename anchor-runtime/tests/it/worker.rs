@@ -86,7 +86,9 @@ fn register_recorded<F, Fut>(
 }
 
 fn start(client: &Client, registry: Registry, config: WorkerConfig) -> WorkerHandle {
-    Worker::new(client.clone(), registry, config).start()
+    Worker::new(client.clone(), registry, config)
+        .expect("a workable worker configuration")
+        .start()
 }
 
 static ECHO: TaskDefinition = def("Echo", None, 10_000, None);
@@ -369,6 +371,110 @@ async fn timeout_drops_the_future_and_retries() -> Result<()> {
     Ok(())
 }
 
+static GATE: TaskDefinition = def("Gate", None, 60_000, None);
+static FILLER: TaskDefinition = def("Filler", None, 60_000, None);
+static EXPIRING: TaskDefinition = def("Expiring", None, 1_000, None);
+
+/// More outcomes than the completer's channel holds (1024), so that executions wait to hand
+/// theirs over.
+const FILLERS: usize = 1_040;
+
+#[tokio::test]
+async fn a_timed_out_run_is_dropped_at_its_deadline_while_outcomes_back_up() -> Result<()> {
+    let db = test_db().await?;
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut registry = Registry::new();
+    let opened = gate.clone();
+    register_recorded(&mut registry, &GATE, &ledger, move |_, _| {
+        let opened = opened.clone();
+        async move {
+            let _permit = opened.acquire().await;
+            Ok(())
+        }
+    });
+    register_recorded(&mut registry, &FILLER, &ledger, |_, _| async { Ok(()) });
+    let flag = dropped.clone();
+    register_recorded(&mut registry, &EXPIRING, &ledger, move |_, _| {
+        let flag = flag.clone();
+        async move {
+            let _guard = DropFlag(flag);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        }
+    });
+    let worker = start(&db.client, registry, config().with_concurrency(40));
+    // The completer stalls on a row lock: the gate task's row, locked once it runs.
+    let gated = db.client.enqueue(&GATE, &Job { n: 0 }, &[]).await?;
+    wait_for("the gate task to start", LONG, || async {
+        Ok((ledger.runs(gated) == 1).then_some(()))
+    })
+    .await?;
+    let mut locker = db.client.pool().get().await?;
+    let lock = locker.transaction().await?;
+    lock.execute(
+        "SELECT 1 FROM anchor.tasks WHERE id = $1 FOR UPDATE",
+        &[&gated],
+    )
+    .await?;
+    gate.add_permits(1);
+    let observer = db.client.pool().get().await?;
+    wait_for("the completer to wait for the lock", LONG, || async {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok((waiting > 0).then_some(()))
+    })
+    .await?;
+    // Outcomes pile up behind it until executions wait to hand theirs over.
+    let fillers: Vec<Job> = (0..FILLERS as i64).map(|n| Job { n }).collect();
+    let filler_ids = db.client.enqueue_many(&FILLER, &fillers, &[]).await?;
+    wait_for(
+        "every filler to run, some waiting with their outcome",
+        LONG,
+        || async {
+            let ran = filler_ids.iter().all(|id| ledger.runs(*id) == 1);
+            Ok((ran && worker.running() > 0).then_some(()))
+        },
+    )
+    .await?;
+    let expiring = db.client.enqueue(&EXPIRING, &Job { n: 0 }, &[]).await?;
+    wait_for("the expiring task to start", LONG, || async {
+        Ok((ledger.runs(expiring) == 1).then_some(()))
+    })
+    .await?;
+    // Its one-second timeout passes while its outcome cannot be handed over: the handler's
+    // future (and whatever it holds, a pooled connection say) is dropped at the deadline
+    // all the same.
+    wait_for(
+        "the timed-out handler to be dropped",
+        Duration::from_secs(10),
+        || async { Ok(dropped.load(Ordering::SeqCst).then_some(())) },
+    )
+    .await?;
+    let row = observer
+        .query_one(
+            "SELECT status FROM anchor.tasks WHERE id = $1",
+            &[&expiring],
+        )
+        .await?;
+    assert_eq!(row.get::<_, i16>(0), 1, "its outcome is not written yet");
+    lock.rollback().await?;
+    let task = wait_for_status(&db.client, expiring, TaskStatus::Failed, LONG).await?;
+    assert_eq!(error_messages(&task), ["timed out after 1s"]);
+    wait_for_status(&db.client, gated, TaskStatus::Completed, LONG).await?;
+    let completed = count(&db.client, "name = 'Filler' AND status = 2").await?;
+    assert_eq!(completed, FILLERS as i64);
+    worker.shutdown().await;
+    Ok(())
+}
+
 static REPORT: TaskDefinition = def("Report", None, 10_000, Some("ReportFailed"));
 
 #[tokio::test]
@@ -624,26 +730,33 @@ static CONTESTED: TaskDefinition = def("Contested", retry(&[10], Some(3)), 60_00
 async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
     let db = test_db().await?;
     let ledger = Ledger::default();
-    let make_registry = || {
+    // Set once the task has failed on worker B: worker A's first run then returns.
+    let release = Arc::new(AtomicBool::new(false));
+    let make_registry = |release: Arc<AtomicBool>| {
         let mut registry = Registry::new();
-        register_recorded(&mut registry, &CONTESTED, &ledger, |ctx, _| async move {
-            if ctx.attempt() == 1 {
-                // Outlives its lease, then reports success.
-                tokio::time::sleep(Duration::from_millis(2500)).await;
-                Ok(())
-            } else {
-                Err(TaskError::fatal("second run fails"))
+        register_recorded(&mut registry, &CONTESTED, &ledger, move |ctx, _| {
+            let release = release.clone();
+            async move {
+                if ctx.attempt() == 1 {
+                    // Long enough for the start to be recorded, then the whole worker
+                    // stalls (a blocked thread, as a long pause of the process): no
+                    // renewal goes out, the lease expires and worker B takes the task.
+                    // When the stall ends the run reports success under its old lease.
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let stalled = std::time::Instant::now();
+                    while !release.load(Ordering::SeqCst) && stalled.elapsed() < LONG {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(())
+                } else {
+                    Err(TaskError::fatal("second run fails"))
+                }
             }
         });
         registry
     };
-    // Worker A never renews its short lease, as if it were stalled (a long GC pause, a
-    // network partition).
-    let stalled = config()
-        .with_lease_duration(Duration::from_millis(500))
-        .with_lease_renew_interval(Duration::from_secs(3600))
-        .with_rescue_interval(Duration::from_secs(3600));
-    let worker_a = start(&db.client, make_registry(), stalled);
+    let short_lease = config().with_lease_duration(Duration::from_secs(1));
+    let worker_a = KillableWorker::start(&db.url, make_registry(release.clone()), short_lease);
     let id = db.client.enqueue(&CONTESTED, &Job { n: 1 }, &[]).await?;
     wait_for("worker A to start the task", LONG, || async {
         Ok((ledger.runs(id) == 1).then_some(()))
@@ -651,24 +764,26 @@ async fn a_stale_worker_s_completion_is_ignored() -> Result<()> {
     .await?;
     let worker_b = start(
         &db.client,
-        make_registry(),
+        make_registry(release.clone()),
         config().with_rescue_interval(Duration::from_millis(100)),
     );
     let task = wait_for_status(&db.client, id, TaskStatus::Failed, LONG).await?;
     assert_eq!(task.attempts, 2);
-    // A's first run now finishes and reports success with its old lease token.
+    // A's first run now finishes and reports success with its old lease token; A's
+    // shutdown flushes its completer, so whatever A had to write has been tried.
+    release.store(true, Ordering::SeqCst);
     wait_for("worker A's run to end", LONG, || async {
         Ok((!ledger.is_running(id)).then_some(()))
     })
     .await?;
-    // A's shutdown flushes its completer: whatever A had to write has been tried.
-    worker_a.shutdown().await;
+    tokio::task::spawn_blocking(move || worker_a.shutdown()).await??;
     let task = db.client.get_task(id).await?.context("row exists")?;
     assert_eq!(
         task.status,
         TaskStatus::Failed,
         "the stale completion changed nothing"
     );
+    assert_eq!(task.attempts, 2);
     let messages = error_messages(&task);
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(messages[0].starts_with("worker lost"), "{messages:?}");
@@ -791,20 +906,63 @@ async fn prefetched_tasks_stuck_behind_busy_slots_go_to_other_workers() -> Resul
     Ok(())
 }
 
+static WITNESS: TaskDefinition = def("Witness", None, 10_000, None);
+
 #[tokio::test]
 async fn a_disabled_worker_claims_nothing() -> Result<()> {
     let db = test_db().await?;
     let ledger = Ledger::default();
     let mut registry = Registry::new();
     register_recorded(&mut registry, &ECHO, &ledger, |_, _| async { Ok(()) });
-    let worker = start(&db.client, registry, config().with_disable(true));
+    let disabled = start(
+        &db.client,
+        registry,
+        config().with_disable(true).with_worker_id("disabled"),
+    );
     let id = db.client.enqueue(&ECHO, &Job { n: 1 }, &[]).await?;
-    // Several poll intervals pass; the task stays pending.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // An enabled worker of another task, started after it, notices a task enqueued after
+    // the Echo task, runs it and records itself alive: a running worker would have claimed
+    // the Echo task by then (it was due first and announced the same way).
+    let mut witness_registry = Registry::new();
+    register_recorded(&mut witness_registry, &WITNESS, &ledger, |_, _| async {
+        Ok(())
+    });
+    let witness = start(
+        &Client::connect(&db.url).await?,
+        witness_registry,
+        config().with_worker_id("witness"),
+    );
+    let seen = db.client.enqueue(&WITNESS, &Job { n: 2 }, &[]).await?;
+    wait_for_status(&db.client, seen, TaskStatus::Completed, LONG).await?;
+    let conn = db.client.pool().get().await?;
+    wait_for("the witness's heartbeat", LONG, || async {
+        let n: i64 = conn
+            .query_one(
+                "SELECT count(*) FROM anchor.workers WHERE id = 'witness'",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok((n == 1).then_some(()))
+    })
+    .await?;
     let task = db.client.get_task(id).await?.context("row exists")?;
     assert_eq!(task.status, TaskStatus::Pending);
+    assert_eq!(task.lease_owner, None);
     assert_eq!(ledger.runs(id), 0);
-    worker.shutdown().await;
+    let registered: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM anchor.workers WHERE id = 'disabled'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        registered, 0,
+        "a disabled worker does not record itself alive"
+    );
+    witness.shutdown().await;
+    disabled.shutdown().await;
     Ok(())
 }
 

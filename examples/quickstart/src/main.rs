@@ -239,7 +239,7 @@ async fn set_up(database_url: &str) -> anyhow::Result<(Client, WorkerHandle, Arc
         .with_concurrency(10)
         .with_poll_interval(Duration::from_millis(500))
         .with_shutdown_grace(Duration::from_secs(2));
-    let worker = Worker::new(client.clone(), registry, config).start();
+    let worker = Worker::new(client.clone(), registry, config)?.start();
     // ANCHOR_END: worker
     say!(
         "• worker {} started: {} task types, concurrency 10\n",
