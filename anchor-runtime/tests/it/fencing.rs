@@ -1,7 +1,7 @@
 //! Self-fencing: a worker whose lease renewal cannot get through (here another session
 //! holds the task's row lock, so the renewal skips it) stops the run itself before the lease
-//! can expire, records nothing, and the rescuer that takes the expired lease counts the
-//! attempt. The task never runs on two workers at once.
+//! can expire, records no outcome, and the rescuer that takes the expired lease returns the
+//! task to `pending` as a rescue (not a failure). The task never runs on two workers at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
