@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anchor_runtime::tokio_postgres::{self, NoTls};
-use anchor_runtime::{Client, TaskDefinition};
+use anchor_runtime::{Client, RetryDefaults, TaskDefinition};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,48 @@ pub static NOOP: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+/// The task `--fail-rate` enqueues instead: the no-op task with one immediate retry. Its
+/// handler fails the first run of the chosen share of tasks (see [`fails_first_run`]).
+pub static FLAKY: TaskDefinition = TaskDefinition {
+    name: "BenchFlaky",
+    retry: Some(RetryDefaults {
+        intervals_ms: &[0],
+        always_retry_on_failure: false,
+        max_retries: Some(1),
+    }),
+    timeout_ms: 3_600_000,
+    cron: None,
+    on_failed: None,
+    default_params: "{}",
+    max_rescues: None,
+};
+
+/// The same as [`FLAKY`] without a retry: `--fail-rate` with `--no-retry` fails the chosen
+/// tasks for good.
+pub static DOOMED: TaskDefinition = TaskDefinition {
+    name: "BenchDoomed",
+    retry: None,
+    timeout_ms: 3_600_000,
+    cron: None,
+    on_failed: None,
+    default_params: "{}",
+    max_rescues: None,
+};
+
+/// Whether task `i` fails its first run at `fail_rate` (0 to 1): a fixed spread over the
+/// task numbers, so that failures are evenly mixed with successes and every run of the
+/// benchmark fails the same tasks.
+pub fn fails_first_run(i: u64, fail_rate: f64) -> bool {
+    // Multiplicative hashing spreads consecutive numbers over [0, 1).
+    let spread = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    spread < fail_rate
+}
+
+/// How many of tasks `0..jobs` fail their first run at `fail_rate`.
+pub fn failing_tasks(jobs: u64, fail_rate: f64) -> u64 {
+    (0..jobs).filter(|&i| fails_first_run(i, fail_rate)).count() as u64
+}
 
 /// The no-op task's parameters: a number, and padding for `--payload-bytes`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -185,13 +227,29 @@ impl Monitor {
         Ok(())
     }
 
-    /// Checks that exactly `expected` tasks are completed and none failed.
-    pub async fn check_completed(&self, expected: i64) -> Result<()> {
-        let completed = self.count_status(2).await?;
-        let failed = self.count_status(3).await?;
-        if completed != expected || failed != 0 {
-            bail!("expected {expected} completed tasks and none failed; found {completed} completed, {failed} failed");
+    /// Checks that exactly `completed` tasks are completed and `failed` failed.
+    pub async fn check_outcomes(&self, completed: i64, failed: i64) -> Result<()> {
+        let found_completed = self.count_status(2).await?;
+        let found_failed = self.count_status(3).await?;
+        if found_completed != completed || found_failed != failed {
+            bail!(
+                "expected {completed} completed and {failed} failed tasks; found \
+                 {found_completed} completed, {found_failed} failed"
+            );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failing_share_is_close_to_the_rate() {
+        assert_eq!(failing_tasks(10_000, 0.0), 0);
+        assert_eq!(failing_tasks(10_000, 1.0), 10_000);
+        let n = failing_tasks(20_000, 0.3);
+        assert!((5_800..=6_200).contains(&n), "{n}");
     }
 }

@@ -5,6 +5,8 @@
 //!   timed as `enqueue_s`), analyse the table and checkpoint as the harness's pgbench drain
 //!   does (`--no-settle` skips it), start a worker with concurrency C and time until all N
 //!   are completed *in the database* (`work_s`, worker start-up included).
+//!   `--fail-rate F` fails the first run of that share of the tasks; each is retried at once
+//!   (or, with `--no-retry`, fails for good), to measure the retry and failure paths.
 //! - `--mode latency`: start a worker, let it idle 1 s, then enqueue one task at a time
 //!   (`Client::enqueue`) carrying a timestamp; the handler records enqueue-call-to-start time.
 //! - `--mode mixed`: enqueue (batches of 100) and work at the same time for `--duration`.
@@ -88,6 +90,14 @@ struct Args {
     /// claim, as a task enqueued by another process (web and worker processes apart) does.
     #[arg(long)]
     no_local_dispatch: bool,
+    /// Throughput mode: the share of tasks (0 to 1) whose first run fails. Each is retried
+    /// once, at once, so every task still ends completed; `jobs_per_s` counts tasks, not runs.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Throughput mode with `--fail-rate`: the failing tasks have no retry policy and end
+    /// failed (the final-failure path).
+    #[arg(long)]
+    no_retry: bool,
     /// Give up (exit 2) after this many seconds.
     #[arg(long, env = "TIMEOUT_S", default_value_t = 170)]
     timeout_s: u64,
@@ -126,8 +136,16 @@ async fn run(args: Args) -> Result<()> {
         url: args.url.clone(),
         schema: args.schema.clone(),
     };
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        bail!(
+            "--fail-rate must be between 0 and 1, got {}",
+            args.fail_rate
+        );
+    }
     match args.mode {
-        Mode::WorkerChild => workers::run_child(&settings, args.concurrency, args.prefetch).await,
+        Mode::WorkerChild => {
+            workers::run_child(&settings, args.concurrency, args.prefetch, args.fail_rate).await
+        }
         Mode::Throughput => {
             if args.jobs == 0 {
                 bail!("--jobs must be at least 1");
@@ -135,7 +153,8 @@ async fn run(args: Args) -> Result<()> {
             let r = throughput::run(&settings, &args).await?;
             println!(
                 "PEER={PEER} N={} C={} enqueue_s={:.3} work_s={:.3} jobs_per_s={} handled={} \
-                 workers={} completed_rows={} payload_bytes={} rss_mb={:.1}",
+                 workers={} completed_rows={} payload_bytes={} fail_rate={} failing={} \
+                 retried={} rss_mb={:.1}",
                 args.jobs,
                 args.concurrency,
                 r.enqueue_s,
@@ -145,6 +164,9 @@ async fn run(args: Args) -> Result<()> {
                 args.workers.max(1),
                 args.completed_rows,
                 args.payload_bytes,
+                args.fail_rate,
+                r.failing,
+                !args.no_retry && r.failing > 0,
                 r.rss_mb,
             );
             Ok(())

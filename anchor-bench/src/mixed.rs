@@ -32,6 +32,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
         args.concurrency,
         args.prefetch,
         args.workers,
+        0.0,
     )
     .await?;
     let counter = workers.counter().cloned();

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::db::{self, Monitor, NoopParams, Settings, NOOP};
+use crate::db::{self, Monitor, NoopParams, Settings, DOOMED, FLAKY, NOOP};
 use crate::workers::Workers;
 use crate::Args;
 
@@ -20,6 +20,8 @@ pub struct Report {
     pub work_s: f64,
     pub handled: u64,
     pub rss_mb: f64,
+    /// Tasks whose first run failed (`--fail-rate`).
+    pub failing: u64,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
@@ -31,10 +33,18 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
     let params: Vec<NoopParams> = (0..args.jobs as u64)
         .map(|i| NoopParams::new(i, args.payload_bytes))
         .collect();
+    // With --fail-rate the tasks are the same no-op, under a definition with one immediate
+    // retry (or none, with --no-retry) whose handler fails the chosen first runs.
+    let def = match (args.fail_rate > 0.0, args.no_retry) {
+        (false, _) => &NOOP,
+        (true, false) => &FLAKY,
+        (true, true) => &DOOMED,
+    };
+    let failing = db::failing_tasks(args.jobs as u64, args.fail_rate);
     let started = Instant::now();
     for chunk in params.chunks(ENQUEUE_CHUNK) {
         client
-            .enqueue_many(&NOOP, chunk, &[])
+            .enqueue_many(def, chunk, &[])
             .await
             .context("bulk enqueue failed")?;
     }
@@ -57,22 +67,30 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<Report> {
         args.concurrency,
         args.prefetch,
         args.workers,
+        args.fail_rate,
     )
     .await?;
+    // Every task runs once; a failed first run runs again unless --no-retry.
+    let runs = args.jobs as u64 + if args.no_retry { 0 } else { failing };
     if let Some(counter) = workers.counter() {
-        counter.wait_for(args.jobs as u64).await;
+        counter.wait_for(runs).await;
     }
     // A run counts only once the database shows every task completed.
     monitor.wait_until_finished(POLL).await?;
     let work_s = started.elapsed().as_secs_f64();
     let stopped = workers.stop().await?;
+    let failed = if args.no_retry { failing as i64 } else { 0 };
     monitor
-        .check_completed(args.jobs as i64 + args.completed_rows as i64)
+        .check_outcomes(
+            args.jobs as i64 - failed + args.completed_rows as i64,
+            failed,
+        )
         .await?;
     Ok(Report {
         enqueue_s,
         work_s,
         handled: stopped.handled,
         rss_mb: stopped.rss_mb,
+        failing,
     })
 }

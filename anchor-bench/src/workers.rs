@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
-use crate::db::{self, NoopParams, Settings, NOOP};
+use crate::db::{self, NoopParams, Settings, DOOMED, FLAKY, NOOP};
 
 /// Counts handler runs and signals when a target is reached.
 #[derive(Default)]
@@ -49,13 +49,29 @@ impl Counter {
     }
 }
 
-/// A registry with the no-op task, counting its runs.
-pub fn noop_registry(counter: Arc<Counter>) -> Registry {
+/// A registry with the no-op task, counting its runs, and the failing variants of
+/// `--fail-rate`, whose handlers fail the first run of a `fail_rate` share of tasks.
+pub fn noop_registry(counter: Arc<Counter>, fail_rate: f64) -> Registry {
     let mut registry = Registry::new();
+    let noop = counter.clone();
     registry.register(&NOOP, move |_ctx: TaskContext, _params: NoopParams| {
-        counter.record();
+        noop.record();
         async { Ok::<(), TaskError>(()) }
     });
+    for def in [&FLAKY, &DOOMED] {
+        let counter = counter.clone();
+        registry.register(def, move |ctx: TaskContext, params: NoopParams| {
+            counter.record();
+            let fail = ctx.attempt() == 1 && db::fails_first_run(params.i, fail_rate);
+            async move {
+                if fail {
+                    Err(TaskError::failed("planned failure"))
+                } else {
+                    Ok(())
+                }
+            }
+        });
+    }
     registry
 }
 
@@ -94,12 +110,13 @@ impl Workers {
         concurrency: usize,
         prefetch: Option<usize>,
         processes: usize,
+        fail_rate: f64,
     ) -> Result<Workers> {
         if processes == 0 {
             let counter = Arc::new(Counter::default());
             let config = worker_config(concurrency, prefetch);
-            let handle =
-                Worker::new(client.clone(), noop_registry(counter.clone()), config)?.start();
+            let registry = noop_registry(counter.clone(), fail_rate);
+            let handle = Worker::new(client.clone(), registry, config)?.start();
             return Ok(Workers::InProcess { handle, counter });
         }
         let exe = std::env::current_exe().context("cannot find the benchmark binary")?;
@@ -113,6 +130,7 @@ impl Workers {
                 .args(["--mode", "worker-child", "--url", &settings.url])
                 .args(["--schema", &settings.schema])
                 .args(["--concurrency", &concurrency.to_string()])
+                .args(["--fail-rate", &fail_rate.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -190,11 +208,12 @@ pub async fn run_child(
     settings: &Settings,
     concurrency: usize,
     prefetch: Option<usize>,
+    fail_rate: f64,
 ) -> Result<()> {
     let client = db::connect(settings).await?;
     let counter = Arc::new(Counter::default());
     let config = worker_config(concurrency, prefetch);
-    let handle = Worker::new(client, noop_registry(counter.clone()), config)?.start();
+    let handle = Worker::new(client, noop_registry(counter.clone(), fail_rate), config)?.start();
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
     // Any input or end of input means stop.
