@@ -29,10 +29,8 @@ pub(crate) struct Sql {
     pub upsert_definitions: String,
     pub definition: String,
     pub claim: String,
-    pub complete_many: String,
+    pub set_outcomes: String,
     pub mark_started: String,
-    pub retry: String,
-    pub retry_without_event: String,
     pub fail: String,
     pub fail_resetting_errors: String,
     pub renew: String,
@@ -71,14 +69,19 @@ fn error_entry(attempt: &str, msg_param: &str) -> String {
     )
 }
 
-/// Appends one entry to a task's error history, dropping the oldest entry once the history
-/// holds [`MAX_ERROR_ENTRIES`].
-fn append_error(attempt: &str, msg_param: &str) -> String {
+/// The error history `errors` (an SQL expression) with one entry appended, the oldest
+/// entry dropped once the history holds [`MAX_ERROR_ENTRIES`].
+fn with_error(errors: &str, attempt: &str, msg_param: &str) -> String {
     format!(
-        "errors = (CASE WHEN jsonb_array_length(errors) >= {MAX_ERROR_ENTRIES} \
-         THEN errors - 0 ELSE errors END) || {}",
+        "(CASE WHEN jsonb_array_length({errors}) >= {MAX_ERROR_ENTRIES} \
+         THEN {errors} - 0 ELSE {errors} END) || {}",
         error_entry(attempt, msg_param)
     )
+}
+
+/// Appends one entry to a task's error history (see [`with_error`]).
+fn append_error(attempt: &str, msg_param: &str) -> String {
+    format!("errors = {}", with_error("errors", attempt, msg_param))
 }
 
 const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
@@ -198,7 +201,11 @@ impl Sql {
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),
-            // Successful completions, many at once, each fenced by its lease token.
+            // The outcomes of many runs at once, each fenced by its lease token: per task
+            // $4 the new status (completed, failed, or pending for a retry after $6 ms), $5
+            // the message added to the error history (NULL: none) and $7 whether the run
+            // counts as a failure. A failure's `onFailed` handler is inserted in the same
+            // transaction (`worker/outcome.rs`).
             //
             // The batched statements (complete, renew, lease_held, release) fence by token
             // alone: every transition out of `running` clears the token, so a matching token
@@ -212,13 +219,22 @@ impl Sql {
             // Every write of a run's outcome also records the run as an attempt ($attempt is
             // the run's number, one more than `attempts` at its claim), whether or not its
             // start was recorded before.
-            complete_many: format!(
-                "UPDATE {tasks} t SET status = {completed}, finished_at = now(), \
-                   attempts = greatest(t.attempts, c.attempt), updated_at = now(), {CLEAR_LEASE} \
-                 FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS c(id, token, attempt) \
+            set_outcomes: format!(
+                "UPDATE {tasks} t SET status = c.status, \
+                   failures = t.failures + CASE WHEN c.counted THEN 1 ELSE 0 END, \
+                   errors = CASE WHEN c.message IS NULL THEN t.errors ELSE {err} END, \
+                   attempts = greatest(t.attempts, c.attempt), \
+                   run_after = CASE WHEN c.status = {pending} \
+                     THEN now() + c.delay_ms * interval '1 millisecond' ELSE t.run_after END, \
+                   finished_at = CASE WHEN c.status = {pending} THEN t.finished_at ELSE now() END, \
+                   updated_at = now(), {CLEAR_LEASE} \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::smallint[], $5::text[], \
+                   $6::bigint[], $7::bool[]) \
+                   AS c(id, token, attempt, status, message, delay_ms, counted) \
                  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id",
-                completed = status::COMPLETED,
+                err = with_error("t.errors", "c.attempt", "c.message"),
+                pending = status::PENDING,
             ),
             // Runs under way: their start is recorded, so a rescue after this worker dies
             // knows the run had started (it counts as an attempt, and towards max_rescues).
@@ -228,27 +244,6 @@ impl Sql {
                  FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS c(id, token, attempt) \
                  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.lease_token = c.token \
                  RETURNING t.id"
-            ),
-            // $1 id, $2 token, $3 message, $4 delay in ms, $5 attempt.
-            retry: format!(
-                "UPDATE {tasks} SET status = {pending}, failures = failures + 1, {err}, \
-                   attempts = greatest(attempts, $5::int), \
-                   run_after = now() + $4::bigint * interval '1 millisecond', updated_at = now(), \
-                   {CLEAR_LEASE} \
-                 WHERE id = $1 AND lease_token = $2 AND status = {running}",
-                err = append_error("$5::int", "$3"),
-                pending = status::PENDING,
-                running = status::RUNNING,
-            ),
-            // $1 id, $2 token, $3 delay in ms, $4 attempt. No error recorded, no failure
-            // counted.
-            retry_without_event: format!(
-                "UPDATE {tasks} SET status = {pending}, attempts = greatest(attempts, $4::int), \
-                   run_after = now() + $3::bigint * interval '1 millisecond', updated_at = now(), \
-                   {CLEAR_LEASE} \
-                 WHERE id = $1 AND lease_token = $2 AND status = {running}",
-                pending = status::PENDING,
-                running = status::RUNNING,
             ),
             // $1 id, $2 token, $3 message, $4 attempt.
             fail: format!(
@@ -322,12 +317,10 @@ impl Sql {
             // an entry in the history ($2); a task lost before it started gets none.
             rescue_pending: format!(
                 "UPDATE {tasks} SET status = {pending}, rescues = rescues + 1, \
-                   errors = CASE WHEN $2::text IS NULL THEN errors ELSE \
-                     (CASE WHEN jsonb_array_length(errors) >= {MAX_ERROR_ENTRIES} \
-                      THEN errors - 0 ELSE errors END) || {entry} END, \
+                   errors = CASE WHEN $2::text IS NULL THEN errors ELSE {err} END, \
                    updated_at = now(), {CLEAR_LEASE} \
                  WHERE id = $1 AND status = {running}",
-                entry = error_entry("attempts", "$2"),
+                err = with_error("errors", "attempts", "$2"),
                 pending = status::PENDING,
                 running = status::RUNNING,
             ),

@@ -9,8 +9,9 @@ use crate::client::Client;
 pub struct Statements {
     /// The batched claim (`worker/claim.rs`).
     pub claim: String,
-    /// The batched, lease-fenced completion (`worker/complete.rs`).
-    pub complete_many: String,
+    /// The batched, lease-fenced outcome write: completions, retries, failures
+    /// (`worker/complete.rs`).
+    pub set_outcomes: String,
     /// The rescuer's search for expired leases (`worker/lease.rs`).
     pub rescue_select: String,
     /// The lease renewal (`worker/lease.rs`).
@@ -30,7 +31,7 @@ impl Client {
         let sql = self.sql();
         Statements {
             claim: sql.claim.clone(),
-            complete_many: sql.complete_many.clone(),
+            set_outcomes: sql.set_outcomes.clone(),
             rescue_select: sql.rescue_select.clone(),
             renew: sql.renew.clone(),
             lease_held: sql.lease_held.clone(),

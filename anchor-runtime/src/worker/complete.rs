@@ -1,10 +1,10 @@
 //! The completer: writes the outcomes of finished executions.
 //!
 //! Outcomes queue on a channel; the completer takes everything queued (up to
-//! [`MAX_BATCH`]) and writes successes with one statement (`Sql::complete_many`), retries
-//! and failures one statement or transaction each. Every write is fenced by the lease token
-//! the task was claimed with, so a worker whose lease was taken changes nothing. A permanent
-//! failure and the enqueue of its `onFailed` handler commit in one transaction.
+//! [`MAX_BATCH`]) and writes the lot, completions, retries and failures alike, with one
+//! statement (`Sql::set_outcomes`). Every write is fenced by the lease token the task was
+//! claimed with, so a worker whose lease was taken changes nothing. A permanent failure and
+//! the enqueue of its `onFailed` handler commit in one transaction (`on_failed.rs`).
 //!
 //! One outcome that cannot be written never holds up the others: messages are made
 //! storable first (no NUL bytes, bounded length), delays are bounded, and an outcome whose
@@ -17,15 +17,12 @@ use std::time::Duration;
 
 use anchor_core::RetryPolicy;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::GenericClient;
 
 use super::claim::ClaimedTask;
-use super::{Backoff, Shared};
+use super::{on_failed, Backoff, Shared};
 use crate::client::db_error;
-use crate::definition::TaskDefinition;
-use crate::enqueue::{insert_one, resolve, NewTask};
 use crate::error::Result;
-use crate::sql::Sql;
+use crate::sql::status;
 use crate::task::TaskId;
 
 /// How many outcomes may wait for the completer before executions wait for it.
@@ -62,10 +59,6 @@ pub(crate) fn storable_message(message: &str) -> String {
 
 /// Retry timers longer than this are left to the poll loop.
 const MAX_WAKE_TIMER: Duration = Duration::from_secs(60);
-
-/// The timeout of an `onFailed` handler whose definition this worker does not know
-/// (the default timeout of every task).
-const DEFAULT_TIMEOUT_MS: i64 = 3_600_000;
 
 pub(crate) enum Message {
     Finished(Box<Finished>),
@@ -173,40 +166,45 @@ pub(crate) async fn run_completer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Me
 
 /// Writes a batch; what has been written is removed from `batch`, so a retry after an error
 /// resumes where it stopped.
+///
+/// The whole batch goes in one statement. Should the database refuse it for what one
+/// outcome carries (see [`refused_for_this_task`]), the outcomes are written one by one, so
+/// that only the one refused is settled otherwise (`write_refused`).
 async fn write_batch(shared: &Arc<Shared>, batch: &mut Vec<Finished>) -> Result<()> {
-    let (successes, others): (Vec<Finished>, Vec<Finished>) = std::mem::take(batch)
-        .into_iter()
-        .partition(|f| f.outcome == Outcome::Completed);
-    *batch = others;
-    if !successes.is_empty() {
-        let written = shared
-            .client
-            .bounded(
-                "recording completed tasks",
-                complete_many(shared, &successes),
-            )
-            .await;
-        if let Err(err) = written {
-            batch.extend(successes);
-            return Err(err);
+    let written = shared
+        .client
+        .bounded("recording task outcomes", set_outcomes(shared, batch))
+        .await;
+    match written {
+        Ok(()) => {
+            batch.clear();
+            return Ok(());
+        }
+        Err(err) if !refused_for_this_task(&err) => return Err(err),
+        Err(err) => {
+            tracing::warn!(worker = %shared.worker_id, error = %err, outcomes = batch.len(), "the database refused a batch of outcomes; writing them one by one");
         }
     }
     while let Some(finished) = batch.pop() {
+        let one = std::slice::from_ref(&finished);
         let written = shared
             .client
-            .bounded("recording a task's outcome", write_one(shared, &finished))
+            .bounded("recording a task's outcome", set_outcomes(shared, one))
             .await;
         match written {
             Ok(()) => {}
             Err(err) if refused_for_this_task(&err) => {
-                write_refused(shared, &finished, &err).await?;
+                if let Err(outage) = write_refused(shared, &finished, &err).await {
+                    batch.push(finished);
+                    return Err(outage);
+                }
+                shared.forget_leases([(finished.task.id, finished.task.token)]);
             }
             Err(err) => {
                 batch.push(finished);
                 return Err(err);
             }
         }
-        shared.forget_leases([(finished.task.id, finished.task.token)]);
     }
     Ok(())
 }
@@ -269,94 +267,147 @@ async fn write_refused(
     Ok(())
 }
 
-async fn complete_many(shared: &Shared, successes: &[Finished]) -> Result<()> {
-    let ids: Vec<TaskId> = successes.iter().map(|f| f.task.id).collect();
-    let tokens: Vec<i64> = successes.iter().map(|f| f.task.token).collect();
-    let attempts: Vec<i32> = successes.iter().map(|f| f.task.attempt_i32()).collect();
-    let conn = shared.client.conn().await?;
-    let stmt = conn
-        .prepare_cached(&shared.client.sql().complete_many)
-        .await
-        .map_err(|e| db_error("cannot prepare the completion", e))?;
-    let rows = conn
-        .query(&stmt, &[&ids, &tokens, &attempts])
-        .await
-        .map_err(|e| db_error("cannot record completed tasks", e))?;
-    if rows.len() != ids.len() {
-        let applied: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
-        for f in successes.iter().filter(|f| !applied.contains(&f.task.id)) {
-            tracing::warn!(
-                task.id = f.task.id,
-                task.name = %f.task.name,
-                "completion ignored: this worker no longer holds the task's lease"
-            );
+/// One outcome as `Sql::set_outcomes` takes it.
+struct Row {
+    status: i16,
+    message: Option<String>,
+    delay: Duration,
+    counted: bool,
+}
+
+impl Row {
+    fn new(decision: &Decision) -> Row {
+        let (status, message, delay, counted) = match decision {
+            Decision::Complete => (status::COMPLETED, None, Duration::ZERO, false),
+            Decision::Retry { delay, message } => {
+                (status::PENDING, Some(message.as_str()), *delay, true)
+            }
+            Decision::RetryWithoutEvent { delay } => (status::PENDING, None, *delay, false),
+            Decision::Fail { message } => {
+                (status::FAILED, Some(message.as_str()), Duration::ZERO, true)
+            }
+        };
+        Row {
+            status,
+            message: message.map(storable_message),
+            delay,
+            counted,
         }
     }
-    tracing::debug!(count = rows.len(), "tasks completed");
+}
+
+/// Writes the outcomes of `batch` with one lease-fenced statement: completions, retries and
+/// failures alike. When a failed task has an `onFailed` handler, the statement and the
+/// handlers' inserts share one transaction ([`on_failed::enqueue_handlers`]), so a failure
+/// is never recorded without its handler. Outcomes of tasks whose lease this worker no
+/// longer holds change nothing.
+async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let decisions: Vec<Decision> = batch
+        .iter()
+        .map(|f| decide(&f.outcome, f.task.policy().as_ref(), f.task.failures))
+        .collect();
+    let rows: Vec<Row> = decisions.iter().map(Row::new).collect();
+    let ids: Vec<TaskId> = batch.iter().map(|f| f.task.id).collect();
+    let tokens: Vec<i64> = batch.iter().map(|f| f.task.token).collect();
+    let attempts: Vec<i32> = batch.iter().map(|f| f.task.attempt_i32()).collect();
+    let statuses: Vec<i16> = rows.iter().map(|r| r.status).collect();
+    let messages: Vec<Option<&str>> = rows.iter().map(|r| r.message.as_deref()).collect();
+    let delays: Vec<i64> = rows.iter().map(|r| millis(r.delay)).collect();
+    let counted: Vec<bool> = rows.iter().map(|r| r.counted).collect();
+    let with_handler = |(f, d): (&Finished, &Decision)| {
+        matches!(d, Decision::Fail { .. }) && f.task.on_failed.is_some()
+    };
+    let needs_handlers = batch.iter().zip(&decisions).any(with_handler);
+    let sql = shared.client.sql();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &ids, &tokens, &attempts, &statuses, &messages, &delays, &counted,
+    ];
+    let applied_ids = |rows: Vec<tokio_postgres::Row>| -> HashSet<TaskId> {
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    let mut conn = shared.client.conn().await?;
+    let (applied, handlers) = if needs_handlers {
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| db_error("cannot begin the outcome transaction", e))?;
+        let stmt = tx
+            .prepare_cached(&sql.set_outcomes)
+            .await
+            .map_err(|e| db_error("cannot prepare the outcome statement", e))?;
+        let applied = applied_ids(
+            tx.query(&stmt, &params)
+                .await
+                .map_err(|e| db_error("cannot record task outcomes", e))?,
+        );
+        let failed: Vec<(TaskId, &str)> = batch
+            .iter()
+            .zip(&decisions)
+            .filter(|pair| with_handler(*pair) && applied.contains(&pair.0.task.id))
+            .filter_map(|(f, _)| Some((f.task.id, f.task.on_failed.as_deref()?)))
+            .collect();
+        let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error("cannot commit task outcomes", e))?;
+        (applied, handlers)
+    } else {
+        let stmt = conn
+            .prepare_cached(&sql.set_outcomes)
+            .await
+            .map_err(|e| db_error("cannot prepare the outcome statement", e))?;
+        let applied = applied_ids(
+            conn.query(&stmt, &params)
+                .await
+                .map_err(|e| db_error("cannot record task outcomes", e))?,
+        );
+        (applied, 0)
+    };
+    report(shared, batch, &decisions, &applied);
     shared.forget_leases(ids.into_iter().zip(tokens));
+    if handlers > 0 {
+        shared.client.inner.notifier.poke();
+    }
     Ok(())
 }
 
-/// Writes a retry, a retry without event or a failure.
-async fn write_one(shared: &Arc<Shared>, finished: &Finished) -> Result<()> {
-    let task = &finished.task;
-    let policy = task.policy();
-    let decision = decide(&finished.outcome, policy.as_ref(), task.failures);
-    let sql = shared.client.sql();
-    let attempt = task.attempt_i32();
-    let applied = match &decision {
-        Decision::Complete => {
-            // `write_batch` sends successes to `complete_many` directly; this keeps a stray
-            // one correct all the same.
-            return complete_many(shared, std::slice::from_ref(finished)).await;
+/// Logs what a written batch did and wakes the producer for the retries due soon.
+fn report(
+    shared: &Arc<Shared>,
+    batch: &[Finished],
+    decisions: &[Decision],
+    applied: &HashSet<TaskId>,
+) {
+    let mut retry_delays = std::collections::BTreeSet::new();
+    let mut completed = 0;
+    for (finished, decision) in batch.iter().zip(decisions) {
+        let task = &finished.task;
+        if !applied.contains(&task.id) {
+            tracing::warn!(
+                task.id = task.id,
+                task.name = %task.name,
+                "outcome ignored: this worker no longer holds the task's lease"
+            );
+            continue;
         }
-        Decision::Retry { delay, message } => {
-            let conn = shared.client.conn().await?;
-            let stmt = conn
-                .prepare_cached(&sql.retry)
-                .await
-                .map_err(|e| db_error("cannot prepare the retry", e))?;
-            let message = storable_message(message);
-            conn.execute(
-                &stmt,
-                &[&task.id, &task.token, &message, &millis(*delay), &attempt],
-            )
-            .await
-            .map_err(|e| db_error(&format!("cannot schedule the retry of task {}", task.id), e))?
-                == 1
+        match decision {
+            Decision::Complete => completed += 1,
+            Decision::Retry { delay, .. } | Decision::RetryWithoutEvent { delay } => {
+                tracing::info!(task.id = task.id, task.name = %task.name, retry_in = ?delay, "task rescheduled");
+                retry_delays.insert(*delay);
+            }
+            Decision::Fail { message } => {
+                tracing::warn!(task.id = task.id, task.name = %task.name, error = %message, "task failed permanently");
+            }
         }
-        Decision::RetryWithoutEvent { delay } => {
-            let conn = shared.client.conn().await?;
-            let stmt = conn
-                .prepare_cached(&sql.retry_without_event)
-                .await
-                .map_err(|e| db_error("cannot prepare the reschedule", e))?;
-            conn.execute(&stmt, &[&task.id, &task.token, &millis(*delay), &attempt])
-                .await
-                .map_err(|e| db_error(&format!("cannot reschedule task {}", task.id), e))?
-                == 1
-        }
-        Decision::Fail { message } => fail_task(shared, task, message).await?,
-    };
-    if !applied {
-        tracing::warn!(
-            task.id = task.id,
-            task.name = %task.name,
-            "outcome ignored: this worker no longer holds the task's lease"
-        );
-        return Ok(());
     }
-    match decision {
-        Decision::Retry { delay, .. } | Decision::RetryWithoutEvent { delay } => {
-            tracing::info!(task.id = task.id, task.name = %task.name, retry_in = ?delay, "task rescheduled");
-            wake_after(shared, delay);
-        }
-        Decision::Fail { message } => {
-            tracing::warn!(task.id = task.id, task.name = %task.name, error = %message, "task failed permanently");
-        }
-        Decision::Complete => {}
+    tracing::debug!(count = completed, "tasks completed");
+    for delay in retry_delays {
+        wake_after(shared, delay);
     }
-    Ok(())
 }
 
 /// Wakes the producer when a rescheduled task becomes due, so short retry intervals are
@@ -375,182 +426,6 @@ fn wake_after(shared: &Arc<Shared>, delay: Duration) {
             shared.wake_producer();
         }
     });
-}
-
-/// Marks a task failed and enqueues its `onFailed` handler in the same transaction.
-/// Returns whether this worker still held the lease (and so changed anything).
-async fn fail_task(shared: &Shared, task: &ClaimedTask, message: &str) -> Result<bool> {
-    let sql = shared.client.sql();
-    let mut conn = shared.client.conn().await?;
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| db_error("cannot begin the failure transaction", e))?;
-    let stmt = tx
-        .prepare_cached(&sql.fail)
-        .await
-        .map_err(|e| db_error("cannot prepare the failure", e))?;
-    let updated = tx
-        .execute(
-            &stmt,
-            &[
-                &task.id,
-                &task.token,
-                &storable_message(message),
-                &task.attempt_i32(),
-            ],
-        )
-        .await
-        .map_err(|e| db_error(&format!("cannot mark task {} failed", task.id), e))?;
-    let mut handler_id = None;
-    if updated == 1 {
-        if let Some(handler) = &task.on_failed {
-            let def = shared.registry.definition(handler);
-            handler_id = Some(enqueue_on_failed(def, sql, &*tx, task.id, handler).await?);
-        }
-    }
-    tx.commit()
-        .await
-        .map_err(|e| db_error(&format!("cannot commit the failure of task {}", task.id), e))?;
-    if let Some(handler_id) = handler_id {
-        tracing::info!(
-            task.id = task.id,
-            handler.id = handler_id,
-            "onFailed handler enqueued"
-        );
-        shared.client.inner.notifier.poke();
-    }
-    Ok(updated == 1)
-}
-
-/// Builds the `onFailed` handler task for the failure of `failed_id`: its own definition's
-/// retry policy and timeout, and the payload `{ taskID }` over its default parameters. A
-/// handler this worker does not know is still enqueued (so the failure event is never
-/// lost): with the settings its own workers stored in `task_definitions`, or, when no
-/// worker that knows it has run yet, with no retry policy and the default timeout.
-pub(crate) fn on_failed_task(
-    def: Option<&'static TaskDefinition>,
-    handler: &str,
-    failed_id: TaskId,
-) -> (NewTask, String) {
-    let mut task = NewTask {
-        name: handler.to_string(),
-        run_at: None,
-        delay_ms: 0,
-        timeout_ms: DEFAULT_TIMEOUT_MS,
-        retry_intervals_ms: None,
-        retry_always: false,
-        max_retries: None,
-        on_failed: None,
-        unique_tag: None,
-        parent_id: Some(failed_id),
-        max_rescues: None,
-    };
-    let mut defaults = "{}";
-    match def {
-        Some(def) => {
-            match resolve(def, &[]) {
-                Ok(resolved) => {
-                    task = NewTask {
-                        parent_id: Some(failed_id),
-                        ..resolved
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(handler, error = %err, "invalid onFailed handler definition; using defaults")
-                }
-            }
-            defaults = def.default_params;
-        }
-        None => tracing::warn!(
-            handler,
-            "onFailed handler is known neither to this worker nor to the database; enqueuing \
-             it with default settings"
-        ),
-    }
-    (task, handler_payload(handler, defaults, failed_id))
-}
-
-/// `{ taskID }` over the handler's default parameters (a JSON object).
-fn handler_payload(handler: &str, defaults: &str, failed_id: TaskId) -> String {
-    let mut params = match serde_json::from_str::<serde_json::Value>(defaults) {
-        Ok(serde_json::Value::Object(map)) => map,
-        Ok(_) | Err(_) => {
-            tracing::warn!(
-                handler,
-                "default_params of the onFailed handler is not a JSON object; ignoring it"
-            );
-            serde_json::Map::new()
-        }
-    };
-    params.insert("taskID".to_string(), serde_json::Value::from(failed_id));
-    serde_json::Value::Object(params).to_string()
-}
-
-/// The handler task from the settings stored in `task_definitions` by a worker that knows
-/// the handler, if any did.
-async fn stored_handler_task<C: GenericClient>(
-    sql: &Sql,
-    conn: &C,
-    handler: &str,
-    failed_id: TaskId,
-) -> Result<Option<(NewTask, String)>> {
-    let Some(row) = conn
-        .query_opt(&sql.definition, &[&handler])
-        .await
-        .map_err(|e| db_error("cannot read the onFailed handler's stored definition", e))?
-    else {
-        return Ok(None);
-    };
-    let read = || -> std::result::Result<(NewTask, String), tokio_postgres::Error> {
-        let defaults: String = row.try_get(6)?;
-        let task = NewTask {
-            name: handler.to_string(),
-            run_at: None,
-            delay_ms: 0,
-            timeout_ms: row.try_get::<_, i64>(0)?.max(1),
-            retry_intervals_ms: row.try_get(1)?,
-            retry_always: row.try_get(2)?,
-            max_retries: row.try_get(3)?,
-            on_failed: row.try_get(5)?,
-            unique_tag: None,
-            parent_id: Some(failed_id),
-            max_rescues: row.try_get(4)?,
-        };
-        Ok((task, handler_payload(handler, &defaults, failed_id)))
-    };
-    match read() {
-        Ok(task) => Ok(Some(task)),
-        Err(err) => {
-            tracing::warn!(handler, error = %err, "the stored definition of the onFailed handler cannot be read; using defaults");
-            Ok(None)
-        }
-    }
-}
-
-/// Inserts the `onFailed` handler of `failed_id` through `conn` (the failure's transaction).
-pub(crate) async fn enqueue_on_failed<C: GenericClient>(
-    def: Option<&'static TaskDefinition>,
-    sql: &Sql,
-    conn: &C,
-    failed_id: TaskId,
-    handler: &str,
-) -> Result<TaskId> {
-    let stored = match def {
-        Some(_) => None,
-        None => stored_handler_task(sql, conn, handler, failed_id).await?,
-    };
-    let (task, payload) = match stored {
-        Some(stored) => stored,
-        None => on_failed_task(def, handler, failed_id),
-    };
-    let insert = conn
-        .prepare(&sql.insert)
-        .await
-        .map_err(|e| db_error("cannot prepare the onFailed insert", e))?;
-    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload, &[])
-        .await
-        .map(crate::enqueue::Inserted::id)
 }
 
 #[cfg(test)]
@@ -627,26 +502,5 @@ mod tests {
                 delay: Duration::from_secs(30)
             }
         );
-    }
-
-    #[test]
-    fn on_failed_payload_merges_defaults() {
-        static HANDLER: TaskDefinition = TaskDefinition {
-            name: "Handler",
-            retry: None,
-            timeout_ms: 5000,
-            cron: None,
-            on_failed: None,
-            default_params: r#"{"channel":"ops","taskID":0}"#,
-            max_rescues: None,
-        };
-        let (task, payload) = on_failed_task(Some(&HANDLER), "Handler", 42);
-        let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        assert_eq!(v, serde_json::json!({"channel": "ops", "taskID": 42}));
-        assert_eq!(task.parent_id, Some(42));
-        assert_eq!(task.timeout_ms, 5000);
-        let (task, payload) = on_failed_task(None, "Unknown", 7);
-        assert_eq!(payload, r#"{"taskID":7}"#);
-        assert_eq!(task.timeout_ms, DEFAULT_TIMEOUT_MS);
     }
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claim::ClaimedTask;
-use super::complete::enqueue_on_failed;
+use super::on_failed;
 use super::{Backoff, Shared};
 use crate::client::db_error;
 use crate::error::Result;
@@ -265,7 +265,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
         .prepare_cached(&sql.rescue_pending)
         .await
         .map_err(|e| db_error("cannot prepare the rescue", e))?;
-    let mut handlers = 0;
+    let mut poisoned: Vec<(TaskId, String)> = Vec::new();
     for row in &rows {
         let (task, lost) = match ClaimedTask::from_row(row, 0, Instant::now()) {
             Ok(read) => read,
@@ -300,10 +300,8 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
                 .map_err(|e| db_error(&format!("cannot fail task {}", task.id), e))?;
             tracing::warn!(task.id = task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
             if updated == 1 {
-                if let Some(handler) = &task.on_failed {
-                    let def = shared.registry.definition(handler);
-                    enqueue_on_failed(def, sql, &*tx, task.id, handler).await?;
-                    handlers += 1;
+                if let Some(handler) = task.on_failed {
+                    poisoned.push((task.id, handler));
                 }
             }
             continue;
@@ -318,6 +316,8 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
             .map_err(|e| db_error(&format!("cannot return task {} to pending", task.id), e))?;
         tracing::warn!(task.id = task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
     }
+    let failed: Vec<(TaskId, &str)> = poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
+    let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
     tx.commit()
         .await
         .map_err(|e| db_error("cannot commit the rescue", e))?;

@@ -21,6 +21,7 @@ mod heartbeat;
 mod lease;
 mod listen;
 mod local;
+mod on_failed;
 mod scheduler;
 
 pub(crate) use local::{LocalSlot, LocalWorkers};

@@ -57,6 +57,11 @@ fn sample_argument(ty: &str, batch: &Batch) -> Result<String> {
             let n = batch.clone().count();
             format!("array_fill(1, ARRAY[{n}])::integer[]")
         }
+        // The new statuses of a batch of outcomes.
+        "smallint[]" => {
+            let n = batch.clone().count();
+            format!("array_fill(2::smallint, ARRAY[{n}])::smallint[]")
+        }
         "boolean[]" => {
             let n = batch.clone().count();
             format!("array_fill(true, ARRAY[{n}])::boolean[]")
@@ -168,7 +173,7 @@ async fn hot_statements_use_their_indexes_on_a_large_table() -> Result<()> {
     assert_plan(
         &conn,
         "the completion",
-        &statements.complete_many,
+        &statements.set_outcomes,
         "tasks_pkey",
     )
     .await?;
@@ -255,7 +260,7 @@ async fn hot_statements_use_their_indexes_before_the_table_is_analysed() -> Resu
     .await?;
     let statements = db.client.statements();
     let batched = [
-        ("the completion", &statements.complete_many),
+        ("the completion", &statements.set_outcomes),
         ("the renewal", &statements.renew),
         ("the lease check", &statements.lease_held),
         ("the release", &statements.release),

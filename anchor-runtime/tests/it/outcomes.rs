@@ -253,3 +253,104 @@ async fn durations_past_the_limit_are_refused_at_enqueue() -> Result<()> {
     }
     Ok(())
 }
+
+/// Fails the first run of tasks whose number is 1 mod 3 (then retried once) and every run
+/// of those that are 2 mod 3 (with an `onFailed` handler); the rest complete.
+static MIXED: TaskDefinition = TaskDefinition {
+    name: "Mixed",
+    retry: Some(RetryDefaults {
+        intervals_ms: &[0],
+        always_retry_on_failure: false,
+        max_retries: Some(1),
+    }),
+    timeout_ms: 60_000,
+    cron: None,
+    on_failed: Some("MixedFailed"),
+    default_params: "{}",
+    max_rescues: None,
+};
+static MIXED_FAILED: TaskDefinition = def("MixedFailed", None);
+
+#[derive(Debug, Deserialize)]
+struct FailedParams {
+    #[serde(rename = "taskID")]
+    task_id: i64,
+}
+
+#[tokio::test]
+async fn completions_retries_and_failures_of_one_batch_each_end_as_decided() -> Result<()> {
+    let db = test_db().await?;
+    let handled = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let mut registry = Registry::new();
+    registry.register(&MIXED, |ctx: TaskContext, job: Job| async move {
+        match job.n % 3 {
+            1 if ctx.attempt() == 1 => Err(TaskError::failed(format!("first run of {}", job.n))),
+            2 => Err(TaskError::failed(format!("every run of {}", job.n))),
+            _ => Ok(()),
+        }
+    });
+    let log = handled.clone();
+    registry.register(&MIXED_FAILED, move |_ctx: TaskContext, p: FailedParams| {
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p.task_id);
+        async { Ok::<(), TaskError>(()) }
+    });
+    // Enqueued before the worker starts, so that outcomes of all kinds share batches.
+    let jobs: Vec<Job> = (0..300).map(|n| Job { n }).collect();
+    let ids = db.client.enqueue_many(&MIXED, &jobs, &[]).await?;
+    let worker = start(&db.client, registry);
+    for (n, id) in ids.iter().enumerate() {
+        let expected = if n % 3 == 2 {
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Completed
+        };
+        let task = wait_for_status(&db.client, *id, expected, LONG).await?;
+        let messages: Vec<&str> = task.errors.iter().map(|e| e.message.as_str()).collect();
+        match n % 3 {
+            0 => {
+                assert_eq!((task.attempts, task.failures), (1, 0));
+                assert!(messages.is_empty(), "{messages:?}");
+            }
+            1 => {
+                assert_eq!((task.attempts, task.failures), (2, 1));
+                assert_eq!(messages, [format!("first run of {n}")]);
+                assert_eq!(task.errors[0].attempt, 1);
+            }
+            _ => {
+                assert_eq!((task.attempts, task.failures), (2, 2));
+                assert_eq!(
+                    messages,
+                    [format!("every run of {n}"), format!("every run of {n}")]
+                );
+                assert!(task.finished_at.is_some());
+            }
+        }
+    }
+    // One handler per failed task, each run once.
+    let failed: Vec<i64> = ids.iter().copied().skip(2).step_by(3).collect();
+    let conn = db.client.pool().get().await?;
+    let rows = conn
+        .query(
+            "SELECT parent_id FROM anchor.tasks WHERE name = 'MixedFailed' ORDER BY parent_id",
+            &[],
+        )
+        .await?;
+    let parents: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(parents, failed);
+    for parent in &failed {
+        let row = conn
+            .query_one(
+                "SELECT id FROM anchor.tasks WHERE name = 'MixedFailed' AND parent_id = $1",
+                &[parent],
+            )
+            .await?;
+        wait_for_status(&db.client, row.get(0), TaskStatus::Completed, LONG).await?;
+    }
+    let mut seen = handled.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    seen.sort_unstable();
+    assert_eq!(seen, failed);
+    worker.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The `onFailed` handlers of failed tasks: what task each handler becomes, and
+//! [`enqueue_handlers`], the one place that inserts them, inside the transaction that
+//! records the failures (the completer's outcome statement, or the rescuer's poison
+//! failure), so a failure is never recorded without its handler.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::GenericClient;
+
+use crate::client::db_error;
+use crate::definition::TaskDefinition;
+use crate::enqueue::{insert_one, resolve, NewTask};
+use crate::error::Result;
+use crate::registry::Registry;
+use crate::sql::Sql;
+use crate::task::TaskId;
+
+/// The timeout of an `onFailed` handler whose definition this worker does not know
+/// (the default timeout of every task).
+const DEFAULT_TIMEOUT_MS: i64 = 3_600_000;
+
+/// Inserts the `onFailed` handler of each `(failed task, handler name)` through `tx`, the
+/// transaction that records those failures; returns how many were inserted.
+pub(crate) async fn enqueue_handlers(
+    registry: &Registry,
+    sql: &Sql,
+    tx: &Transaction<'_>,
+    failed: &[(TaskId, &str)],
+) -> Result<usize> {
+    for (failed_id, handler) in failed {
+        let def = registry.definition(handler);
+        let handler_id = enqueue_on_failed(def, sql, tx, *failed_id, handler).await?;
+        tracing::info!(
+            task.id = failed_id,
+            handler.id = handler_id,
+            "onFailed handler enqueued"
+        );
+    }
+    Ok(failed.len())
+}
+
+/// Builds the `onFailed` handler task for the failure of `failed_id`: its own definition's
+/// retry policy and timeout, and the payload `{ taskID }` over its default parameters. A
+/// handler this worker does not know is still enqueued (so the failure event is never
+/// lost): with the settings its own workers stored in `task_definitions`, or, when no
+/// worker that knows it has run yet, with no retry policy and the default timeout.
+pub(crate) fn on_failed_task(
+    def: Option<&'static TaskDefinition>,
+    handler: &str,
+    failed_id: TaskId,
+) -> (NewTask, String) {
+    let mut task = NewTask {
+        name: handler.to_string(),
+        run_at: None,
+        delay_ms: 0,
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        retry_intervals_ms: None,
+        retry_always: false,
+        max_retries: None,
+        on_failed: None,
+        unique_tag: None,
+        parent_id: Some(failed_id),
+        max_rescues: None,
+    };
+    let mut defaults = "{}";
+    match def {
+        Some(def) => {
+            match resolve(def, &[]) {
+                Ok(resolved) => {
+                    task = NewTask {
+                        parent_id: Some(failed_id),
+                        ..resolved
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(handler, error = %err, "invalid onFailed handler definition; using defaults")
+                }
+            }
+            defaults = def.default_params;
+        }
+        None => tracing::warn!(
+            handler,
+            "onFailed handler is known neither to this worker nor to the database; enqueuing \
+             it with default settings"
+        ),
+    }
+    (task, handler_payload(handler, defaults, failed_id))
+}
+
+/// `{ taskID }` over the handler's default parameters (a JSON object).
+fn handler_payload(handler: &str, defaults: &str, failed_id: TaskId) -> String {
+    let mut params = match serde_json::from_str::<serde_json::Value>(defaults) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) | Err(_) => {
+            tracing::warn!(
+                handler,
+                "default_params of the onFailed handler is not a JSON object; ignoring it"
+            );
+            serde_json::Map::new()
+        }
+    };
+    params.insert("taskID".to_string(), serde_json::Value::from(failed_id));
+    serde_json::Value::Object(params).to_string()
+}
+
+/// The handler task from the settings stored in `task_definitions` by a worker that knows
+/// the handler, if any did.
+async fn stored_handler_task<C: GenericClient>(
+    sql: &Sql,
+    conn: &C,
+    handler: &str,
+    failed_id: TaskId,
+) -> Result<Option<(NewTask, String)>> {
+    let Some(row) = conn
+        .query_opt(&sql.definition, &[&handler])
+        .await
+        .map_err(|e| db_error("cannot read the onFailed handler's stored definition", e))?
+    else {
+        return Ok(None);
+    };
+    let read = || -> std::result::Result<(NewTask, String), tokio_postgres::Error> {
+        let defaults: String = row.try_get(6)?;
+        let task = NewTask {
+            name: handler.to_string(),
+            run_at: None,
+            delay_ms: 0,
+            timeout_ms: row.try_get::<_, i64>(0)?.max(1),
+            retry_intervals_ms: row.try_get(1)?,
+            retry_always: row.try_get(2)?,
+            max_retries: row.try_get(3)?,
+            on_failed: row.try_get(5)?,
+            unique_tag: None,
+            parent_id: Some(failed_id),
+            max_rescues: row.try_get(4)?,
+        };
+        Ok((task, handler_payload(handler, &defaults, failed_id)))
+    };
+    match read() {
+        Ok(task) => Ok(Some(task)),
+        Err(err) => {
+            tracing::warn!(handler, error = %err, "the stored definition of the onFailed handler cannot be read; using defaults");
+            Ok(None)
+        }
+    }
+}
+
+/// Inserts the `onFailed` handler of `failed_id` through `tx` (the failure's transaction).
+async fn enqueue_on_failed(
+    def: Option<&'static TaskDefinition>,
+    sql: &Sql,
+    tx: &Transaction<'_>,
+    failed_id: TaskId,
+    handler: &str,
+) -> Result<TaskId> {
+    let conn = &**tx;
+    let stored = match def {
+        Some(_) => None,
+        None => stored_handler_task(sql, conn, handler, failed_id).await?,
+    };
+    let (task, payload) = match stored {
+        Some(stored) => stored,
+        None => on_failed_task(def, handler, failed_id),
+    };
+    let insert = tx
+        .prepare_cached(&sql.insert)
+        .await
+        .map_err(|e| db_error("cannot prepare the onFailed insert", e))?;
+    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload, &[])
+        .await
+        .map(crate::enqueue::Inserted::id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_failed_payload_merges_defaults() {
+        static HANDLER: TaskDefinition = TaskDefinition {
+            name: "Handler",
+            retry: None,
+            timeout_ms: 5000,
+            cron: None,
+            on_failed: None,
+            default_params: r#"{"channel":"ops","taskID":0}"#,
+            max_rescues: None,
+        };
+        let (task, payload) = on_failed_task(Some(&HANDLER), "Handler", 42);
+        let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(v, serde_json::json!({"channel": "ops", "taskID": 42}));
+        assert_eq!(task.parent_id, Some(42));
+        assert_eq!(task.timeout_ms, 5000);
+        let (task, payload) = on_failed_task(None, "Unknown", 7);
+        assert_eq!(payload, r#"{"taskID":7}"#);
+        assert_eq!(task.timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+}
