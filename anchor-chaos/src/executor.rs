@@ -44,7 +44,7 @@ impl ChaosExecutor {
                 Ok(run) => break run,
                 Err(err) => {
                     if !logged {
-                        tracing::warn!(task.id = ctx.id(), error = %err, "cannot record a run's start yet; retrying");
+                        tracing::warn!(task.id = %ctx.id(), error = %err, "cannot record a run's start yet; retrying");
                         logged = true;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -19,6 +19,8 @@ pub(crate) struct Context {
     pub param_types: String,
     /// The tasks in declaration order.
     pub tasks: Vec<TaskContext>,
+    /// Whether any task has a cron schedule (the runner then has `schedule_…` methods).
+    pub has_cron: bool,
 }
 
 /// One task, as templates see it.
@@ -98,16 +100,18 @@ pub(crate) fn rust_str(text: &str) -> String {
 }
 
 pub(crate) fn build(spec: &Spec, params: &ParamsCode) -> Context {
+    let tasks: Vec<TaskContext> = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(index, task)| task_context(task, params.empty.contains(&index)))
+        .collect();
     Context {
         source_lit: rust_str(&display_source(&spec.source)),
         source: display_source(&spec.source),
         param_types: params.types.clone(),
-        tasks: spec
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(index, task)| task_context(task, params.empty.contains(&index)))
-            .collect(),
+        has_cron: tasks.iter().any(|t| t.cron.is_some()),
+        tasks,
     }
 }
 

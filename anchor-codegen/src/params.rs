@@ -22,12 +22,20 @@ pub(crate) fn generate_params(spec: &Spec) -> Result<ParamsCode> {
     // Plain structs with public fields read better than builders for task parameters.
     settings
         .with_struct_builder(false)
-        .with_derive("PartialEq".to_string());
+        .with_derive("PartialEq".to_string())
+        // The `taskID` of an onFailed handler's parameters is typed `anchor_runtime::TaskId`
+        // (see `prepare_schema`).
+        .with_crate("anchor-runtime", typify::CrateVers::Any, None);
     let mut space = typify::TypeSpace::new(&settings);
     let mut empty = Vec::new();
     let mut any_types = false;
     // The root type of each task, to check afterwards that no two tasks share a type.
     let mut roots: Vec<(typify::TypeId, String)> = Vec::new();
+    let handlers: Vec<&str> = spec
+        .tasks
+        .iter()
+        .filter_map(|t| t.on_failed.as_deref())
+        .collect();
     for (index, task) in spec.tasks.iter().enumerate() {
         let names = TaskNames::new(&task.name);
         let has_properties = task
@@ -42,7 +50,8 @@ pub(crate) fn generate_params(spec: &Spec) -> Result<ParamsCode> {
             empty.push(index);
             continue;
         }
-        let schema = prepare_schema(&task.parameters.schema, &task.name);
+        let is_handler = handlers.contains(&task.name.as_str());
+        let schema = prepare_schema(&task.parameters.schema, &task.name, is_handler);
         let schema: schemars::schema::Schema =
             serde_json::from_value(schema).map_err(|err| Error::Schema {
                 task: task.name.clone(),
@@ -179,8 +188,11 @@ const STRING_FORMATS: &[&str] = &["date", "date-time"];
 /// and property path instead), drops string formats other than `date` and `date-time`
 /// (typify would map `uuid` to a crate the user's crate lacks) and documents the root
 /// struct.
-fn prepare_schema(schema: &Value, task_name: &str) -> Value {
+fn prepare_schema(schema: &Value, task_name: &str, is_handler: bool) -> Value {
     let mut schema = schema.clone();
+    if is_handler {
+        type_task_id(&mut schema);
+    }
     for_each_schema(&mut schema, &mut |map| {
         map.remove("title");
         let is_string = map.get("type").and_then(Value::as_str) == Some("string");
@@ -202,6 +214,30 @@ fn prepare_schema(schema: &Value, task_name: &str) -> Value {
         }
     }
     schema
+}
+
+/// Types an onFailed handler's `taskID` parameter (an integer without a default: the id of
+/// the task whose failure enqueued it) as `anchor_runtime::TaskId`, through typify's
+/// `x-rust-type` extension, so that it goes to `Client::get_task` as it is.
+fn type_task_id(schema: &mut Value) {
+    let Some(task_id) = schema
+        .get_mut("properties")
+        .and_then(|props| props.get_mut("taskID"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let integer = task_id.get("type").and_then(Value::as_str) == Some("integer");
+    if integer && !task_id.contains_key("default") {
+        task_id.insert(
+            "x-rust-type".into(),
+            serde_json::json!({
+                "crate": "anchor-runtime",
+                "version": "*",
+                "path": "anchor_runtime::TaskId",
+            }),
+        );
+    }
 }
 
 /// Takes every property that has a `default` out of `required`. typify gives a `default`
@@ -288,7 +324,7 @@ mod tests {
             }
         });
         assert_eq!(
-            prepare_schema(&schema, "T"),
+            prepare_schema(&schema, "T", false),
             json!({
                 "type": "object",
                 "description": "Mine.",
@@ -318,7 +354,7 @@ mod tests {
                 }
             }
         });
-        let prepared = prepare_schema(&schema, "T");
+        let prepared = prepare_schema(&schema, "T", false);
         assert_eq!(prepared["required"], json!(["id", "inner"]));
         assert!(prepared["properties"]["inner"].get("required").is_none());
         assert_eq!(prepared["properties"]["level"]["default"], "admin");
@@ -326,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_root_struct_is_documented_when_the_schema_is_not() {
-        let prepared = prepare_schema(&json!({ "type": "object" }), "SendEmail");
+        let prepared = prepare_schema(&json!({ "type": "object" }), "SendEmail", false);
         assert_eq!(
             prepared["description"],
             "Parameters of the `SendEmail` task."

@@ -311,22 +311,14 @@ impl Client {
     /// dispatch, see [`WorkerConfig::local_dispatch`](crate::WorkerConfig)); otherwise it is
     /// inserted `pending` and the workers are notified.
     ///
-    /// On a cron task (`def.cron` is `Some`) nothing is enqueued: this registers or updates
-    /// the task's schedule for `params` and returns the schedule's id, a negative
-    /// [`ScheduleId`](crate::ScheduleId) that never names a task. Equal parameters name the
-    /// same schedule (a [`TaskOverride::unique_tag`] names it instead); other overrides are
-    /// refused. See `docs/cron.md`.
+    /// On a cron task this enqueues one run now, outside its schedule;
+    /// [`Client::schedule`] registers or updates a schedule.
     pub async fn enqueue<P: Serialize + ?Sized>(
         &self,
         def: &TaskDefinition,
         params: &P,
         overrides: &[TaskOverride],
     ) -> Result<TaskId> {
-        if def.cron.is_some() {
-            return self
-                .schedule_from_enqueue(None, def, params, overrides)
-                .await;
-        }
         let task = resolve(def, overrides)?;
         let payload = payload_text(def.name, params)?;
         let due = task.due_now();
@@ -380,7 +372,7 @@ impl Client {
                 self.inner.notifier.poke();
             }
         }
-        tracing::debug!(task.id = id, task.name = def.name, "task enqueued");
+        tracing::debug!(task.id = %id, task.name = def.name, "task enqueued");
         Ok(id)
     }
 
@@ -416,7 +408,7 @@ impl Client {
         let Inserted::New(id) = inserted else {
             return Ok(inserted.id());
         };
-        tracing::debug!(task.id = id, task.name = %task.name, "task enqueued and started locally");
+        tracing::debug!(task.id = %id, task.name = %task.name, "task enqueued and started locally");
         slot.start(task, id, payload, token, sent).await;
         Ok(id)
     }
@@ -425,11 +417,8 @@ impl Client {
     /// transaction commits, and it vanishes if it rolls back. The wake-up notification is
     /// sent in the same transaction, so Postgres delivers it on commit.
     ///
-    /// On a cron task (`def.cron` is `Some`) nothing is enqueued: this registers or updates
-    /// (on commit) the task's schedule for `params` and returns the schedule's id, a negative
-    /// [`ScheduleId`](crate::ScheduleId) that never names a task. Equal parameters name the
-    /// same schedule (a [`TaskOverride::unique_tag`] names it instead); other overrides are
-    /// refused. See `docs/cron.md`.
+    /// On a cron task this enqueues one run now, outside its schedule;
+    /// [`Client::schedule_with_tx`] registers or updates a schedule.
     pub async fn enqueue_with_tx<P: Serialize + ?Sized>(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -437,11 +426,6 @@ impl Client {
         params: &P,
         overrides: &[TaskOverride],
     ) -> Result<TaskId> {
-        if def.cron.is_some() {
-            return self
-                .schedule_from_enqueue(Some(tx), def, params, overrides)
-                .await;
-        }
         self.check_config()?;
         let task = resolve(def, overrides)?;
         let payload = payload_text(def.name, params)?;
@@ -482,14 +466,6 @@ impl Client {
         }
         if params.is_empty() {
             return Ok(Vec::new());
-        }
-        // A cron task: one schedule per set of parameters (see `Client::enqueue`).
-        if def.cron.is_some() {
-            let mut ids = Vec::with_capacity(params.len());
-            for p in params {
-                ids.push(self.schedule_from_enqueue(None, def, p, overrides).await?);
-            }
-            return Ok(ids);
         }
         let payloads = params
             .iter()

@@ -250,7 +250,7 @@ impl Client {
             .map_err(|e| db_error(&format!("cannot free unique tag `{tag}`"), e))?;
         let holder = row.map(|r| r.get::<_, TaskId>(0));
         if let Some(id) = holder {
-            tracing::info!(task.id = id, tag, "unique tag freed");
+            tracing::info!(task.id = %id, tag, "unique tag freed");
         }
         Ok(holder)
     }
@@ -268,7 +268,7 @@ impl Client {
             .await
             .map_err(|e| db_error(&format!("cannot cancel task {id}"), e))?;
         if row.is_some() {
-            tracing::info!(task.id = id, "task cancelled");
+            tracing::info!(task.id = %id, "task cancelled");
         }
         Ok(row.is_some())
     }

@@ -46,6 +46,7 @@ mod cron;
 mod definition;
 mod enqueue;
 mod error;
+mod ids;
 mod inspect;
 mod migrate;
 mod notify;

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// The id of a task row. 64-bit, because a busy system overflows 32 bits.
-pub type TaskId = i64;
+pub use crate::ids::TaskId;
 
 /// The task attributes an executor can read while it runs.
 #[derive(Debug, Clone)]
@@ -24,8 +23,9 @@ impl TaskContext {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let ctx = anchor_runtime::TaskContext::new(42, "SendEmail", 1, Duration::from_secs(60));
-    /// assert_eq!(ctx.id(), 42);
+    /// use anchor_runtime::{TaskContext, TaskId};
+    /// let ctx = TaskContext::new(TaskId::new(42), "SendEmail", 1, Duration::from_secs(60));
+    /// assert_eq!(ctx.id(), TaskId::new(42));
     /// assert_eq!(ctx.attempt(), 1);
     /// ```
     pub fn new(id: TaskId, name: impl Into<String>, attempt: u32, timeout: Duration) -> Self {

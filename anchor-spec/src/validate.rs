@@ -988,7 +988,7 @@ fn warn_retry_and_cron(r: &mut Reporter<'_>, tasks: &[RawTask<'_>], handler_of: 
             r.warning_at(
                 cron.key,
                 format!(
-                    "cron {} has required parameters without a `default` ({}), so it is not scheduled when a worker starts; it runs only after a schedule is registered from code with `run_{name}(params)`",
+                    "cron {} has required parameters without a `default` ({}), so it is not scheduled when a worker starts; it runs only after a schedule is registered from code with `schedule_{name}(params)`",
                     task.label,
                     missing.join(", ")
                 ),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchor_runtime::chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use anchor_runtime::{Registry, TaskContext, TaskError};
+use anchor_runtime::{Registry, TaskContext, TaskError, TaskId};
 use anchor_testgen::codegen::{required_defaults, seed, types};
 use anchor_testgen::seed_executors::SeedExecutor;
 use serde_json::{json, Map, Value};
@@ -185,8 +185,9 @@ fn invalid_payloads_are_rejected_with_the_field_named() {
 fn failure_handlers_without_parameters_get_task_id_and_others_an_empty_struct() {
     let handler: seed::HandleOrderFailureParameters =
         serde_json::from_value(json!({ "taskID": 9_000_000_000i64 })).unwrap();
-    let id: i64 = handler.task_id;
-    assert_eq!(id, 9_000_000_000);
+    // The failed task's id, typed as one: it goes to `Client::get_task` as it is.
+    let id: TaskId = handler.task_id;
+    assert_eq!(id.get(), 9_000_000_000);
     assert_eq!(
         serde_json::to_value(&handler).unwrap(),
         json!({ "taskID": 9_000_000_000i64 })
@@ -280,7 +281,7 @@ fn register_routes_every_task_name() {
 async fn executors_written_with_async_fn_run_with_typed_parameters() {
     use seed::Executor as _;
     let executor = SeedExecutor::default();
-    let ctx = TaskContext::new(11, "SendEmail", 1, Duration::from_secs(60));
+    let ctx = TaskContext::new(TaskId::new(11), "SendEmail", 1, Duration::from_secs(60));
     let mut variables = Map::new();
     variables.insert("name".into(), json!("Ada"));
     executor

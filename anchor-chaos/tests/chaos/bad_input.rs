@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anchor_chaos::zgen::taskgen::{DoomedParameters, WorkParameters};
-use anchor_runtime::TaskStatus;
+use anchor_runtime::{TaskId, TaskStatus};
 use anyhow::{ensure, Context, Result};
 
 use crate::support::{print_figures, scenario, shared_cluster, wait_for, ChaosDb, Expect};
@@ -38,9 +38,9 @@ fn bad_input_fails_with_explanations_and_never_crashes_a_worker() -> Result<()> 
                     &[name, payload],
                 )
                 .await?;
-            bad_ids.push(row.get::<_, i64>(0));
+            bad_ids.push(row.get::<_, TaskId>(0));
         }
-        let unknown: i64 = admin
+        let unknown: TaskId = admin
             .query_one(
                 "INSERT INTO anchor.tasks (name, payload, timeout_ms) \
                  VALUES ('NoSuchTask', '{}', 60000) RETURNING id",

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use anchor_chaos::zgen::taskgen::WorkParameters;
 use anchor_runtime::chrono::{DateTime, TimeDelta, Utc};
 use anchor_runtime::tokio_postgres;
-use anchor_runtime::TaskOverride;
+use anchor_runtime::{TaskId, TaskOverride};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::support::WorkerProcess;
@@ -569,7 +569,7 @@ impl Figures {
         direct: &tokio_postgres::Client,
         cut_at: DateTime<Utc>,
         heal_at: DateTime<Utc>,
-        probe: i64,
+        probe: TaskId,
     ) -> Result<Figures> {
         let pre_start = cut_at - TimeDelta::from_std(PRE_WINDOW)?;
         let pre: i64 = direct

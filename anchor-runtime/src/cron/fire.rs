@@ -88,7 +88,7 @@ pub(crate) async fn fire_due(
         let disable = |detail: String| {
             tracing::error!(
                 worker = %worker_id,
-                schedule.id = id,
+                schedule.id = %id,
                 task = %task_name,
                 key = %key,
                 error = %detail,
@@ -136,7 +136,7 @@ pub(crate) async fn fire_due(
                 .map_err(|e| db_error("cannot advance the cron schedule", e))?;
             tracing::info!(
                 worker = %worker_id,
-                schedule.id = id,
+                schedule.id = %id,
                 task = %task_name,
                 tick = %tick,
                 next_fire_at = %next,
@@ -173,9 +173,9 @@ pub(crate) async fn fire_due(
                 if missed {
                     tracing::info!(
                         worker = %worker_id,
-                        schedule.id = id,
+                        schedule.id = %id,
                         task = %task_name,
-                        task.id = task_id,
+                        task.id = %task_id,
                         since = %tick,
                         next_fire_at = %next,
                         "ticks missed while no worker ran fire once"
@@ -183,9 +183,9 @@ pub(crate) async fn fire_due(
                 } else {
                     tracing::debug!(
                         worker = %worker_id,
-                        schedule.id = id,
+                        schedule.id = %id,
                         task = %task_name,
-                        task.id = task_id,
+                        task.id = %task_id,
                         tick = %tick,
                         "cron tick fired"
                     );
@@ -193,7 +193,7 @@ pub(crate) async fn fire_due(
             }
             None => tracing::warn!(
                 worker = %worker_id,
-                schedule.id = id,
+                schedule.id = %id,
                 task = %task_name,
                 tick = %tick,
                 "cron tick already had an occurrence; advanced without a second one"
@@ -252,7 +252,7 @@ pub(crate) async fn disable_orphans(
         let key: String = row.get(2);
         tracing::warn!(
             worker = %worker_id,
-            schedule.id = id,
+            schedule.id = %id,
             task = %task,
             key = %key,
             "cron schedule disabled: no running worker has its task registered (removed from \

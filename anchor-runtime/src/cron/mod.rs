@@ -26,9 +26,7 @@ pub(crate) use fire::{disable_orphans, fire_due, next_due, BATCH};
 pub(crate) use register::register_at_start;
 pub(crate) use sql::{is_cron_channel, listen_statement, CronSql};
 
-/// A schedule's id. Schedule ids are negative (-1, -2, …) so that one returned where a
-/// [`TaskId`] is expected — `run_foo` on a cron task — never names a task.
-pub type ScheduleId = i64;
+pub use crate::ids::ScheduleId;
 
 /// The key of the schedule workers register for a cron task whose parameters all have
 /// defaults.

@@ -282,7 +282,7 @@ pub(crate) async fn register_at_start(
                 tracing::info!(
                     worker = %worker_id,
                     task = def.name,
-                    schedule.id = id,
+                    schedule.id = %id,
                     change = ?what,
                     expression = cron.expression,
                     "default cron schedule registered"
@@ -304,7 +304,7 @@ pub(crate) async fn register_at_start(
         let key: String = row.get(2);
         tracing::info!(
             worker = %worker_id,
-            schedule.id = id,
+            schedule.id = %id,
             task = %task,
             key = %key,
             "cron schedule enabled again: this worker runs its task"
@@ -336,11 +336,38 @@ fn check_default_params(task: &str, params: Option<&str>) -> Result<()> {
 }
 
 impl Client {
-    /// `run_foo(params)` on a cron task: registers (or updates) the schedule for `params`
-    /// and returns its id. See [`Client::enqueue`] for the rules.
-    pub(crate) async fn schedule_from_enqueue<P: Serialize + ?Sized>(
+    /// Registers (or updates) a schedule of the cron task `def` with `params`, and returns
+    /// its id; each tick of the schedule then enqueues one occurrence with these parameters.
+    ///
+    /// Equal parameters name the same schedule, so calling this again (at every service
+    /// start, say) changes nothing; parameters equal to the cron defaults name the default
+    /// schedule workers register at start. A [`TaskOverride::unique_tag`] names the schedule
+    /// instead, so calling again with the same tag and new parameters updates it. Other
+    /// overrides are refused: occurrences take their settings from tasks.yaml. A task
+    /// without a cron schedule is an error of kind [`ErrorKind::Config`]. See `docs/cron.md`.
+    pub async fn schedule<P: Serialize + ?Sized>(
         &self,
-        tx: Option<&Transaction<'_>>,
+        def: &TaskDefinition,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId> {
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| db_error("cannot begin the schedule registration", e))?;
+        let id = self.schedule_with_tx(&tx, def, params, overrides).await?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error("cannot commit the schedule registration", e))?;
+        Ok(id)
+    }
+
+    /// [`Client::schedule`] inside the caller's transaction: the schedule is registered or
+    /// updated when `tx` commits, and not at all if it rolls back.
+    pub async fn schedule_with_tx<P: Serialize + ?Sized>(
+        &self,
+        tx: &Transaction<'_>,
         def: &TaskDefinition,
         params: &P,
         overrides: &[TaskOverride],
@@ -349,7 +376,11 @@ impl Client {
         let Some(cron) = def.cron else {
             return Err(Error::new(
                 ErrorKind::Config,
-                format!("task {} has no cron schedule", def.name),
+                format!(
+                    "task {} has no cron schedule; give it a `cronjob` in tasks.yaml, or \
+                     enqueue it with `enqueue`",
+                    def.name
+                ),
             ));
         };
         let tag = schedule_tag(def.name, overrides)?;
@@ -364,43 +395,17 @@ impl Client {
             )
         })?;
         let sql = CronSql::new(self.schema());
-        match tx {
-            Some(tx) => {
-                register_params(
-                    tx,
-                    &sql,
-                    def,
-                    cron.expression,
-                    cron.timezone,
-                    &payload,
-                    tag,
-                    cron.default_params,
-                )
-                .await
-            }
-            None => {
-                let mut conn = self.conn().await?;
-                let tx = conn
-                    .transaction()
-                    .await
-                    .map_err(|e| db_error("cannot begin the schedule registration", e))?;
-                let id = register_params(
-                    &tx,
-                    &sql,
-                    def,
-                    cron.expression,
-                    cron.timezone,
-                    &payload,
-                    tag,
-                    cron.default_params,
-                )
-                .await?;
-                tx.commit()
-                    .await
-                    .map_err(|e| db_error("cannot commit the schedule registration", e))?;
-                Ok(id)
-            }
-        }
+        register_params(
+            tx,
+            &sql,
+            def,
+            cron.expression,
+            cron.timezone,
+            &payload,
+            tag,
+            cron.default_params,
+        )
+        .await
     }
 }
 
@@ -475,6 +480,6 @@ async fn register_params(
         payload,
     };
     let (id, what) = upsert(tx, sql, &wanted, Requester::Code).await?;
-    tracing::debug!(task = def.name, schedule.id = id, key = %key, change = ?what, "cron schedule registered from code");
+    tracing::debug!(task = def.name, schedule.id = %id, key = %key, change = ?what, "cron schedule registered from code");
     Ok(id)
 }

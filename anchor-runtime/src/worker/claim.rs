@@ -74,7 +74,7 @@ impl ClaimedTask {
         leased_at: Instant,
     ) -> std::result::Result<(ClaimedTask, LostRun), UnreadableRow> {
         let id: TaskId = row.try_get(0).map_err(|e| UnreadableRow {
-            id: 0,
+            id: TaskId::new(0),
             name: String::new(),
             on_failed: None,
             message: format!("the task id cannot be read: {e}"),
@@ -401,7 +401,7 @@ type ClaimFuture<'a> =
 /// stopping the producer or coming back on every claim.
 async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: i64) {
     for row in rows {
-        tracing::error!(task.id = row.id, error = %row.message, "claimed a task whose row cannot be read; failing it");
+        tracing::error!(task.id = %row.id, error = %row.message, "claimed a task whose row cannot be read; failing it");
         let task = ClaimedTask {
             id: row.id,
             name: row.name,

@@ -239,7 +239,7 @@ async fn write_refused(
         "the outcome of this run could not be recorded ({:?}); the database refused it: {err}",
         finished.outcome
     ));
-    tracing::error!(task.id = task.id, task.name = %task.name, error = %err, "the database refused a task's outcome; recording the task as failed");
+    tracing::error!(task.id = %task.id, task.name = %task.name, error = %err, "the database refused a task's outcome; recording the task as failed");
     let sql = shared.client.sql();
     for statement in [&sql.fail, &sql.fail_resetting_errors] {
         let conn = shared.client.conn().await?;
@@ -256,12 +256,12 @@ async fn write_refused(
                 if !refused_for_this_task(&e) {
                     return Err(e);
                 }
-                tracing::error!(task.id = task.id, error = %e, "the failure could not be recorded either");
+                tracing::error!(task.id = %task.id, error = %e, "the failure could not be recorded either");
             }
         }
     }
     tracing::error!(
-        task.id = task.id,
+        task.id = %task.id,
         "dropping an outcome the database refuses; the task returns when its lease expires"
     );
     Ok(())
@@ -387,7 +387,7 @@ fn report(
         let task = &finished.task;
         if !applied.contains(&task.id) {
             tracing::warn!(
-                task.id = task.id,
+                task.id = %task.id,
                 task.name = %task.name,
                 "outcome ignored: this worker no longer holds the task's lease"
             );
@@ -396,11 +396,11 @@ fn report(
         match decision {
             Decision::Complete => completed += 1,
             Decision::Retry { delay, .. } | Decision::RetryWithoutEvent { delay } => {
-                tracing::info!(task.id = task.id, task.name = %task.name, retry_in = ?delay, "task rescheduled");
+                tracing::info!(task.id = %task.id, task.name = %task.name, retry_in = ?delay, "task rescheduled");
                 retry_delays.insert(*delay);
             }
             Decision::Fail { message } => {
-                tracing::warn!(task.id = task.id, task.name = %task.name, error = %message, "task failed permanently");
+                tracing::warn!(task.id = %task.id, task.name = %task.name, error = %message, "task failed permanently");
             }
         }
     }

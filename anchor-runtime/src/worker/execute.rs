@@ -66,7 +66,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     let Some(handler) = shared.registry.handler(&task.name) else {
         // The claim only selects registered names, so this cannot happen; the lease then
         // expires and the rescuer returns the task for a worker that knows it.
-        tracing::error!(task.id = task.id, task.name = %task.name, "claimed a task without a handler");
+        tracing::error!(task.id = %task.id, task.name = %task.name, "claimed a task without a handler");
         return;
     };
     // The lease was recorded at claim time (`Shared::track_leases`). The execution starts
@@ -83,14 +83,14 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
             // Its lease was not renewed while it waited: a rescuer may take it any moment.
             leases.remove(&task.id);
             tracing::warn!(
-                task.id = task.id,
+                task.id = %task.id,
                 "lease not renewed in time; the claimed task is not started"
             );
             return;
         }
         _ => {
             tracing::warn!(
-                task.id = task.id,
+                task.id = %task.id,
                 "lease lost before the task started; not starting it"
             );
             return;
@@ -113,7 +113,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     };
     let span = tracing::info_span!(
         "anchor.task",
-        task.id = task.id,
+        task.id = %task.id,
         task.name = %task.name,
         task.attempt = task.attempt
     );

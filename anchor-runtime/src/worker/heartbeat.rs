@@ -203,7 +203,7 @@ pub(crate) async fn note_unregistered(shared: &Shared) -> Result<usize> {
             let id: i64 = row.get(0);
             let name: String = row.get(1);
             tracing::warn!(
-                task.id = id,
+                task.id = %id,
                 task.name = %name,
                 "no running worker has this task registered; it stays pending until one does"
             );

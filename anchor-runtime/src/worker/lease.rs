@@ -142,7 +142,7 @@ async fn renew(shared: &Shared) -> Result<()> {
                 if let Some(abort) = lease.abort {
                     if !abort.is_finished() {
                         tracing::warn!(
-                            task.id = id,
+                            task.id = %id,
                             "lease lost (the task was rescued by another worker); stopping it here"
                         );
                         abort.abort();
@@ -192,7 +192,7 @@ fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
                 Some(abort) => {
                     tracing::warn!(
                         worker = %shared.worker_id,
-                        task.id = id,
+                        task.id = %id,
                         "lease not renewed in time; stopping the run before it can expire \
                          (the task returns to pending when the lease expires)"
                     );
@@ -201,7 +201,7 @@ fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
                 // A claimed task still waiting in the buffer: it will not be started.
                 None => tracing::warn!(
                     worker = %shared.worker_id,
-                    task.id = id,
+                    task.id = %id,
                     "lease not renewed in time; the claimed task will not be started here"
                 ),
             }
@@ -272,7 +272,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
             Err(bad) => {
                 // Returned to pending all the same; the claim that takes it next records
                 // the unreadable row as the task's failure.
-                tracing::warn!(task.id = bad.id, error = %bad.message, "rescuing a task whose row cannot be read");
+                tracing::warn!(task.id = %bad.id, error = %bad.message, "rescuing a task whose row cannot be read");
                 tx.execute(&pending, &[&bad.id, &None::<String>])
                     .await
                     .map_err(|e| {
@@ -298,7 +298,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
                 .execute(&stmt, &[&task.id, &message])
                 .await
                 .map_err(|e| db_error(&format!("cannot fail task {}", task.id), e))?;
-            tracing::warn!(task.id = task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
+            tracing::warn!(task.id = %task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
             if updated == 1 {
                 if let Some(handler) = task.on_failed {
                     poisoned.push((task.id, handler));
@@ -314,7 +314,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
         tx.execute(&pending, &[&task.id, &message])
             .await
             .map_err(|e| db_error(&format!("cannot return task {} to pending", task.id), e))?;
-        tracing::warn!(task.id = task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
+        tracing::warn!(task.id = %task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
     }
     let failed: Vec<(TaskId, &str)> = poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
     let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
@@ -353,14 +353,14 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
         }
         Ok(_) => {
             tracing::warn!(
-                task.id = task.id,
+                task.id = %task.id,
                 "lease lost before the run started; not running it"
             );
             shared.forget_lease(task.id, task.token);
             false
         }
         Err(err) => {
-            tracing::warn!(task.id = task.id, error = %err, "cannot record the start of a run; not running it");
+            tracing::warn!(task.id = %task.id, error = %err, "cannot record the start of a run; not running it");
             release(shared, std::slice::from_ref(task)).await;
             false
         }

@@ -875,13 +875,14 @@ mod tests {
     #[tokio::test]
     async fn a_stale_outcome_does_not_forget_the_task_s_newer_lease() {
         let shared = shared().await;
-        shared.track_leases(&[claimed(1, 111), claimed(2, 222)]);
+        let (one, two) = (TaskId::new(1), TaskId::new(2));
+        shared.track_leases(&[claimed(one, 111), claimed(two, 222)]);
         // Task 1 is rescued and claimed again here, under a new token.
-        shared.track_leases(&[claimed(1, 333)]);
+        shared.track_leases(&[claimed(one, 333)]);
         // The stale outcome of the first lease is written, and forgotten by (id, token).
-        shared.forget_leases([(1, 111), (2, 222)]);
+        shared.forget_leases([(one, 111), (two, 222)]);
         let (ids, tokens) = shared.lease_snapshot();
-        assert_eq!(ids, vec![1]);
+        assert_eq!(ids, vec![one]);
         assert_eq!(
             tokens,
             vec![333],

@@ -30,8 +30,8 @@ pub(crate) async fn enqueue_handlers(
         let def = registry.definition(handler);
         let handler_id = enqueue_on_failed(def, sql, tx, *failed_id, handler).await?;
         tracing::info!(
-            task.id = failed_id,
-            handler.id = handler_id,
+            task.id = %failed_id,
+            handler.id = %handler_id,
             "onFailed handler enqueued"
         );
     }
@@ -98,7 +98,10 @@ fn handler_payload(handler: &str, defaults: &str, failed_id: TaskId) -> String {
             serde_json::Map::new()
         }
     };
-    params.insert("taskID".to_string(), serde_json::Value::from(failed_id));
+    params.insert(
+        "taskID".to_string(),
+        serde_json::Value::from(failed_id.get()),
+    );
     serde_json::Value::Object(params).to_string()
 }
 
@@ -184,12 +187,12 @@ mod tests {
             default_params: r#"{"channel":"ops","taskID":0}"#,
             max_rescues: None,
         };
-        let (task, payload) = on_failed_task(Some(&HANDLER), "Handler", 42);
+        let (task, payload) = on_failed_task(Some(&HANDLER), "Handler", TaskId::new(42));
         let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(v, serde_json::json!({"channel": "ops", "taskID": 42}));
-        assert_eq!(task.parent_id, Some(42));
+        assert_eq!(task.parent_id, Some(TaskId::new(42)));
         assert_eq!(task.timeout_ms, 5000);
-        let (task, payload) = on_failed_task(None, "Unknown", 7);
+        let (task, payload) = on_failed_task(None, "Unknown", TaskId::new(7));
         assert_eq!(payload, r#"{"taskID":7}"#);
         assert_eq!(task.timeout_ms, DEFAULT_TIMEOUT_MS);
     }

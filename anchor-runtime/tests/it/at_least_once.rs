@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use anchor_runtime::TaskId;
 use anchor_runtime::{
     Client, Registry, TaskContext, TaskDefinition, TaskError, TaskStatus, Worker, WorkerConfig,
     WorkerHandle,
@@ -25,7 +26,7 @@ struct Job {
 #[derive(Debug, Clone, Deserialize)]
 struct Handler {
     #[serde(rename = "taskID")]
-    task_id: i64,
+    task_id: TaskId,
 }
 
 const LONG: Duration = Duration::from_secs(30);
@@ -145,7 +146,8 @@ async fn tasks_claimed_but_never_started_count_no_attempt() -> Result<()> {
     tokio::time::sleep(RECORDED).await;
     doomed.kill()?;
 
-    let (first, rest): (Vec<&i64>, Vec<&i64>) = ids.iter().partition(|id| ledger.runs(**id) == 1);
+    let (first, rest): (Vec<&TaskId>, Vec<&TaskId>) =
+        ids.iter().partition(|id| ledger.runs(**id) == 1);
     let first = *first[0];
     let worker = start(&db.client, recorded(&BUFFERED, &ledger, false), config());
     wait_for("all six tasks to finish", LONG, || async {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anchor_runtime::TaskId;
 use anchor_runtime::{Client, ErrorKind, RetryDefaults, TaskDefinition, TaskOverride, TaskStatus};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,10 @@ async fn missing_schema_is_a_schema_error() -> Result<()> {
     let err = anchor_runtime::check_schema(&client).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Schema, "{err}");
     let bad = db.client.clone().with_schema("bad-name");
-    assert_eq!(bad.get_task(1).await.unwrap_err().kind(), ErrorKind::Config);
+    assert_eq!(
+        bad.get_task(TaskId::new(1)).await.unwrap_err().kind(),
+        ErrorKind::Config
+    );
     Ok(())
 }
 
@@ -127,7 +131,11 @@ async fn enqueue_stores_defaults_and_overrides() -> Result<()> {
         .await?;
     let task = db.client.get_task(id).await?.expect("task exists");
     assert!((task.run_after - at).num_milliseconds().abs() < 5);
-    assert!(db.client.get_task(id + 1000).await?.is_none());
+    assert!(db
+        .client
+        .get_task(TaskId::new(id.get() + 1000))
+        .await?
+        .is_none());
     Ok(())
 }
 
@@ -280,7 +288,7 @@ async fn cancel_only_pending_tasks() -> Result<()> {
     assert!(task.finished_at.is_some());
     // Already cancelled, and unknown ids: nothing to cancel.
     assert!(!db.client.cancel_task(id).await?);
-    assert!(!db.client.cancel_task(id + 100).await?);
+    assert!(!db.client.cancel_task(TaskId::new(id.get() + 100)).await?);
     Ok(())
 }
 
@@ -290,7 +298,7 @@ async fn bad_database_urls_are_config_errors() -> Result<()> {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     // A database that is down: connecting succeeds (lazily), the first use says why.
     let client = Client::connect("postgresql://nobody@127.0.0.1:1/none").await?;
-    let err = client.get_task(1).await.unwrap_err();
+    let err = client.get_task(TaskId::new(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Pool, "{err}");
     assert!(err.to_string().contains("connect"), "{err}");
     Ok(())

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anchor_runtime::chrono::{DateTime, Utc};
 use anchor_runtime::{
-    Client, CronDefaults, CronSchedule, ErrorKind, Registry, TaskContext, TaskDefinition,
-    TaskError, TaskOverride, Worker, WorkerConfig, WorkerHandle,
+    Client, CronDefaults, CronSchedule, ErrorKind, Registry, ScheduleId, TaskContext,
+    TaskDefinition, TaskError, TaskId, TaskOverride, TaskStatus, Worker, WorkerConfig,
+    WorkerHandle,
 };
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -117,7 +118,7 @@ struct Customer {
 #[derive(Debug, Clone, Deserialize)]
 struct FailureParams {
     #[serde(rename = "taskID")]
-    task_id: i64,
+    task_id: TaskId,
 }
 
 fn config(id: &str) -> WorkerConfig {
@@ -219,7 +220,6 @@ async fn three_workers_fire_each_tick_exactly_once() -> Result<()> {
     let schedules = schedules_of(&db.client, "Tick").await?;
     assert_eq!(schedules.len(), 1, "{schedules:?}");
     assert_eq!(schedules[0].key, anchor_runtime::DEFAULT_SCHEDULE_KEY);
-    assert!(schedules[0].id < 0);
     // How late occurrences were enqueued after their tick (informational: timing is asserted
     // by benchmarks, not tests).
     let conn = db.client.pool().get().await?;
@@ -379,7 +379,7 @@ async fn a_removed_task_stops_firing_and_is_disabled() -> Result<()> {
 }
 
 #[tokio::test]
-async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> {
+async fn schedule_registers_and_updates_schedules_and_enqueue_runs_once() -> Result<()> {
     let db = test_db().await?;
     let client = &db.client;
     let a = Customer {
@@ -388,12 +388,11 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
     let b = Customer {
         customer: "b".into(),
     };
-    let id_a = client.enqueue(&REPORT_FOR, &a, &[]).await?;
-    assert!(id_a < 0, "a schedule id is negative: {id_a}");
-    assert!(client.get_task(id_a).await?.is_none());
+    let id_a = client.schedule(&REPORT_FOR, &a, &[]).await?;
+    assert!(client.get_task(TaskId::new(id_a.get())).await?.is_none());
     // The same parameters name the same schedule.
-    assert_eq!(client.enqueue(&REPORT_FOR, &a, &[]).await?, id_a);
-    let id_b = client.enqueue(&REPORT_FOR, &b, &[]).await?;
+    assert_eq!(client.schedule(&REPORT_FOR, &a, &[]).await?, id_a);
+    let id_b = client.schedule(&REPORT_FOR, &b, &[]).await?;
     assert_ne!(id_b, id_a);
     // A unique tag names the schedule; calling again with new parameters updates it.
     let tag = [TaskOverride::unique_tag("nightly")];
@@ -403,14 +402,14 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
     let d = Customer {
         customer: "d".into(),
     };
-    let id_tag = client.enqueue(&REPORT_FOR, &c, &tag).await?;
-    assert_eq!(client.enqueue(&REPORT_FOR, &d, &tag).await?, id_tag);
+    let id_tag = client.schedule(&REPORT_FOR, &c, &tag).await?;
+    assert_eq!(client.schedule(&REPORT_FOR, &d, &tag).await?, id_tag);
     let tagged = client.get_schedule(id_tag).await?.context("schedule")?;
     assert_eq!(tagged.key, "nightly");
     assert_eq!(tagged.payload, serde_json::json!({"customer": "d"}));
     // Other overrides have no meaning for a schedule: refused, nothing written.
     let err = client
-        .enqueue(
+        .schedule(
             &REPORT_FOR,
             &Customer {
                 customer: "e".into(),
@@ -418,7 +417,7 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
             &[TaskOverride::timeout(Duration::from_secs(5))],
         )
         .await
-        .expect_err("a timeout override on a cron task");
+        .expect_err("a timeout override on a schedule");
     assert_eq!(err.kind(), ErrorKind::InvalidOverride);
     assert!(err.to_string().contains("ReportFor"), "{err}");
     // Inside a transaction: registered on commit, gone on rollback.
@@ -427,8 +426,29 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
     let f = Customer {
         customer: "f".into(),
     };
-    client.enqueue_with_tx(&tx, &REPORT_FOR, &f, &[]).await?;
+    client.schedule_with_tx(&tx, &REPORT_FOR, &f, &[]).await?;
     tx.rollback().await?;
+    assert_eq!(schedules_of(client, "ReportFor").await?.len(), 3);
+    // A task without a cron schedule has no schedule to register.
+    let err = client
+        .schedule(&UNRELATED, &serde_json::json!({}), &[])
+        .await
+        .expect_err("a schedule of a task without cron");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("Unrelated"), "{err}");
+    // `enqueue` on a cron task runs it once now, outside every schedule.
+    let once = client
+        .enqueue(
+            &REPORT_FOR,
+            &Customer {
+                customer: "once".into(),
+            },
+            &[],
+        )
+        .await?;
+    let task = client.get_task(once).await?.context("an ordinary task")?;
+    assert_eq!(task.status, TaskStatus::Pending);
+    assert_eq!(task.payload, serde_json::json!({"customer": "once"}));
     assert_eq!(schedules_of(client, "ReportFor").await?.len(), 3);
 
     // A worker fires each schedule with its parameters.
@@ -482,7 +502,7 @@ async fn run_foo_on_a_cron_task_registers_and_updates_schedules() -> Result<()> 
     .await?;
     worker.shutdown().await;
     let missing = client
-        .pause_schedule(-999_999)
+        .pause_schedule(ScheduleId::new(-999_999))
         .await
         .expect_err("no such schedule");
     assert_eq!(missing.kind(), ErrorKind::NotFound);
@@ -627,7 +647,7 @@ async fn without_overlap_ticks_wait_for_the_last_occurrence() -> Result<()> {
     let params = Customer {
         customer: "x".into(),
     };
-    let id = db.client.enqueue(&EXCLUSIVE, &params, &[]).await?;
+    let id = db.client.schedule(&EXCLUSIVE, &params, &[]).await?;
     assert!(
         db.client
             .get_schedule(id)
@@ -684,7 +704,7 @@ async fn without_overlap_ticks_wait_for_the_last_occurrence() -> Result<()> {
     }
     let missing = db
         .client
-        .set_schedule_overlap(-999_999, false)
+        .set_schedule_overlap(ScheduleId::new(-999_999), false)
         .await
         .expect_err("no such schedule");
     assert_eq!(missing.kind(), ErrorKind::NotFound);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anchor_runtime::TaskId;
 use anchor_runtime::{
     Client, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError, TaskOverride,
     TaskStatus, Worker, WorkerConfig,
@@ -80,7 +81,7 @@ async fn a_handler_unknown_to_the_failing_worker_gets_its_own_settings() -> Resu
         let row = conn
             .query_opt("SELECT id FROM anchor.tasks WHERE parent_id = $1", &[&id])
             .await?;
-        Ok(row.map(|r| r.get::<_, i64>(0)))
+        Ok(row.map(|r| r.get::<_, TaskId>(0)))
     })
     .await?;
     let handler = db

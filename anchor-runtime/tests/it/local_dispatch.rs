@@ -335,7 +335,7 @@ async fn a_local_dispatch_whose_caller_gives_up_mid_insert_still_runs() -> Resul
         let row = conn
             .query_opt("SELECT id FROM anchor.tasks WHERE unique_tag = 't'", &[])
             .await?;
-        Ok(row.map(|r| r.get::<_, i64>(0)))
+        Ok(row.map(|r| r.get::<_, TaskId>(0)))
     })
     .await?;
     let task = wait_for_status(

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anchor_runtime::TaskId;
 use anchor_runtime::{
     Client, ErrorKind, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError,
     TaskOverride, TaskStatus, Worker, WorkerConfig, WorkerHandle,
@@ -150,7 +151,7 @@ static EDITED: TaskDefinition = def(
 );
 
 /// Enqueues a task of `EDITED` and applies `set` (SQL) to its row before any worker runs.
-async fn edited_task(client: &Client, set: &str) -> Result<i64> {
+async fn edited_task(client: &Client, set: &str) -> Result<TaskId> {
     let id = client
         .enqueue(
             &EDITED,
@@ -274,13 +275,13 @@ static MIXED_FAILED: TaskDefinition = def("MixedFailed", None);
 #[derive(Debug, Deserialize)]
 struct FailedParams {
     #[serde(rename = "taskID")]
-    task_id: i64,
+    task_id: TaskId,
 }
 
 #[tokio::test]
 async fn completions_retries_and_failures_of_one_batch_each_end_as_decided() -> Result<()> {
     let db = test_db().await?;
-    let handled = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let handled = Arc::new(std::sync::Mutex::new(Vec::<TaskId>::new()));
     let mut registry = Registry::new();
     registry.register(&MIXED, |ctx: TaskContext, job: Job| async move {
         match job.n % 3 {
@@ -329,7 +330,7 @@ async fn completions_retries_and_failures_of_one_batch_each_end_as_decided() -> 
         }
     }
     // One handler per failed task, each run once.
-    let failed: Vec<i64> = ids.iter().copied().skip(2).step_by(3).collect();
+    let failed: Vec<TaskId> = ids.iter().copied().skip(2).step_by(3).collect();
     let conn = db.client.pool().get().await?;
     let rows = conn
         .query(
@@ -337,7 +338,7 @@ async fn completions_retries_and_failures_of_one_batch_each_end_as_decided() -> 
             &[],
         )
         .await?;
-    let parents: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let parents: Vec<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(parents, failed);
     for parent in &failed {
         let row = conn

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anchor_runtime::TaskId;
 use anchor_runtime::{
     Client, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError, TaskOverride,
     TaskStatus, Worker, WorkerConfig, WorkerHandle,
@@ -24,7 +25,7 @@ struct Job {
 #[derive(Debug, Clone, Deserialize)]
 struct FailureParams {
     #[serde(rename = "taskID")]
-    task_id: i64,
+    task_id: TaskId,
     channel: String,
 }
 
@@ -486,7 +487,7 @@ async fn bad_input_is_recorded_and_the_worker_lives_on() -> Result<()> {
     let worker = start(&db.client, registry, config());
     let conn = db.client.pool().get().await?;
     // A payload of the wrong shape, written behind the runtime's back.
-    let malformed: i64 = conn
+    let malformed: TaskId = conn
         .query_one(
             "INSERT INTO anchor.tasks (name, payload, timeout_ms, on_failed) \
              VALUES ('Report', '{\"n\": \"not a number\"}', 5000, 'ReportFailed') RETURNING id",
@@ -495,7 +496,7 @@ async fn bad_input_is_recorded_and_the_worker_lives_on() -> Result<()> {
         .await?
         .get(0);
     // A task no worker here knows.
-    let unknown: i64 = conn
+    let unknown: TaskId = conn
         .query_one(
             "INSERT INTO anchor.tasks (name, payload, timeout_ms) VALUES ('NotMine', '{}', 5000) RETURNING id",
             &[],

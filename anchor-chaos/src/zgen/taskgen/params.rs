@@ -8,7 +8,7 @@ pub struct DoomedFailedParameters {
     #[serde(rename = "sleepMs", default = "defaults::default_u64::<i64, 200>")]
     pub sleep_ms: i64,
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `Doomed` task.
@@ -39,7 +39,7 @@ pub struct PlainDoomedFailedParameters {
     #[serde(rename = "sleepMs", default = "defaults::default_u64::<i64, 200>")]
     pub sleep_ms: i64,
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `PlainDoomed` task.
@@ -63,7 +63,7 @@ pub struct PlainParameters {
 pub struct PoisonFailedParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `Poison` task.

@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
 use super::definitions;
 use super::params::{
     WorkParameters, PlainParameters, DoomedParameters, DoomedFailedParameters,
@@ -397,8 +397,9 @@ impl TaskRunner {
 
     /// Enqueues `Tick` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `Tick` is a cron task (`*/1 * * * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `Tick` is a cron task (`*/1 * * * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_tick`] registers a
+    /// schedule.
     ///
     /// A cron task firing every second.
     pub async fn run_tick(
@@ -428,5 +429,28 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_many(&definitions::TICK, params, overrides).await
+    }
+
+    /// Registers (or updates) a schedule of `Tick` (`*/1 * * * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_tick(
+        &self,
+        params: &TickParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::TICK, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_tick`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_tick_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &TickParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule_with_tx(tx, &definitions::TICK, params, overrides).await
     }
 }

@@ -19,7 +19,7 @@ pub struct EscalateFailedNotificationParameters {
     )]
     pub escalation_level: ::std::string::String,
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `HandleOrderFailure` task.
@@ -27,7 +27,7 @@ pub struct EscalateFailedNotificationParameters {
 pub struct HandleOrderFailureParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `import_catalog_failed` task.
@@ -50,7 +50,7 @@ impl ::std::default::Default for ImportCatalogFailedParameters {
 pub struct OnDeleteOpaqueKeyFailedParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `ProcessDailyReports` task.

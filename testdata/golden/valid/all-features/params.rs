@@ -8,7 +8,7 @@ pub struct CatalogImportFailedParameters {
     #[serde(default = "defaults::default_bool::<true>")]
     pub notify: bool,
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `ImportCatalog` task.

@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
 use super::definitions;
 use super::params::{
     ImportCatalogParameters, CatalogImportFailedParameters, NightlyDigestParameters,
@@ -101,8 +101,9 @@ impl TaskRunner {
 
     /// Enqueues `NightlyDigest` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `NightlyDigest` is a cron task (`30 6 * * MON-FRI`): this registers or updates
-    /// its schedule with `params`.
+    /// `NightlyDigest` is a cron task (`30 6 * * MON-FRI`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_nightly_digest`] registers a
+    /// schedule.
     ///
     /// A cron task whose parameters all have defaults, so it is scheduled automatically.
     pub async fn run_nightly_digest(
@@ -134,6 +135,31 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_many(&definitions::NIGHTLY_DIGEST, params, overrides).await
+    }
+
+    /// Registers (or updates) a schedule of `NightlyDigest` (`30 6 * * MON-FRI`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_nightly_digest(
+        &self,
+        params: &NightlyDigestParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::NIGHTLY_DIGEST, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_nightly_digest`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_nightly_digest_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &NightlyDigestParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::NIGHTLY_DIGEST, params, overrides)
+            .await
     }
 
     /// Enqueues `EmptyParams` with its tasks.yaml defaults, adjusted by `overrides`.

@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
 use super::definitions;
 use super::params::{DailyCleanupParameters, HeartbeatParameters, SixHourlyParameters};
 
@@ -28,8 +28,9 @@ impl TaskRunner {
 
     /// Enqueues `DailyCleanup` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `DailyCleanup` is a cron task (`0 0 2 * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `DailyCleanup` is a cron task (`0 0 2 * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_daily_cleanup`] registers a
+    /// schedule.
     ///
     /// Run daily cleanup tasks
     pub async fn run_daily_cleanup(
@@ -63,10 +64,36 @@ impl TaskRunner {
         self.client.enqueue_many(&definitions::DAILY_CLEANUP, params, overrides).await
     }
 
+    /// Registers (or updates) a schedule of `DailyCleanup` (`0 0 2 * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_daily_cleanup(
+        &self,
+        params: &DailyCleanupParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::DAILY_CLEANUP, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_daily_cleanup`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_daily_cleanup_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &DailyCleanupParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::DAILY_CLEANUP, params, overrides)
+            .await
+    }
+
     /// Enqueues `Heartbeat` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `Heartbeat` is a cron task (`*/30 * * * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `Heartbeat` is a cron task (`*/30 * * * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_heartbeat`] registers a
+    /// schedule.
     pub async fn run_heartbeat(
         &self,
         params: &HeartbeatParameters,
@@ -96,10 +123,36 @@ impl TaskRunner {
         self.client.enqueue_many(&definitions::HEARTBEAT, params, overrides).await
     }
 
+    /// Registers (or updates) a schedule of `Heartbeat` (`*/30 * * * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_heartbeat(
+        &self,
+        params: &HeartbeatParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::HEARTBEAT, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_heartbeat`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_heartbeat_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &HeartbeatParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::HEARTBEAT, params, overrides)
+            .await
+    }
+
     /// Enqueues `SixHourly` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `SixHourly` is a cron task (`0 0 */6 * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `SixHourly` is a cron task (`0 0 */6 * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_six_hourly`] registers a
+    /// schedule.
     pub async fn run_six_hourly(
         &self,
         params: &SixHourlyParameters,
@@ -129,5 +182,30 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_many(&definitions::SIX_HOURLY, params, overrides).await
+    }
+
+    /// Registers (or updates) a schedule of `SixHourly` (`0 0 */6 * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_six_hourly(
+        &self,
+        params: &SixHourlyParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::SIX_HOURLY, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_six_hourly`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_six_hourly_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &SixHourlyParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::SIX_HOURLY, params, overrides)
+            .await
     }
 }

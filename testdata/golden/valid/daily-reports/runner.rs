@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
 use super::definitions;
 use super::params::ProcessDailyReportsParameters;
 
@@ -28,8 +28,9 @@ impl TaskRunner {
 
     /// Enqueues `ProcessDailyReports` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `ProcessDailyReports` is a cron task (`0 0 1 * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `ProcessDailyReports` is a cron task (`0 0 1 * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_process_daily_reports`] registers a
+    /// schedule.
     ///
     /// Generate daily reports
     pub async fn run_process_daily_reports(
@@ -62,6 +63,33 @@ impl TaskRunner {
     ) -> Result<Vec<TaskId>, Error> {
         self.client
             .enqueue_many(&definitions::PROCESS_DAILY_REPORTS, params, overrides)
+            .await
+    }
+
+    /// Registers (or updates) a schedule of `ProcessDailyReports` (`0 0 1 * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_process_daily_reports(
+        &self,
+        params: &ProcessDailyReportsParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule(&definitions::PROCESS_DAILY_REPORTS, params, overrides)
+            .await
+    }
+
+    /// [`TaskRunner::schedule_process_daily_reports`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_process_daily_reports_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &ProcessDailyReportsParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::PROCESS_DAILY_REPORTS, params, overrides)
             .await
     }
 }

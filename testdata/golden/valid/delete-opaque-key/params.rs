@@ -15,7 +15,7 @@ pub struct DeleteOpaqueKeyParameters {
 pub struct OnDeleteOpaqueKeyFailedParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Error types.

@@ -11,7 +11,7 @@ pub struct EscalateFailedNotificationParameters {
     )]
     pub escalation_level: ::std::string::String,
     #[serde(rename = "taskID")]
-    pub task_id: i32,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `SendNotification` task.

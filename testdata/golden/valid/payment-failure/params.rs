@@ -7,7 +7,7 @@
 pub struct HandlePaymentFailureParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `ProcessPayment` task.

@@ -7,7 +7,7 @@
 pub struct HandleTaskFailureParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `TaskName` task.

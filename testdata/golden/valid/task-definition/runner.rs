@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
 use super::definitions;
 use super::params::{TaskNameParameters, HandleTaskFailureParameters};
 
@@ -28,8 +28,9 @@ impl TaskRunner {
 
     /// Enqueues `TaskName` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `TaskName` is a cron task (`0 */1 * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `TaskName` is a cron task (`0 */1 * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_task_name`] registers a
+    /// schedule.
     ///
     /// Task description
     pub async fn run_task_name(
@@ -59,6 +60,31 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_many(&definitions::TASK_NAME, params, overrides).await
+    }
+
+    /// Registers (or updates) a schedule of `TaskName` (`0 */1 * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_task_name(
+        &self,
+        params: &TaskNameParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::TASK_NAME, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_task_name`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_task_name_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &TaskNameParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::TASK_NAME, params, overrides)
+            .await
     }
 
     /// Enqueues `HandleTaskFailure` with its tasks.yaml defaults, adjusted by `overrides`.

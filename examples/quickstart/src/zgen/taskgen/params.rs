@@ -26,7 +26,7 @@ pub struct EscalateFailedNotificationParameters {
     )]
     pub escalation_level: ::std::string::String,
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `GenerateReport` task.
@@ -41,7 +41,7 @@ pub struct GenerateReportParameters {
 pub struct HandleOrderFailureParameters {
     /// The ID of the task that triggered this event
     #[serde(rename = "taskID")]
-    pub task_id: i64,
+    pub task_id: ::anchor_runtime::TaskId,
 }
 
 /// Parameters of the `ProcessOrder` task.

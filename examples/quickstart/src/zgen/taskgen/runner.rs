@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
 use super::definitions;
 use super::params::{
     SendEmailParameters, ProcessOrderParameters, HandleOrderFailureParameters,
@@ -249,8 +249,9 @@ impl TaskRunner {
 
     /// Enqueues `CleanupSessions` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
-    /// `CleanupSessions` is a cron task (`*/3 * * * * *`): this registers or updates
-    /// its schedule with `params`.
+    /// `CleanupSessions` is a cron task (`*/3 * * * * *`): this enqueues one run
+    /// now, outside its schedule; [`TaskRunner::schedule_cleanup_sessions`] registers a
+    /// schedule.
     ///
     /// Delete expired sessions, every three seconds.
     pub async fn run_cleanup_sessions(
@@ -282,5 +283,30 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_many(&definitions::CLEANUP_SESSIONS, params, overrides).await
+    }
+
+    /// Registers (or updates) a schedule of `CleanupSessions` (`*/3 * * * * *`)
+    /// whose ticks enqueue it with `params`; returns the schedule's id. Equal parameters
+    /// name the same schedule; a `TaskOverride::unique_tag` names it instead (calling again
+    /// with the tag and new parameters updates it). Other overrides are refused.
+    pub async fn schedule_cleanup_sessions(
+        &self,
+        params: &CleanupSessionsParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client.schedule(&definitions::CLEANUP_SESSIONS, params, overrides).await
+    }
+
+    /// [`TaskRunner::schedule_cleanup_sessions`] inside the caller's transaction: the
+    /// schedule is registered or updated when `tx` commits.
+    pub async fn schedule_cleanup_sessions_with_tx(
+        &self,
+        tx: &Transaction<'_>,
+        params: &CleanupSessionsParameters,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId, Error> {
+        self.client
+            .schedule_with_tx(tx, &definitions::CLEANUP_SESSIONS, params, overrides)
+            .await
     }
 }
