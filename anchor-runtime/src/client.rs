@@ -43,7 +43,7 @@ pub(crate) struct ClientInner {
     pub(crate) config_error: Option<String>,
     pub(crate) notifier: Notifier,
     /// The workers started on this client, for local dispatch (`worker/local.rs`).
-    pub(crate) local_workers: crate::worker::LocalWorkers,
+    pub(crate) local_workers: crate::dispatch::LocalWorkers,
 }
 
 impl std::fmt::Debug for Client {
@@ -177,7 +177,7 @@ impl Client {
                 listen_config,
                 config_error,
                 notifier,
-                local_workers: crate::worker::LocalWorkers::default(),
+                local_workers: crate::dispatch::LocalWorkers::default(),
             }),
         }
     }
@@ -187,6 +187,26 @@ impl Client {
             Some(message) => Err(Error::new(ErrorKind::Config, message.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Tells the workers (through the debounced notifier) that new tasks may be due: an
+    /// `onFailed` handler, a retry, a cron occurrence written by the runtime itself.
+    pub(crate) fn announce_new_tasks(&self) {
+        self.inner.notifier.poke();
+    }
+
+    /// How a worker opens its own LISTEN/control connection (`None`: a client built from a
+    /// pool alone, whose workers poll).
+    pub(crate) fn listen_config(&self) -> Option<tokio_postgres::Config> {
+        self.inner.listen_config.clone()
+    }
+
+    /// Makes a started worker available for local dispatch through this client.
+    pub(crate) fn register_local_worker(
+        &self,
+        worker: std::sync::Weak<dyn crate::dispatch::LocalWorker>,
+    ) {
+        self.inner.local_workers.register(worker);
     }
 
     pub(crate) fn sql(&self) -> &Sql {

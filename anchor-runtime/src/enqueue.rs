@@ -7,15 +7,16 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Statement};
 
 use crate::client::{db_error, Client};
 use crate::definition::TaskDefinition;
+use crate::dispatch::ReservedSlot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::overrides::{OverrideKind, TaskOverride};
+use crate::settings::NewTask;
 use crate::task::TaskId;
 
 /// The longest unique tag accepted (the tag is a btree index key).
@@ -23,30 +24,6 @@ const MAX_TAG_BYTES: usize = 1024;
 
 /// How often a tagged enqueue retries when the conflicting row disappears under it.
 const TAG_ATTEMPTS: usize = 20;
-
-/// A task's settings after defaults and overrides are merged and checked.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NewTask {
-    pub name: String,
-    pub run_at: Option<DateTime<Utc>>,
-    pub delay_ms: i64,
-    pub timeout_ms: i64,
-    pub retry_intervals_ms: Option<Vec<i64>>,
-    pub retry_always: bool,
-    pub max_retries: Option<i32>,
-    pub on_failed: Option<String>,
-    pub unique_tag: Option<String>,
-    pub parent_id: Option<TaskId>,
-    /// The definition's `maxRescues`; `None` leaves it to the rescuing worker's default.
-    pub max_rescues: Option<i32>,
-}
-
-impl NewTask {
-    /// Whether the task is due now, so waking the workers is worth it.
-    fn due_now(&self) -> bool {
-        self.delay_ms == 0 && self.run_at.is_none_or(|at| at <= Utc::now())
-    }
-}
 
 fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidOverride, message)
@@ -324,7 +301,7 @@ impl Client {
         let due = task.due_now();
         // A due task that an idle worker of this process can start goes to it directly.
         if due {
-            if let Some(slot) = crate::worker::LocalSlot::reserve(self, def.name) {
+            if let Some(slot) = self.inner.local_workers.reserve(def.name) {
                 // On a task of its own: the row is inserted already leased, so once the
                 // insert is sent it must be seen through to the start of the run even if
                 // the caller stops waiting (a request timeout, a `select!`); otherwise the
@@ -381,7 +358,7 @@ impl Client {
     /// tag taken.
     async fn enqueue_local(
         &self,
-        slot: crate::worker::LocalSlot,
+        slot: Box<dyn ReservedSlot>,
         task: NewTask,
         payload: String,
     ) -> Result<TaskId> {
@@ -515,6 +492,7 @@ impl Client {
 mod tests {
     use super::*;
     use crate::definition::RetryDefaults;
+    use chrono::Utc;
 
     const PLAIN: TaskDefinition = TaskDefinition {
         name: "Plain",

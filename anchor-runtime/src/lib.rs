@@ -44,6 +44,7 @@
 mod client;
 mod cron;
 mod definition;
+mod dispatch;
 mod enqueue;
 mod error;
 mod ids;
@@ -53,6 +54,7 @@ mod notify;
 mod overrides;
 mod registry;
 mod retention;
+mod settings;
 mod sql;
 mod statements;
 mod task;

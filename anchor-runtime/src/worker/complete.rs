@@ -369,7 +369,7 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
     report(shared, batch, &decisions, &applied);
     shared.forget_leases(ids.into_iter().zip(tokens));
     if handlers > 0 {
-        shared.client.inner.notifier.poke();
+        shared.client.announce_new_tasks();
     }
     Ok(())
 }

@@ -324,7 +324,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
     // Rescued tasks are due at once.
     shared.wake_producer();
     if handlers > 0 {
-        shared.client.inner.notifier.poke();
+        shared.client.announce_new_tasks();
     }
     Ok(rows.len())
 }
@@ -483,7 +483,7 @@ async fn release_leases(shared: &Shared, release: Releases) {
         Ok(Ok(n)) => {
             tracing::info!(worker = %shared.worker_id, released = n, "unstarted or unfinished tasks released");
             shared.forget_leases(release.ids.into_iter().zip(release.tokens));
-            shared.client.inner.notifier.poke();
+            shared.client.announce_new_tasks();
         }
         Ok(Err(err)) => tracing::warn!(
             worker = %shared.worker_id,

@@ -18,7 +18,7 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The listener loop; without connection settings (a client built from a pool only) the
 /// worker relies on polling.
 pub(crate) async fn run_listener(shared: Arc<Shared>) {
-    let Some(config) = shared.client.inner.listen_config.clone() else {
+    let Some(config) = shared.client.listen_config() else {
         tracing::info!(
             worker = %shared.worker_id,
             "no connection settings for LISTEN (client built from a pool); polling only"

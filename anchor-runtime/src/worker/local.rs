@@ -16,87 +16,65 @@
 //! Otherwise, or with [`WorkerConfig::local_dispatch`](super::WorkerConfig) off, the task is
 //! inserted `pending` and claimed as usual.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::claim::ClaimedTask;
 use super::execute::{self, SlotGuard};
 use super::{lease, Shared};
-use crate::client::Client;
-use crate::enqueue::NewTask;
+use crate::dispatch::{LocalWorker, ReservedSlot};
+use crate::settings::NewTask;
 use crate::task::TaskId;
 
-/// The workers started on one client, for local dispatch. Weak, so that a stopped worker's
-/// state is freed with its handle.
-#[derive(Default)]
-pub(crate) struct LocalWorkers(Mutex<Vec<Weak<Shared>>>);
-
-impl LocalWorkers {
-    /// Makes a started worker available for local dispatch through its client.
-    pub(crate) fn register(&self, shared: &Arc<Shared>) {
-        if !shared.config.local_dispatch {
-            return;
-        }
-        let mut workers = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        workers.retain(|w| w.strong_count() > 0);
-        workers.push(Arc::downgrade(shared));
+impl LocalWorker for Shared {
+    fn wake(&self) {
+        self.wake_producer();
     }
 
-    /// The workers still alive.
-    fn live(&self) -> Vec<Arc<Shared>> {
-        let workers = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        workers.iter().filter_map(Weak::upgrade).collect()
-    }
-
-    /// Tells these workers that a due task was just inserted `pending`: they claim it
-    /// without waiting for the notification, and until they have, no task enqueued here may
-    /// start locally ahead of it (a client built from a pool alone gets no notifications at
-    /// all, so without this the next local dispatch could overtake it by up to a poll
-    /// interval).
-    pub(crate) fn wake(&self) {
-        for shared in self.live() {
-            shared.wake_producer();
+    fn reserve(self: Arc<Self>, name: &str) -> Option<Box<dyn ReservedSlot>> {
+        let idle = !self.stopping()
+            && self.queue_drained.load(Ordering::Acquire)
+            && self.registry.handler(name).is_some();
+        if !idle {
+            return None;
         }
+        let slot = SlotGuard::try_take(&self)?;
+        Some(Box::new(LocalSlot { slot }))
     }
 }
 
-/// A capacity slot reserved in a local worker for a task about to be inserted. Dropping it
+/// A capacity slot reserved in this worker for a task about to be inserted. Dropping it
 /// unused frees the slot.
-pub(crate) struct LocalSlot {
+struct LocalSlot {
     slot: SlotGuard,
 }
 
-impl LocalSlot {
-    /// Reserves a slot in an idle worker started on `client` that runs tasks called `name`.
-    pub(crate) fn reserve(client: &Client, name: &str) -> Option<LocalSlot> {
-        client
-            .inner
-            .local_workers
-            .live()
-            .into_iter()
-            .filter(|shared| {
-                !shared.stopping()
-                    && shared.queue_drained.load(Ordering::Acquire)
-                    && shared.registry.handler(name).is_some()
-            })
-            .find_map(|shared| SlotGuard::try_take(&shared))
-            .map(|slot| LocalSlot { slot })
-    }
-
-    /// The worker's id, the lease owner to write.
-    pub(crate) fn worker_id(&self) -> &str {
+impl ReservedSlot for LocalSlot {
+    fn worker_id(&self) -> &str {
         &self.slot.shared().worker_id
     }
 
-    /// The worker's lease length in milliseconds.
-    pub(crate) fn lease_ms(&self) -> i64 {
+    fn lease_ms(&self) -> i64 {
         self.slot.shared().lease_ms()
     }
 
-    /// Starts the task inserted as `id` under `token` by a statement sent at `sent`, or, if
-    /// the worker began stopping meanwhile, hands it back to `pending` at once.
-    pub(crate) async fn start(
+    fn start(
+        self: Box<Self>,
+        task: NewTask,
+        id: TaskId,
+        payload: String,
+        token: i64,
+        sent: Instant,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.start_here(task, id, payload, token, sent))
+    }
+}
+
+impl LocalSlot {
+    async fn start_here(
         self,
         task: NewTask,
         id: TaskId,

@@ -24,8 +24,6 @@ mod local;
 mod on_failed;
 mod scheduler;
 
-pub(crate) use local::{LocalSlot, LocalWorkers};
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -576,7 +574,10 @@ impl Worker {
             )),
         ];
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
-        shared.client.inner.local_workers.register(&shared);
+        if shared.config.local_dispatch {
+            let weak = Arc::downgrade(&shared);
+            shared.client.register_local_worker(weak);
+        }
         WorkerHandle {
             shared,
             producer: Some(producer),

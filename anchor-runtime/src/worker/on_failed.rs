@@ -8,9 +8,10 @@ use tokio_postgres::GenericClient;
 
 use crate::client::db_error;
 use crate::definition::TaskDefinition;
-use crate::enqueue::{insert_one, resolve, NewTask};
+use crate::enqueue::{insert_one, resolve};
 use crate::error::Result;
 use crate::registry::Registry;
+use crate::settings::NewTask;
 use crate::sql::Sql;
 use crate::task::TaskId;
 

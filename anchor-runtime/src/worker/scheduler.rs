@@ -177,7 +177,7 @@ async fn round(
         if fired.fired > 0 {
             // The occurrences are due now: start ours at once, and tell the other workers.
             shared.wake_producer();
-            shared.client.inner.notifier.poke();
+            shared.client.announce_new_tasks();
         }
         if fired.locked as i64 == cron::BATCH {
             return Ok(None);
