@@ -147,7 +147,7 @@ fn task_context(task: &Task, empty_params: bool) -> TaskContext {
             summary: retry_summary(policy),
         }),
         timeout_ms: duration_ms(&task.timeout),
-        timeout_text: humanize(&task.timeout),
+        timeout_text: anchor_core::format_duration(task.timeout),
         cron: task.cron.as_ref().map(|cron| CronContext {
             expression_lit: rust_str(&cron.expression),
             expression: cron.expression.clone(),
@@ -178,7 +178,11 @@ fn task_context(task: &Task, empty_params: bool) -> TaskContext {
 
 /// Describes a retry policy for the definition's doc comment.
 fn retry_summary(policy: &anchor_core::RetryPolicy) -> String {
-    let intervals: Vec<String> = policy.intervals.iter().map(humanize).collect();
+    let intervals: Vec<String> = policy
+        .intervals
+        .iter()
+        .map(|d| anchor_core::format_duration(*d))
+        .collect();
     let mut summary = format!("waits {}", intervals.join(", "));
     if policy.always_retry_on_failure {
         summary.push_str("; always retried on failure");
@@ -196,22 +200,6 @@ fn retry_summary(policy: &anchor_core::RetryPolicy) -> String {
 /// Milliseconds, saturating at `u64::MAX` (no validated duration comes near it).
 fn duration_ms(duration: &std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A short human form of a duration for doc comments: `1h`, `90s`, `1500ms`.
-fn humanize(duration: &std::time::Duration) -> String {
-    let ms = duration_ms(duration);
-    if ms % 1000 != 0 {
-        return format!("{ms}ms");
-    }
-    let secs = ms / 1000;
-    if secs % 3600 == 0 && secs > 0 {
-        format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 && secs > 0 {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
-    }
 }
 
 #[cfg(test)]
@@ -233,10 +221,19 @@ mod tests {
 
     #[test]
     fn durations_read_like_yaml() {
-        assert_eq!(humanize(&Duration::from_secs(3600)), "1h");
-        assert_eq!(humanize(&Duration::from_secs(600)), "10m");
-        assert_eq!(humanize(&Duration::from_secs(90)), "90s");
-        assert_eq!(humanize(&Duration::from_millis(1500)), "1500ms");
+        assert_eq!(
+            anchor_core::format_duration(Duration::from_secs(3600)),
+            "1h"
+        );
+        assert_eq!(
+            anchor_core::format_duration(Duration::from_secs(600)),
+            "10m"
+        );
+        assert_eq!(anchor_core::format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(
+            anchor_core::format_duration(Duration::from_millis(1500)),
+            "1500ms"
+        );
         assert_eq!(duration_ms(&Duration::from_secs(300)), 300_000);
     }
 }

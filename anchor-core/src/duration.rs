@@ -16,6 +16,34 @@ pub struct DurationError {
 /// that every deadline computed from one fits PostgreSQL's and chrono's time ranges.
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(3650 * 24 * 3600);
 
+/// The execution timeout of a task whose definition sets none: one hour.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Formats a duration the way tasks.yaml writes them, in its largest whole unit: `1h`,
+/// `90m` is `90m`, `30s`, `1500ms`; zero is `0s`. [`parse_duration`] reads every non-zero
+/// result back to the same duration (sub-millisecond parts are dropped).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(anchor_core::format_duration(Duration::from_secs(3600)), "1h");
+/// assert_eq!(anchor_core::format_duration(Duration::from_millis(1500)), "1500ms");
+/// assert_eq!(anchor_core::format_duration(Duration::ZERO), "0s");
+/// ```
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".to_string()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses a duration such as `30m`, `1h`, `5s`, `250ms` or `1h30m`.
 ///
 /// Units follow humantime (`ms`, `s`, `m`, `h`, `d`, ...). A bare number without a unit is
@@ -145,5 +173,17 @@ mod tests {
         for bad in ["", "30", "abc", "5 parsecs", "0s", "-5m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for ms in [
+            1, 250, 1000, 1500, 59_000, 60_000, 90_000, 3_600_000, 5_400_000, 86_400_000,
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{ms} ms");
+        }
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(MAX_DURATION), "87600h");
     }
 }

@@ -10,5 +10,5 @@ pub mod cron;
 pub mod duration;
 pub mod retry;
 
-pub use duration::{parse_duration, DurationError, MAX_DURATION};
+pub use duration::{format_duration, parse_duration, DurationError, DEFAULT_TIMEOUT, MAX_DURATION};
 pub use retry::{parse_intervals, IntervalError, RetryPolicy};

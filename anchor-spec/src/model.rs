@@ -10,7 +10,7 @@ use std::time::Duration;
 use anchor_core::RetryPolicy;
 
 /// The default task timeout when `timeout` is not set (SPEC §4).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_TIMEOUT: Duration = anchor_core::DEFAULT_TIMEOUT;
 
 /// The largest `maxRescues` a task may set. Its smallest is 1.
 pub const MAX_RESCUES_LIMIT: u32 = 1000;

@@ -176,7 +176,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
                     fatal: false,
                 }),
                 Err(_) => Some(Outcome::Failed {
-                    message: format!("timed out after {}", humanise(timeout)),
+                    message: format!("timed out after {}", anchor_core::format_duration(timeout)),
                     fatal: false,
                 }),
             }
@@ -223,19 +223,5 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "a non-string panic payload".to_string()
-    }
-}
-
-/// Formats a duration the way tasks.yaml writes them (`1h`, `30s`, `200ms`).
-pub(crate) fn humanise(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }

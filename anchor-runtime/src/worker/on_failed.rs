@@ -17,7 +17,7 @@ use crate::task::TaskId;
 
 /// The timeout of an `onFailed` handler whose definition this worker does not know
 /// (the default timeout of every task).
-const DEFAULT_TIMEOUT_MS: i64 = 3_600_000;
+const DEFAULT_TIMEOUT_MS: i64 = anchor_core::DEFAULT_TIMEOUT.as_millis() as i64;
 
 /// Inserts the `onFailed` handler of each `(failed task, handler name)` through `tx`, the
 /// transaction that records those failures; returns how many were inserted.
