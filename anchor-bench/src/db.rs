@@ -14,44 +14,37 @@ pub struct Settings {
     pub schema: String,
 }
 
-/// The no-op task every mode enqueues: no retry policy, the SPEC's default timeout.
-pub static NOOP: TaskDefinition = TaskDefinition {
-    name: "BenchNoop",
-    retry: None,
-    timeout_ms: 3_600_000,
-    cron: None,
-    on_failed: None,
-    default_params: "{}",
-    max_rescues: None,
-};
+/// A benchmark task: no cron, no handler, no default parameters, the default timeout.
+pub const fn bench_task(name: &'static str, retry: Option<RetryDefaults>) -> TaskDefinition {
+    TaskDefinition {
+        name,
+        retry,
+        // The default timeout, one hour.
+        timeout_ms: 3_600_000,
+        cron: None,
+        on_failed: None,
+        default_params: "{}",
+        max_rescues: None,
+    }
+}
+
+/// The no-op task every mode enqueues: no retry policy, the default timeout.
+pub static NOOP: TaskDefinition = bench_task("BenchNoop", None);
 
 /// The task `--fail-rate` enqueues instead: the no-op task with one immediate retry. Its
 /// handler fails the first run of the chosen share of tasks (see [`fails_first_run`]).
-pub static FLAKY: TaskDefinition = TaskDefinition {
-    name: "BenchFlaky",
-    retry: Some(RetryDefaults {
+pub static FLAKY: TaskDefinition = bench_task(
+    "BenchFlaky",
+    Some(RetryDefaults {
         intervals_ms: &[0],
         always_retry_on_failure: false,
         max_retries: Some(1),
     }),
-    timeout_ms: 3_600_000,
-    cron: None,
-    on_failed: None,
-    default_params: "{}",
-    max_rescues: None,
-};
+);
 
 /// The same as [`FLAKY`] without a retry: `--fail-rate` with `--no-retry` fails the chosen
 /// tasks for good.
-pub static DOOMED: TaskDefinition = TaskDefinition {
-    name: "BenchDoomed",
-    retry: None,
-    timeout_ms: 3_600_000,
-    cron: None,
-    on_failed: None,
-    default_params: "{}",
-    max_rescues: None,
-};
+pub static DOOMED: TaskDefinition = bench_task("BenchDoomed", None);
 
 /// Whether task `i` fails its first run at `fail_rate` (0 to 1): a fixed spread over the
 /// task numbers, so that failures are evenly mixed with successes and every run of the

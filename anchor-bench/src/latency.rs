@@ -16,15 +16,7 @@ use tokio::sync::mpsc;
 use crate::db::{self, Settings};
 use crate::Args;
 
-static PROBE: anchor_runtime::TaskDefinition = anchor_runtime::TaskDefinition {
-    name: "BenchLatencyProbe",
-    retry: None,
-    timeout_ms: 3_600_000,
-    cron: None,
-    on_failed: None,
-    default_params: "{}",
-    max_rescues: None,
-};
+static PROBE: anchor_runtime::TaskDefinition = db::bench_task("BenchLatencyProbe", None);
 
 /// The probe carries the time of its enqueue call, in nanoseconds since [`epoch`].
 #[derive(Serialize, Deserialize)]
