@@ -18,21 +18,18 @@ pub(crate) const FILES: &[(&str, &str)] = &[
 
 /// The embedded template sources.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("mod.rs.j2", include_str!("../../templates/mod.rs.j2")),
-    (
-        "catalog.rs.j2",
-        include_str!("../../templates/catalog.rs.j2"),
-    ),
-    ("params.rs.j2", include_str!("../../templates/params.rs.j2")),
+    ("mod.rs.j2", include_str!("../templates/mod.rs.j2")),
+    ("catalog.rs.j2", include_str!("../templates/catalog.rs.j2")),
+    ("params.rs.j2", include_str!("../templates/params.rs.j2")),
     (
         "definitions.rs.j2",
-        include_str!("../../templates/definitions.rs.j2"),
+        include_str!("../templates/definitions.rs.j2"),
     ),
     (
         "executor.rs.j2",
-        include_str!("../../templates/executor.rs.j2"),
+        include_str!("../templates/executor.rs.j2"),
     ),
-    ("runner.rs.j2", include_str!("../../templates/runner.rs.j2")),
+    ("runner.rs.j2", include_str!("../templates/runner.rs.j2")),
 ];
 
 /// A configured minijinja environment holding the templates.

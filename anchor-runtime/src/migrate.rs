@@ -27,32 +27,32 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "initial",
-        sql: include_str!("../../migrations/V1__initial.sql"),
+        sql: include_str!("../migrations/V1__initial.sql"),
     },
     Migration {
         version: 2,
         name: "cron_schedules",
-        sql: include_str!("../../migrations/V2__cron_schedules.sql"),
+        sql: include_str!("../migrations/V2__cron_schedules.sql"),
     },
     Migration {
         version: 3,
         name: "retention",
-        sql: include_str!("../../migrations/V3__retention.sql"),
+        sql: include_str!("../migrations/V3__retention.sql"),
     },
     Migration {
         version: 4,
         name: "workers",
-        sql: include_str!("../../migrations/V4__workers.sql"),
+        sql: include_str!("../migrations/V4__workers.sql"),
     },
     Migration {
         version: 5,
         name: "rescues",
-        sql: include_str!("../../migrations/V5__rescues.sql"),
+        sql: include_str!("../migrations/V5__rescues.sql"),
     },
     Migration {
         version: 6,
         name: "definitions_and_tags",
-        sql: include_str!("../../migrations/V6__definitions_and_tags.sql"),
+        sql: include_str!("../migrations/V6__definitions_and_tags.sql"),
     },
 ];
 
