@@ -47,6 +47,7 @@ use crate::task::TaskId;
 /// assert_eq!(config.concurrency, 20);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// How many tasks run at once (default 10).
     pub concurrency: usize,
