@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: unit, snapshot, property, CLI and
-# integration tests against throwaway PostgreSQL clusters that the tests start themselves.
+# integration tests against throwaway PostgreSQL clusters that the tests start themselves;
+# then the publishing checks (`cargo doc` with warnings denied, `cargo package` with its
+# verify build of the crates users install or depend on).
 #
 # It first makes sure the machine has what the tests need:
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH;
@@ -50,3 +52,21 @@ fi
 
 cargo test --workspace --locked --all-targets
 cargo test --workspace --locked --doc
+
+# Publishing checks: the API docs build without warnings (broken intra-doc links, missing
+# docs), and the crates a user installs or depends on package and build from their .crate
+# alone, each with only its own features (cargo package's verify build; path dependencies
+# between them go through cargo's temporary local registry). The verify builds reuse only
+# part of `cargo test`'s dependency builds (other feature sets): about 2 minutes cold on 2
+# cores, seconds warm. `--allow-dirty` because this script also runs on uncommitted work:
+# nothing is published. Offline, set CARGO_NET_OFFLINE=true (the registry cache must be warm).
+for link in anchor-codegen/templates:../templates anchor-runtime/migrations:../migrations; do
+  # One copy of each file: the crate-local folder is a symlink to the top-level one.
+  if [ "$(readlink "${link%%:*}")" != "${link#*:}" ]; then
+    echo "scripts/test.sh: ${link%%:*} must be a symlink to ${link#*:}" >&2
+    exit 1
+  fi
+done
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --locked --no-deps
+cargo package --locked --allow-dirty \
+  -p anchor-core -p anchor-spec -p anchor-codegen -p anchor-runtime -p anchor-cli
