@@ -38,7 +38,7 @@ pub enum DifferenceKind {
     Extra,
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteReport {
     /// Files created or rewritten because their contents changed.

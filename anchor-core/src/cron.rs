@@ -1,5 +1,5 @@
-//! Cron expressions with the semantics of the Go scheduler the seed comes from (robfig/cron,
-//! which follows Vixie cron).
+//! Cron expressions with the semantics of the Go scheduler whose cron syntax the
+//! task-definition format (`tasks.yaml`) follows: robfig/cron, which follows Vixie cron.
 //!
 //! * 5 fields (`minute hour day-of-month month day-of-week`, seconds = 0) or 6 fields with
 //!   seconds first (`second minute hour day-of-month month day-of-week`).
@@ -1099,7 +1099,8 @@ mod tests {
     }
 
     /// Cases from robfig/cron v3's own `TestNext` and `TestActivation` tables (times there are
-    /// local; UTC here), so `anchor cron` agrees with the Go scheduler the seed comes from.
+    /// local; UTC here), so `anchor cron` agrees with the Go scheduler whose semantics
+    /// `tasks.yaml` follows.
     #[test]
     fn agrees_with_robfig_next_table() {
         let cases = [

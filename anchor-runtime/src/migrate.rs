@@ -1,4 +1,5 @@
-//! Schema migrations: the SQL files in the workspace's `migrations/` folder, embedded at
+//! Schema migrations: the SQL files in the workspace's `migrations/` folder (read through
+//! this crate's `migrations` symlink, so a packaged crate carries them too), embedded at
 //! compile time and applied in version order.
 //!
 //! [`migrate`] runs in one transaction that first takes a transaction-scoped advisory lock
@@ -27,32 +28,32 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "initial",
-        sql: include_str!("../../migrations/V1__initial.sql"),
+        sql: include_str!("../migrations/V1__initial.sql"),
     },
     Migration {
         version: 2,
         name: "cron_schedules",
-        sql: include_str!("../../migrations/V2__cron_schedules.sql"),
+        sql: include_str!("../migrations/V2__cron_schedules.sql"),
     },
     Migration {
         version: 3,
         name: "retention",
-        sql: include_str!("../../migrations/V3__retention.sql"),
+        sql: include_str!("../migrations/V3__retention.sql"),
     },
     Migration {
         version: 4,
         name: "workers",
-        sql: include_str!("../../migrations/V4__workers.sql"),
+        sql: include_str!("../migrations/V4__workers.sql"),
     },
     Migration {
         version: 5,
         name: "rescues",
-        sql: include_str!("../../migrations/V5__rescues.sql"),
+        sql: include_str!("../migrations/V5__rescues.sql"),
     },
     Migration {
         version: 6,
         name: "definitions_and_tags",
-        sql: include_str!("../../migrations/V6__definitions_and_tags.sql"),
+        sql: include_str!("../migrations/V6__definitions_and_tags.sql"),
     },
 ];
 
@@ -165,4 +166,38 @@ pub async fn check_schema(client: &Client) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::MIGRATIONS;
+
+    /// `migrations/` inside this crate is a symlink to the repository's top-level
+    /// `migrations/` (the packaged crate holds a copy); either way `MIGRATIONS` must list
+    /// exactly its files, in version order, so a new file cannot be forgotten.
+    #[test]
+    fn the_embedded_migrations_are_the_files_of_migrations() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut on_disk: Vec<(i32, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| {
+                let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+                let stem = file.strip_suffix(".sql").expect("only .sql files");
+                let (version, name) = stem[1..].split_once("__").expect("V<version>__<name>");
+                (version.parse().unwrap(), name.to_string())
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<(i32, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.name.to_string()))
+            .collect();
+        assert_eq!(on_disk, embedded);
+        for m in MIGRATIONS {
+            let path = dir.join(format!("V{}__{}.sql", m.version, m.name));
+            assert_eq!(std::fs::read_to_string(path).unwrap(), m.sql);
+        }
+    }
 }

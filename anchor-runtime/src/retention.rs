@@ -18,7 +18,8 @@ use crate::client::{db_error, Client};
 use crate::error::Result;
 use crate::sql::{quote_ident, status};
 
-/// How long finished tasks are kept, and how the pruning runs.
+/// How long finished tasks are kept, and how the pruning runs. Build it from
+/// [`RetentionConfig::default`] and the `with_*` setters.
 ///
 /// ```
 /// use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::sql::{quote_ident, status};
 /// assert_eq!(retention.failed, None);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetentionConfig {
     /// How long `completed` tasks are kept after they finish; `None` keeps them forever
     /// (default 7 days).

@@ -46,6 +46,7 @@ use crate::task::TaskId;
 /// assert_eq!(config.concurrency, 20);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// How many tasks run at once (default 10).
     pub concurrency: usize,
@@ -131,7 +132,8 @@ impl WorkerConfig {
         self.max_rescues = max_rescues;
         self
     }
-    /// Sets [`WorkerConfig::prefetch`] (0 claims only what free slots can start at once).
+    /// Sets [`WorkerConfig::prefetch`](field@WorkerConfig::prefetch) (0 claims only what
+    /// free slots can start at once).
     pub fn with_prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch);
         self
@@ -151,7 +153,7 @@ impl WorkerConfig {
         self.lease_renew_interval = Some(interval);
         self
     }
-    /// Sets [`WorkerConfig::rescue_interval`].
+    /// Sets [`WorkerConfig::rescue_interval`](field@WorkerConfig::rescue_interval).
     pub fn with_rescue_interval(mut self, interval: Duration) -> Self {
         self.rescue_interval = Some(interval);
         self
