@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Statement};
 
 use crate::client::{db_error, Client};
@@ -216,6 +216,36 @@ impl Inserted {
     }
 }
 
+/// The insert statement [`insert_one`] runs: prepared (and cached) on a pooled connection,
+/// or sent unprepared with its parameter types, on a caller's transaction that cannot cache
+/// statements (one round trip instead of a prepare and an execute).
+#[derive(Clone, Copy)]
+pub(crate) enum Insert<'a> {
+    Prepared(&'a Statement),
+    /// One of the `Sql::insert*` texts; `with_channel` when it takes the notification
+    /// channel after the common parameters (`insert_notify`).
+    Typed {
+        sql: &'a str,
+        with_channel: bool,
+    },
+}
+
+/// The types of the common insert parameters, in order (see [`insert_one`]).
+const INSERT_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8_ARRAY,
+    Type::BOOL,
+    Type::INT4,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT4,
+];
+
 /// Inserts one task through any client or transaction (or, for a unique tag that exists,
 /// finds the existing task). `insert` is one of the `Sql::insert*` statements: `extra` are
 /// the parameters it takes after the eleven common ones (`insert_notify`: the channel,
@@ -223,7 +253,7 @@ impl Inserted {
 /// row was inserted; `insert_running`: the lease).
 pub(crate) async fn insert_one<C: GenericClient>(
     conn: &C,
-    insert: &Statement,
+    insert: Insert<'_>,
     sql_select_by_tag: &str,
     task: &NewTask,
     payload: &str,
@@ -244,11 +274,25 @@ pub(crate) async fn insert_one<C: GenericClient>(
         &task.max_rescues,
     ];
     params.extend_from_slice(extra);
+    let typed: Vec<(&(dyn ToSql + Sync), Type)> = match insert {
+        Insert::Prepared(_) => Vec::new(),
+        Insert::Typed { with_channel, .. } => {
+            let mut types = INSERT_TYPES.to_vec();
+            if with_channel {
+                types.push(Type::TEXT);
+            }
+            params.iter().copied().zip(types).collect()
+        }
+    };
     for _ in 0..TAG_ATTEMPTS {
-        let row = conn
-            .query_opt(insert, &params)
-            .await
-            .map_err(|e| db_error(&format!("cannot enqueue task {}", task.name), e))?;
+        let row = match insert {
+            Insert::Prepared(statement) => conn.query_opt(statement, &params).await,
+            Insert::Typed { sql, .. } => conn
+                .query_typed(sql, &typed)
+                .await
+                .map(|rows| rows.into_iter().next()),
+        }
+        .map_err(|e| db_error(&format!("cannot enqueue task {}", task.name), e))?;
         if let Some(row) = row {
             return Ok(Inserted::New(row.get(0)));
         }
@@ -340,9 +384,16 @@ impl Client {
         } else {
             &[]
         };
-        let id = insert_one(&**conn, &insert, &sql.select_by_tag, &task, &payload, extra)
-            .await?
-            .id();
+        let id = insert_one(
+            &**conn,
+            Insert::Prepared(&insert),
+            &sql.select_by_tag,
+            &task,
+            &payload,
+            extra,
+        )
+        .await?
+        .id();
         if due {
             self.inner.local_workers.wake();
             if !inline {
@@ -374,7 +425,7 @@ impl Client {
         let sent = std::time::Instant::now();
         let inserted = insert_one(
             &**conn,
-            &insert,
+            Insert::Prepared(&insert),
             &sql.select_by_tag,
             &task,
             &payload,
@@ -410,17 +461,17 @@ impl Client {
         // The notification rides on the insert; Postgres delivers it on commit (once per
         // transaction however many tasks it enqueues).
         let due = task.due_now();
-        let insert = tx
-            .prepare(if due { &sql.insert_notify } else { &sql.insert })
-            .await
-            .map_err(|e| db_error("cannot prepare the task insert", e))?;
+        let insert = Insert::Typed {
+            sql: if due { &sql.insert_notify } else { &sql.insert },
+            with_channel: due,
+        };
         let channel: &(dyn ToSql + Sync) = &sql.channel;
         let extra = if due {
             std::slice::from_ref(&channel)
         } else {
             &[]
         };
-        insert_one(tx, &insert, &sql.select_by_tag, &task, &payload, extra)
+        insert_one(tx, insert, &sql.select_by_tag, &task, &payload, extra)
             .await
             .map(Inserted::id)
     }

@@ -8,7 +8,7 @@ use tokio_postgres::GenericClient;
 
 use crate::client::db_error;
 use crate::definition::TaskDefinition;
-use crate::enqueue::{insert_one, resolve};
+use crate::enqueue::{insert_one, resolve, Insert};
 use crate::error::Result;
 use crate::registry::Registry;
 use crate::settings::NewTask;
@@ -168,9 +168,16 @@ async fn enqueue_on_failed(
         .prepare_cached(&sql.insert)
         .await
         .map_err(|e| db_error("cannot prepare the onFailed insert", e))?;
-    insert_one(conn, &insert, &sql.select_by_tag, &task, &payload, &[])
-        .await
-        .map(crate::enqueue::Inserted::id)
+    insert_one(
+        conn,
+        Insert::Prepared(&insert),
+        &sql.select_by_tag,
+        &task,
+        &payload,
+        &[],
+    )
+    .await
+    .map(crate::enqueue::Inserted::id)
 }
 
 #[cfg(test)]
