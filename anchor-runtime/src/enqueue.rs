@@ -16,7 +16,7 @@ use crate::definition::TaskDefinition;
 use crate::dispatch::ReservedSlot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::overrides::{OverrideKind, TaskOverride};
-use crate::settings::NewTask;
+use crate::settings::{NewTask, RetryColumns};
 use crate::task::TaskId;
 
 /// The longest unique tag accepted (the tag is a btree index key).
@@ -86,22 +86,12 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
                 format!("task {name}: timeout in its definition is too long"),
             )
         })?,
-        retry_intervals_ms: def.retry.map(|r| {
-            r.intervals_ms
-                .iter()
-                .map(|ms| i64::try_from(*ms).unwrap_or(i64::MAX))
-                .collect()
-        }),
-        retry_always: def.retry.is_some_and(|r| r.always_retry_on_failure),
-        max_retries: match def.retry.and_then(|r| r.max_retries) {
-            Some(n) => Some(i32::try_from(n).map_err(|_| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("task {name}: max_retries in its definition is too large"),
-                )
-            })?),
-            None => None,
-        },
+        retry: RetryColumns::from_defaults(def.retry.as_ref()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("task {name}: max_retries in its definition is too large"),
+            )
+        })?,
         on_failed: def.on_failed.map(str::to_string),
         unique_tag: None,
         parent_id: None,
@@ -127,8 +117,8 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
                     .iter()
                     .map(|d| millis(*d, "a retry interval", name))
                     .collect::<Result<Vec<_>>>()?;
-                task.retry_intervals_ms = Some(ms);
-                task.retry_always = *always_retry;
+                task.retry.intervals_ms = Some(ms);
+                task.retry.always = *always_retry;
             }
             OverrideKind::MaxRetries(n) => {
                 max_retries_override = Some(i32::try_from(*n).map_err(|_| {
@@ -177,13 +167,13 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
         )));
     }
     if let Some(n) = max_retries_override {
-        if task.retry_intervals_ms.is_none() {
+        if task.retry.intervals_ms.is_none() {
             return Err(invalid(format!(
                 "max_retries({n}) for task {name}, which has no retry policy; add \
                  TaskOverride::retry_policy(...) or a retryPolicy in tasks.yaml"
             )));
         }
-        task.max_retries = Some(n);
+        task.retry.max_retries = Some(n);
     }
     Ok(task)
 }
@@ -265,9 +255,9 @@ pub(crate) async fn insert_one<C: GenericClient>(
         &task.run_at,
         &task.delay_ms,
         &task.timeout_ms,
-        &task.retry_intervals_ms,
-        &task.retry_always,
-        &task.max_retries,
+        &task.retry.intervals_ms,
+        &task.retry.always,
+        &task.retry.max_retries,
         &task.on_failed,
         &task.unique_tag,
         &task.parent_id,
@@ -513,9 +503,9 @@ impl Client {
                     &task.run_at,
                     &task.delay_ms,
                     &task.timeout_ms,
-                    &task.retry_intervals_ms,
-                    &task.retry_always,
-                    &task.max_retries,
+                    &task.retry.intervals_ms,
+                    &task.retry.always,
+                    &task.retry.max_retries,
                     &task.on_failed,
                     &task.max_rescues,
                 ],
@@ -572,8 +562,8 @@ mod tests {
     #[test]
     fn defaults_are_carried() {
         let t = resolve(&RETRYING, &[]).unwrap();
-        assert_eq!(t.retry_intervals_ms, Some(vec![1000, 2000]));
-        assert_eq!(t.max_retries, Some(3));
+        assert_eq!(t.retry.intervals_ms, Some(vec![1000, 2000]));
+        assert_eq!(t.retry.max_retries, Some(3));
         assert_eq!(t.on_failed.as_deref(), Some("Handler"));
         assert_eq!(t.timeout_ms, 1000);
         assert!(t.due_now());
@@ -592,9 +582,9 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(t.retry_intervals_ms, Some(vec![200, 400]));
-        assert!(t.retry_always);
-        assert_eq!(t.max_retries, Some(5));
+        assert_eq!(t.retry.intervals_ms, Some(vec![200, 400]));
+        assert!(t.retry.always);
+        assert_eq!(t.retry.max_retries, Some(5));
         assert_eq!(t.timeout_ms, 2000);
         assert_eq!(t.unique_tag.as_deref(), Some("tag"));
         assert_eq!(t.delay_ms, 10_000);

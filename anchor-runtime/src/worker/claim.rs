@@ -18,6 +18,7 @@ use super::complete::{Finished, Message, Outcome};
 use super::{execute, lease, Backoff, Shared};
 use crate::client::db_error;
 use crate::error::Result;
+use crate::settings::RetryColumns;
 use crate::task::TaskId;
 
 /// A task this worker holds a lease on, with what running and finishing it needs.
@@ -30,9 +31,7 @@ pub(crate) struct ClaimedTask {
     pub attempt: u32,
     pub failures: u32,
     pub timeout_ms: i64,
-    pub retry_intervals_ms: Option<Vec<i64>>,
-    pub retry_always: bool,
-    pub max_retries: Option<i32>,
+    pub retry: RetryColumns,
     pub on_failed: Option<String>,
     pub parent_id: Option<TaskId>,
     /// How often a worker holding this task was lost before.
@@ -103,9 +102,11 @@ impl ClaimedTask {
             attempt: u32::try_from(attempts).unwrap_or(0).saturating_add(1),
             failures: u32::try_from(failures).unwrap_or(0),
             timeout_ms: col!(5, "timeout_ms"),
-            retry_intervals_ms: col!(6, "retry_intervals_ms"),
-            retry_always: col!(7, "retry_always"),
-            max_retries: col!(8, "max_retries"),
+            retry: RetryColumns {
+                intervals_ms: col!(6, "retry_intervals_ms"),
+                always: col!(7, "retry_always"),
+                max_retries: col!(8, "max_retries"),
+            },
             on_failed: col!(9, "on_failed"),
             parent_id: col!(10, "parent_id"),
             rescues: u32::try_from(rescues).unwrap_or(0),
@@ -122,32 +123,13 @@ impl ClaimedTask {
 
     /// The retry policy stored with the task, if any.
     pub(crate) fn policy(&self) -> Option<RetryPolicy> {
-        policy_from_columns(
-            self.retry_intervals_ms.as_deref(),
-            self.retry_always,
-            self.max_retries,
-        )
+        self.retry.policy()
     }
 
     /// The attempt number as the database stores it.
     pub(crate) fn attempt_i32(&self) -> i32 {
         i32::try_from(self.attempt).unwrap_or(i32::MAX)
     }
-}
-
-pub(crate) fn policy_from_columns(
-    intervals_ms: Option<&[i64]>,
-    always: bool,
-    max_retries: Option<i32>,
-) -> Option<RetryPolicy> {
-    intervals_ms.map(|ms| RetryPolicy {
-        intervals: ms
-            .iter()
-            .map(|v| std::time::Duration::from_millis(u64::try_from(*v).unwrap_or(0)))
-            .collect(),
-        always_retry_on_failure: always,
-        max_retries: max_retries.map(|n| u32::try_from(n).unwrap_or(0)),
-    })
 }
 
 /// What one claim returned: tasks to run, and rows that cannot be read (failed at once by
@@ -409,9 +391,7 @@ async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: 
             attempt: 0,
             failures: 0,
             timeout_ms: 1,
-            retry_intervals_ms: None,
-            retry_always: false,
-            max_retries: None,
+            retry: RetryColumns::default(),
             on_failed: row.on_failed,
             parent_id: None,
             rescues: 0,

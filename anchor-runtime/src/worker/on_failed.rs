@@ -11,7 +11,7 @@ use crate::definition::TaskDefinition;
 use crate::enqueue::{insert_one, resolve, Insert};
 use crate::error::Result;
 use crate::registry::Registry;
-use crate::settings::NewTask;
+use crate::settings::{NewTask, RetryColumns};
 use crate::sql::Sql;
 use crate::task::TaskId;
 
@@ -54,9 +54,7 @@ pub(crate) fn on_failed_task(
         run_at: None,
         delay_ms: 0,
         timeout_ms: DEFAULT_TIMEOUT_MS,
-        retry_intervals_ms: None,
-        retry_always: false,
-        max_retries: None,
+        retry: RetryColumns::default(),
         on_failed: None,
         unique_tag: None,
         parent_id: Some(failed_id),
@@ -128,9 +126,11 @@ async fn stored_handler_task<C: GenericClient>(
             run_at: None,
             delay_ms: 0,
             timeout_ms: row.try_get::<_, i64>(0)?.max(1),
-            retry_intervals_ms: row.try_get(1)?,
-            retry_always: row.try_get(2)?,
-            max_retries: row.try_get(3)?,
+            retry: RetryColumns {
+                intervals_ms: row.try_get(1)?,
+                always: row.try_get(2)?,
+                max_retries: row.try_get(3)?,
+            },
             on_failed: row.try_get(5)?,
             unique_tag: None,
             parent_id: Some(failed_id),
