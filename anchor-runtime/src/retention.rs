@@ -101,7 +101,7 @@ impl RetentionConfig {
     }
 
     /// The (status, age) pairs to prune.
-    fn rules(&self) -> impl Iterator<Item = (i16, Duration)> + '_ {
+    pub(crate) fn rules(&self) -> impl Iterator<Item = (i16, Duration)> + '_ {
         [
             (status::COMPLETED, self.completed),
             (status::FAILED, self.failed),
@@ -174,26 +174,6 @@ impl Client {
             }
         }
         Ok(total)
-    }
-}
-
-/// The pruner loop a worker runs; it ends when the worker aborts it at shutdown.
-pub(crate) async fn run_pruner(client: Client, retention: RetentionConfig, worker_id: String) {
-    if !retention.enabled || retention.rules().next().is_none() {
-        return;
-    }
-    let interval = retention.interval.max(Duration::from_millis(10));
-    loop {
-        let jitter = interval.mul_f64(0.5 * rand::random::<f64>());
-        tokio::time::sleep(interval + jitter).await;
-        match client.prune_finished(&retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(worker = %worker_id, deleted = n, "finished tasks pruned"),
-            // The next round tries again; nothing depends on a round succeeding.
-            Err(err) => {
-                tracing::warn!(worker = %worker_id, error = %err, "pruning finished tasks failed")
-            }
-        }
     }
 }
 

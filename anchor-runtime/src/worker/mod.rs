@@ -11,7 +11,9 @@
 //! - the *fencer* (`lease.rs`) stops a run whose lease is about to expire unrenewed, before
 //!   a rescuer can hand the task to another worker;
 //! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer;
-//!   the same connection carries renewals and heartbeats (`control.rs`).
+//!   the same connection carries renewals and heartbeats (`control.rs`);
+//! - the *heartbeat* (`heartbeat.rs`), the cron *scheduler* (`scheduler.rs`) and the
+//!   *pruner* (`prune.rs`, deleting finished tasks past their retention).
 
 mod claim;
 mod complete;
@@ -22,6 +24,7 @@ mod lease;
 mod listen;
 mod local;
 mod on_failed;
+mod prune;
 mod scheduler;
 
 use std::collections::HashMap;
@@ -569,7 +572,7 @@ impl Worker {
             tokio::spawn(heartbeat::run_heartbeat(shared.clone())),
             tokio::spawn(listen::run_listener(shared.clone())),
             tokio::spawn(scheduler::run_scheduler(shared.clone())),
-            tokio::spawn(crate::retention::run_pruner(
+            tokio::spawn(prune::run_pruner(
                 shared.client.clone(),
                 shared.config.retention.clone(),
                 shared.worker_id.clone(),
