@@ -48,7 +48,7 @@ pub fn parse_intervals(input: &str) -> Result<Vec<Duration>, IntervalError> {
 
 /// When a failed task runs again.
 ///
-/// The rules (SPEC §4): no policy never retries; `max_retries: N` allows at most N retries
+/// The rules (the user guide's "Retry policies"): no policy never retries; `max_retries: N` allows at most N retries
 /// (N + 1 runs); without `max_retries`, `always_retry_on_failure: true` retries until the
 /// task succeeds; a policy that allows neither never retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub struct RetryPolicy {
 }
 
 /// How long a task waits before running again when it asks to be retried without an
-/// error event and has no retry policy (SPEC §4).
+/// error event and has no retry policy.
 pub const DEFAULT_RETRY_WITHOUT_EVENT_DELAY: Duration = Duration::from_secs(30);
 
 impl RetryPolicy {

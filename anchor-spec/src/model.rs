@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anchor_core::RetryPolicy;
 
-/// The default task timeout when `timeout` is not set (SPEC §4).
+/// The default task timeout when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = anchor_core::DEFAULT_TIMEOUT;
 
 /// The largest `maxRescues` a task may set. Its smallest is 1.

@@ -1,4 +1,4 @@
-//! Parameter schemas: the subset of JSON Schema the generator maps to Rust types (SPEC §3).
+//! Parameter schemas: the subset of JSON Schema the generator maps to Rust types (the table in `docs/generate.md`).
 //!
 //! Supported: `integer` (`int32`, `int64` or no format), `number` (`float`, `double` or no
 //! format), `string` (any format; `date` and `date-time` are mapped specially), `boolean`,

@@ -50,7 +50,7 @@ fn home_of(key: &str) -> Option<&'static str> {
 }
 
 /// The failure-handler schema a task gets when it is an `onFailed` target without
-/// `parameters` (SPEC §3: `taskID` is an int64 because `TaskId` is `i64`).
+/// `parameters` (`taskID` is an int64: a `TaskId` is 64-bit).
 pub fn default_failure_handler_schema() -> Value {
     json!({
         "type": "object",
@@ -843,7 +843,7 @@ fn check_names(r: &mut Reporter<'_>, tasks: &[RawTask<'_>]) {
     }
 }
 
-/// An `onFailed` target receives `{ taskID }` plus its schema defaults (SPEC §4), so it must
+/// An `onFailed` target receives `{ taskID }` plus its schema defaults, so it must
 /// accept an integer `taskID` and need nothing else.
 fn check_handler(r: &mut Reporter<'_>, handler: &RawTask<'_>, origin: &RawTask<'_>) {
     let Some((params_key, checked)) = &handler.parameters else {

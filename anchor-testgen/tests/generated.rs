@@ -1,4 +1,4 @@
-//! Behaviour of the compiled golden modules: the SPEC §3 type mapping (each field's Rust
+//! Behaviour of the compiled golden modules: the type mapping of `docs/generate.md` (each field's Rust
 //! type is pinned by a typed binding, so a wrong mapping fails to compile), serde names,
 //! defaults and optional fields, the definitions table, and executors routed through
 //! `register`.
