@@ -66,6 +66,28 @@ pub struct RetryPolicy {
 pub const DEFAULT_RETRY_WITHOUT_EVENT_DELAY: Duration = Duration::from_secs(30);
 
 impl RetryPolicy {
+    /// A policy from a tasks.yaml-style interval list (`"30m"`, `"1m,2m,4m"`) and
+    /// `always_retry_on_failure`, without `max_retries`. Parse it once (at start-up, say)
+    /// and reuse it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use anchor_core::RetryPolicy;
+    /// let policy = RetryPolicy::parse("1m,2m", true).unwrap();
+    /// assert_eq!(policy.intervals, [Duration::from_secs(60), Duration::from_secs(120)]);
+    /// assert!(RetryPolicy::parse("1m,soon", true).is_err());
+    /// ```
+    pub fn parse(
+        intervals: &str,
+        always_retry_on_failure: bool,
+    ) -> Result<RetryPolicy, IntervalError> {
+        Ok(RetryPolicy {
+            intervals: parse_intervals(intervals)?,
+            always_retry_on_failure,
+            max_retries: None,
+        })
+    }
+
     /// The wait before retry number `retry` (1-based: the first retry is 1).
     ///
     /// ```

@@ -102,23 +102,32 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
     let mut run_after_given = false;
     let mut run_at_given = false;
     let mut max_retries_override = None;
+    let mut policy_max_retries = None;
     for TaskOverride(kind) in overrides {
         match kind {
-            OverrideKind::RetryPolicy {
-                interval,
-                always_retry,
-            } => {
-                let intervals = anchor_core::parse_intervals(interval).map_err(|err| {
-                    invalid(format!(
-                        "retry_policy interval `{interval}` for task {name}: {err}"
-                    ))
-                })?;
-                let ms = intervals
+            OverrideKind::RetryPolicy(policy) => {
+                if policy.intervals.is_empty() {
+                    return Err(invalid(format!(
+                        "retry_policy for task {name} has no intervals; give at least one \
+                         (RetryPolicy::parse(\"1m\", …))"
+                    )));
+                }
+                let ms = policy
+                    .intervals
                     .iter()
                     .map(|d| millis(*d, "a retry interval", name))
                     .collect::<Result<Vec<_>>>()?;
                 task.retry.intervals_ms = Some(ms);
-                task.retry.always = *always_retry;
+                task.retry.always = policy.always_retry_on_failure;
+                if let Some(n) = policy.max_retries {
+                    policy_max_retries = Some(i32::try_from(n).map_err(|_| {
+                        invalid(format!(
+                            "retry_policy max_retries {n} for task {name} is too large \
+                             (at most {})",
+                            i32::MAX
+                        ))
+                    })?);
+                }
             }
             OverrideKind::MaxRetries(n) => {
                 max_retries_override = Some(i32::try_from(*n).map_err(|_| {
@@ -165,6 +174,9 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
         return Err(invalid(format!(
             "task {name} got both run_after and run_at; give one of them"
         )));
+    }
+    if let Some(n) = policy_max_retries {
+        task.retry.max_retries = Some(n);
     }
     if let Some(n) = max_retries_override {
         if task.retry.intervals_ms.is_none() {
@@ -533,6 +545,7 @@ impl Client {
 mod tests {
     use super::*;
     use crate::definition::RetryDefaults;
+    use anchor_core::RetryPolicy;
     use chrono::Utc;
 
     const PLAIN: TaskDefinition = TaskDefinition {
@@ -570,11 +583,41 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_s_own_max_retries_replaces_the_definition_s() {
+        let parsed = RetryPolicy::parse("1s", false).unwrap();
+        let t = resolve(&RETRYING, &[TaskOverride::retry_policy(parsed.clone())]).unwrap();
+        assert_eq!(
+            t.retry.max_retries,
+            Some(3),
+            "parse sets none: the YAML's stays"
+        );
+        let bounded = RetryPolicy {
+            max_retries: Some(7),
+            ..parsed
+        };
+        let t = resolve(&RETRYING, &[TaskOverride::retry_policy(bounded.clone())]).unwrap();
+        assert_eq!(t.retry.max_retries, Some(7));
+        let t = resolve(
+            &RETRYING,
+            &[
+                TaskOverride::retry_policy(bounded),
+                TaskOverride::max_retries(1),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            t.retry.max_retries,
+            Some(1),
+            "max_retries has the last word"
+        );
+    }
+
+    #[test]
     fn overrides_apply() {
         let t = resolve(
             &RETRYING,
             &[
-                TaskOverride::retry_policy("200ms,400ms", true),
+                TaskOverride::retry_policy(RetryPolicy::parse("200ms,400ms", true).unwrap()),
                 TaskOverride::max_retries(5),
                 TaskOverride::timeout(Duration::from_secs(2)),
                 TaskOverride::unique_tag("tag"),
@@ -595,8 +638,16 @@ mod tests {
     fn invalid_overrides_are_refused() {
         let cases = [
             vec![TaskOverride::timeout(Duration::ZERO)],
-            vec![TaskOverride::retry_policy("1m,,2m", true)],
-            vec![TaskOverride::retry_policy("soon", true)],
+            vec![TaskOverride::retry_policy(RetryPolicy {
+                intervals: Vec::new(),
+                always_retry_on_failure: true,
+                max_retries: None,
+            })],
+            vec![TaskOverride::retry_policy(RetryPolicy {
+                intervals: vec![anchor_core::MAX_DURATION * 2],
+                always_retry_on_failure: true,
+                max_retries: None,
+            })],
             vec![TaskOverride::unique_tag("  ")],
             vec![TaskOverride::unique_tag("x".repeat(2000))],
             vec![TaskOverride::max_retries(3)],

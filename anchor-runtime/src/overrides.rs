@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 ///
 /// ```
 /// use std::time::Duration;
-/// use anchor_runtime::TaskOverride;
+/// use anchor_runtime::{RetryPolicy, TaskOverride};
+/// let hourly = RetryPolicy::parse("1h", true).expect("a valid interval list");
 /// let overrides = [
-///     TaskOverride::retry_policy("1h", true),
+///     TaskOverride::retry_policy(hourly),
 ///     TaskOverride::timeout(Duration::from_secs(30 * 60)),
 ///     TaskOverride::unique_tag("user-123-daily-task"),
 /// ];
@@ -25,10 +26,7 @@ pub struct TaskOverride(pub(crate) OverrideKind);
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum OverrideKind {
-    RetryPolicy {
-        interval: String,
-        always_retry: bool,
-    },
+    RetryPolicy(anchor_core::RetryPolicy),
     MaxRetries(u32),
     Timeout(Duration),
     UniqueTag(String),
@@ -37,14 +35,12 @@ pub(crate) enum OverrideKind {
 }
 
 impl TaskOverride {
-    /// Replaces the retry policy: `interval` is one duration (`"30m"`) or a comma list
-    /// (`"1m,2m,4m"`); `always_retry` is `always_retry_on_failure`. The YAML `max_retries`
-    /// is kept unless [`TaskOverride::max_retries`] is given too.
-    pub fn retry_policy(interval: impl Into<String>, always_retry: bool) -> Self {
-        TaskOverride(OverrideKind::RetryPolicy {
-            interval: interval.into(),
-            always_retry,
-        })
+    /// Replaces the retry policy's intervals and `always_retry_on_failure` with `policy`'s
+    /// (build it once, e.g. with [`RetryPolicy::parse`](crate::RetryPolicy::parse)). Its
+    /// `max_retries`, when set, replaces the YAML `max_retries`; when not set (as from
+    /// `parse`), the YAML's is kept, unless [`TaskOverride::max_retries`] is given too.
+    pub fn retry_policy(policy: anchor_core::RetryPolicy) -> Self {
+        TaskOverride(OverrideKind::RetryPolicy(policy))
     }
 
     /// Allows at most `n` retries.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anchor_runtime::RetryPolicy;
 use anchor_runtime::TaskId;
 use anchor_runtime::{Client, ErrorKind, RetryDefaults, TaskDefinition, TaskOverride, TaskStatus};
 use anyhow::Result;
@@ -107,7 +108,7 @@ async fn enqueue_stores_defaults_and_overrides() -> Result<()> {
             &NOTE,
             &note(8),
             &[
-                TaskOverride::retry_policy("1s,2s", true),
+                TaskOverride::retry_policy(RetryPolicy::parse("1s,2s", true)?),
                 TaskOverride::max_retries(9),
                 TaskOverride::timeout(Duration::from_millis(1500)),
                 TaskOverride::run_after(Duration::from_secs(3600)),
@@ -144,7 +145,11 @@ async fn invalid_overrides_write_nothing() -> Result<()> {
     let db = test_db().await?;
     for overrides in [
         vec![TaskOverride::timeout(Duration::ZERO)],
-        vec![TaskOverride::retry_policy("1m,oops", true)],
+        vec![TaskOverride::retry_policy(RetryPolicy {
+            intervals: Vec::new(),
+            always_retry_on_failure: true,
+            max_retries: None,
+        })],
         vec![
             TaskOverride::run_at(chrono::Utc::now()),
             TaskOverride::run_after(Duration::from_secs(1)),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anchor_runtime::RetryPolicy;
 use anchor_runtime::TaskId;
 use anchor_runtime::{
     Client, ErrorKind, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError,
@@ -242,7 +243,11 @@ async fn durations_past_the_limit_are_refused_at_enqueue() -> Result<()> {
     for overrides in [
         vec![TaskOverride::timeout(years(300_000))],
         vec![TaskOverride::run_after(years(11))],
-        vec![TaskOverride::retry_policy("1m,300000y", true)],
+        vec![TaskOverride::retry_policy(RetryPolicy {
+            intervals: vec![Duration::from_secs(60), years(300_000)],
+            always_retry_on_failure: true,
+            max_retries: None,
+        })],
     ] {
         let err = db
             .client

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anchor_runtime::RetryPolicy;
 use anchor_runtime::TaskId;
 use anchor_runtime::{
     Client, Registry, RetryDefaults, TaskContext, TaskDefinition, TaskError, TaskOverride,
@@ -140,7 +141,7 @@ async fn retry_comma_list_waits_the_listed_delays() -> Result<()> {
     let worker = start(&db.client, registry, config());
     // The policy comes from overrides, as a comma list: two retries, 200 ms then 400 ms.
     let overrides = [
-        TaskOverride::retry_policy("200ms,400ms", false),
+        TaskOverride::retry_policy(RetryPolicy::parse("200ms,400ms", false)?),
         TaskOverride::max_retries(2),
     ];
     let id = db.client.enqueue(&FLAKY, &Job { n: 1 }, &overrides).await?;

@@ -38,6 +38,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anchor_runtime::RetryPolicy;
 use anchor_runtime::{Client, Registry, TaskId, TaskOverride, TaskRecord, TaskStatus, Worker};
 use anchor_runtime::{WorkerConfig, WorkerHandle, DEFAULT_SCHEDULE_KEY};
 use anyhow::{anyhow, bail, ensure, Context};
@@ -489,7 +490,7 @@ impl Demo {
         };
         // This one call retries after 1 s instead of the YAML's 5m.
         let overrides = [
-            TaskOverride::retry_policy("1s", true),
+            TaskOverride::retry_policy(RetryPolicy::parse("1s", true)?),
             TaskOverride::timeout(Duration::from_secs(30)),
         ];
         let id = self
