@@ -329,20 +329,18 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
         rows.iter().map(|r| r.get(0)).collect()
     };
     let mut conn = shared.client.conn().await?;
+    // Prepared (and cached) on the connection, so the transaction below can run it too.
+    let stmt = conn
+        .prepare_cached(&sql.set_outcomes)
+        .await
+        .map_err(|e| db_error("cannot prepare the outcome statement", e))?;
+    let written = |e| db_error("cannot record task outcomes", e);
     let (applied, handlers) = if needs_handlers {
         let tx = conn
             .transaction()
             .await
             .map_err(|e| db_error("cannot begin the outcome transaction", e))?;
-        let stmt = tx
-            .prepare_cached(&sql.set_outcomes)
-            .await
-            .map_err(|e| db_error("cannot prepare the outcome statement", e))?;
-        let applied = applied_ids(
-            tx.query(&stmt, &params)
-                .await
-                .map_err(|e| db_error("cannot record task outcomes", e))?,
-        );
+        let applied = applied_ids(tx.query(&stmt, &params).await.map_err(written)?);
         let failed: Vec<(TaskId, &str)> = batch
             .iter()
             .zip(&decisions)
@@ -355,16 +353,10 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
             .map_err(|e| db_error("cannot commit task outcomes", e))?;
         (applied, handlers)
     } else {
-        let stmt = conn
-            .prepare_cached(&sql.set_outcomes)
-            .await
-            .map_err(|e| db_error("cannot prepare the outcome statement", e))?;
-        let applied = applied_ids(
-            conn.query(&stmt, &params)
-                .await
-                .map_err(|e| db_error("cannot record task outcomes", e))?,
-        );
-        (applied, 0)
+        (
+            applied_ids(conn.query(&stmt, &params).await.map_err(written)?),
+            0,
+        )
     };
     report(shared, batch, &decisions, &applied);
     shared.forget_leases(ids.into_iter().zip(tokens));
