@@ -10,7 +10,7 @@ use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
 ///
 /// - retry: waits 1h; always retried on failure; until it succeeds
 /// - timeout: 1h
-/// - cron: `0 0 1 * * *` (UTC), scheduled once code calls `run_process_daily_reports`
+/// - cron: `0 0 1 * * *` (UTC), scheduled once code calls `schedule_process_daily_reports`
 pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     name: "ProcessDailyReports",
     retry: Some(RetryDefaults {

@@ -10,7 +10,7 @@ use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
 ///
 /// - retry: waits 30m; always retried on failure; until it succeeds
 /// - timeout: 10m
-/// - cron: `0 */1 * * *` (UTC), scheduled once code calls `run_task_name`
+/// - cron: `0 */1 * * *` (UTC), scheduled once code calls `schedule_task_name`
 /// - on failure: enqueues `HandleTaskFailure`
 pub const TASK_NAME: TaskDefinition = TaskDefinition {
     name: "TaskName",
