@@ -25,6 +25,16 @@ pub struct TaskDefinition {
     pub max_rescues: Option<u32>,
 }
 
+/// Ties a parameter type to its task: `anchor generate` implements it for every task's
+/// parameter struct, with the task's generated definition. Calls that take the definition
+/// from the type ([`Registry::handle`](crate::Registry::handle),
+/// [`Client::enqueue_params`](crate::Client::enqueue_params) and the generated
+/// `TaskRunner`) cannot pair parameters with another task's definition.
+pub trait TaskParameters: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {
+    /// The definition of the task these are the parameters of.
+    const DEFINITION: &'static TaskDefinition;
+}
+
 /// A retry policy as static data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryDefaults {

@@ -12,7 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Statement};
 
 use crate::client::{db_error, Client};
-use crate::definition::TaskDefinition;
+use crate::definition::{TaskDefinition, TaskParameters};
 use crate::dispatch::ReservedSlot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::overrides::{OverrideKind, TaskOverride};
@@ -476,6 +476,36 @@ impl Client {
         insert_one(tx, insert, &sql.select_by_tag, &task, &payload, extra)
             .await
             .map(Inserted::id)
+    }
+
+    /// [`Client::enqueue`] with the definition taken from the parameters' type (see
+    /// [`TaskParameters`](crate::TaskParameters)).
+    pub async fn enqueue_params<P: TaskParameters>(
+        &self,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<TaskId> {
+        self.enqueue(P::DEFINITION, params, overrides).await
+    }
+
+    /// [`Client::enqueue_with_tx`] with the definition taken from the parameters' type.
+    pub async fn enqueue_params_with_tx<P: TaskParameters>(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<TaskId> {
+        self.enqueue_with_tx(tx, P::DEFINITION, params, overrides)
+            .await
+    }
+
+    /// [`Client::enqueue_many`] with the definition taken from the parameters' type.
+    pub async fn enqueue_params_many<P: TaskParameters>(
+        &self,
+        params: &[P],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>> {
+        self.enqueue_many(P::DEFINITION, params, overrides).await
     }
 
     /// Enqueues many tasks of one kind with one statement; returns their ids in the order of

@@ -62,7 +62,7 @@ mod worker;
 
 pub use client::{Client, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA};
 pub use cron::{CronSchedule, ScheduleId, DEFAULT_SCHEDULE_KEY};
-pub use definition::{CronDefaults, RetryDefaults, TaskDefinition};
+pub use definition::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 pub use error::{Error, ErrorKind, Result};
 pub use inspect::{ErrorRecord, TaskRecord, TaskStatus};
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};

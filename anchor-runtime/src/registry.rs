@@ -79,6 +79,18 @@ impl Registry {
         self.definitions.insert(def.name, def);
     }
 
+    /// Registers `handler` for the task whose parameters are `P`, with `P`'s definition
+    /// (see [`TaskParameters`](crate::TaskParameters)): the pairing of handler, parameter
+    /// type and definition is fixed by the type, usually inferred from the closure.
+    pub fn handle<P, F, Fut>(&mut self, handler: F)
+    where
+        P: crate::TaskParameters,
+        F: Fn(TaskContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        self.register(P::DEFINITION, handler);
+    }
+
     /// Makes a definition known without a handler, e.g. an `onFailed` handler that other
     /// workers run: when a task fails here, its handler is enqueued with this definition's
     /// retry policy, timeout and default parameters.

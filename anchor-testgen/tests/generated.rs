@@ -315,3 +315,32 @@ async fn executors_written_with_async_fn_run_with_typed_parameters() {
     let log = executor.log.lock().unwrap().clone();
     assert_eq!(log, ["task 11: email welcome to user 7 (hello Ada)"]);
 }
+
+#[test]
+fn each_parameter_type_names_its_own_task_s_definition() {
+    use anchor_runtime::TaskParameters;
+    use seed::definitions as d;
+    assert_eq!(
+        <seed::SendEmailParameters as TaskParameters>::DEFINITION,
+        &d::SEND_EMAIL
+    );
+    assert_eq!(
+        <seed::HandleOrderFailureParameters as TaskParameters>::DEFINITION.name,
+        "HandleOrderFailure"
+    );
+    assert_eq!(
+        <seed::CleanupParameters as TaskParameters>::DEFINITION.name,
+        "Cleanup"
+    );
+    // Every task of the module, through its parameter type, is the definition in TASKS.
+    let mut registry = Registry::new();
+    seed::register(&mut registry, Arc::new(SeedExecutor::default()));
+    for def in seed::TASKS {
+        assert_eq!(
+            registry.definition(def.name),
+            Some(def),
+            "{} is registered with its own definition",
+            def.name
+        );
+    }
+}

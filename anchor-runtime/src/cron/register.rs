@@ -363,6 +363,27 @@ impl Client {
         Ok(id)
     }
 
+    /// [`Client::schedule`] with the definition taken from the parameters' type (see
+    /// [`TaskParameters`](crate::TaskParameters)).
+    pub async fn schedule_params<P: crate::TaskParameters>(
+        &self,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId> {
+        self.schedule(P::DEFINITION, params, overrides).await
+    }
+
+    /// [`Client::schedule_with_tx`] with the definition taken from the parameters' type.
+    pub async fn schedule_params_with_tx<P: crate::TaskParameters>(
+        &self,
+        tx: &Transaction<'_>,
+        params: &P,
+        overrides: &[TaskOverride],
+    ) -> Result<ScheduleId> {
+        self.schedule_with_tx(tx, P::DEFINITION, params, overrides)
+            .await
+    }
+
     /// [`Client::schedule`] inside the caller's transaction: the schedule is registered or
     /// updated when `tx` commits, and not at all if it rolls back.
     pub async fn schedule_with_tx<P: Serialize + ?Sized>(

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `api/tasks.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `Work` task.
 ///
@@ -24,6 +24,10 @@ pub const WORK: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::WorkParameters {
+    const DEFINITION: &'static TaskDefinition = &WORK;
+}
+
 /// Defaults of the `Plain` task.
 ///
 /// Like Work, with no retry policy (the defaults most tasks run with).
@@ -39,6 +43,10 @@ pub const PLAIN: TaskDefinition = TaskDefinition {
     default_params: "{\"sleepMs\":0}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::PlainParameters {
+    const DEFINITION: &'static TaskDefinition = &PLAIN;
+}
 
 /// Defaults of the `Doomed` task.
 ///
@@ -61,6 +69,10 @@ pub const DOOMED: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::DoomedParameters {
+    const DEFINITION: &'static TaskDefinition = &DOOMED;
+}
+
 /// Defaults of the `DoomedFailed` task.
 ///
 /// The failure handler of Doomed (no retry policy); sleeps sleepMs, so faults can hit it.
@@ -76,6 +88,10 @@ pub const DOOMED_FAILED: TaskDefinition = TaskDefinition {
     default_params: "{\"sleepMs\":200}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::DoomedFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &DOOMED_FAILED;
+}
 
 /// Defaults of the `PlainDoomed` task.
 ///
@@ -94,6 +110,10 @@ pub const PLAIN_DOOMED: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::PlainDoomedParameters {
+    const DEFINITION: &'static TaskDefinition = &PLAIN_DOOMED;
+}
+
 /// Defaults of the `PlainDoomedFailed` task.
 ///
 /// The failure handler of PlainDoomed (no retry policy); sleeps sleepMs, so faults can hit it.
@@ -109,6 +129,10 @@ pub const PLAIN_DOOMED_FAILED: TaskDefinition = TaskDefinition {
     default_params: "{\"sleepMs\":200}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::PlainDoomedFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &PLAIN_DOOMED_FAILED;
+}
 
 /// Defaults of the `Poison` task.
 ///
@@ -128,6 +152,10 @@ pub const POISON: TaskDefinition = TaskDefinition {
     max_rescues: Some(3),
 };
 
+impl TaskParameters for super::params::PoisonParameters {
+    const DEFINITION: &'static TaskDefinition = &POISON;
+}
+
 /// Defaults of the `PoisonFailed` task.
 ///
 /// The failure handler of Poison (no retry policy).
@@ -144,6 +172,10 @@ pub const POISON_FAILED: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::PoisonFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &POISON_FAILED;
+}
+
 /// Defaults of the `Hang` task.
 ///
 /// Never returns (a stuck executor); only shutdown or a timeout ends it.
@@ -159,6 +191,10 @@ pub const HANG: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::HangParameters {
+    const DEFINITION: &'static TaskDefinition = &HANG;
+}
 
 /// Defaults of the `HoldConnection` task.
 ///
@@ -180,6 +216,10 @@ pub const HOLD_CONNECTION: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::HoldConnectionParameters {
+    const DEFINITION: &'static TaskDefinition = &HOLD_CONNECTION;
+}
+
 /// Defaults of the `Strict` task.
 ///
 /// Typed parameters the bad-input scenario sends malformed payloads for.
@@ -195,6 +235,10 @@ pub const STRICT: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::StrictParameters {
+    const DEFINITION: &'static TaskDefinition = &STRICT;
+}
 
 /// Defaults of the `Tick` task.
 ///
@@ -220,3 +264,7 @@ pub const TICK: TaskDefinition = TaskDefinition {
     default_params: "{\"source\":\"cron\"}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::TickParameters {
+    const DEFINITION: &'static TaskDefinition = &TICK;
+}

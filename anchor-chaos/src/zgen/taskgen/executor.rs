@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{
     WorkParameters, PlainParameters, DoomedParameters, DoomedFailedParameters,
     PlainDoomedParameters, PlainDoomedFailedParameters, PoisonParameters,
@@ -136,110 +135,74 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::WORK,
-            move |ctx, params: WorkParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_work(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: WorkParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_work(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PLAIN,
-            move |ctx, params: PlainParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_plain(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: PlainParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_plain(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::DOOMED,
-            move |ctx, params: DoomedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_doomed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: DoomedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_doomed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::DOOMED_FAILED,
-            move |ctx, params: DoomedFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_doomed_failed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: DoomedFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_doomed_failed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PLAIN_DOOMED,
-            move |ctx, params: PlainDoomedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_plain_doomed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: PlainDoomedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_plain_doomed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PLAIN_DOOMED_FAILED,
-            move |ctx, params: PlainDoomedFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_plain_doomed_failed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: PlainDoomedFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_plain_doomed_failed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::POISON,
-            move |ctx, params: PoisonParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_poison(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: PoisonParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_poison(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::POISON_FAILED,
-            move |ctx, params: PoisonFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_poison_failed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: PoisonFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_poison_failed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HANG,
-            move |ctx, params: HangParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_hang(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HangParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_hang(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HOLD_CONNECTION,
-            move |ctx, params: HoldConnectionParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_hold_connection(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HoldConnectionParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_hold_connection(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::STRICT,
-            move |ctx, params: StrictParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_strict(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: StrictParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_strict(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::TICK,
-            move |ctx, params: TickParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_tick(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: TickParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_tick(&ctx, params).await }
+        });
 }

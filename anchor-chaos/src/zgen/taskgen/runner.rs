@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{
     WorkParameters, PlainParameters, DoomedParameters, DoomedFailedParameters,
     PlainDoomedParameters, PlainDoomedFailedParameters, PoisonParameters,
@@ -39,7 +38,7 @@ impl TaskRunner {
         params: &WorkParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::WORK, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Work` inside the caller's transaction: workers see it only
@@ -50,7 +49,7 @@ impl TaskRunner {
         params: &WorkParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::WORK, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Work` per element of `params` in a single statement; the
@@ -60,7 +59,7 @@ impl TaskRunner {
         params: &[WorkParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::WORK, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `Plain` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -71,7 +70,7 @@ impl TaskRunner {
         params: &PlainParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PLAIN, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Plain` inside the caller's transaction: workers see it only
@@ -82,7 +81,7 @@ impl TaskRunner {
         params: &PlainParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::PLAIN, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Plain` per element of `params` in a single statement; the
@@ -92,7 +91,7 @@ impl TaskRunner {
         params: &[PlainParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::PLAIN, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `Doomed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -103,7 +102,7 @@ impl TaskRunner {
         params: &DoomedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::DOOMED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Doomed` inside the caller's transaction: workers see it only
@@ -114,7 +113,7 @@ impl TaskRunner {
         params: &DoomedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::DOOMED, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Doomed` per element of `params` in a single statement; the
@@ -124,7 +123,7 @@ impl TaskRunner {
         params: &[DoomedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::DOOMED, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `DoomedFailed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -135,7 +134,7 @@ impl TaskRunner {
         params: &DoomedFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::DOOMED_FAILED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `DoomedFailed` inside the caller's transaction: workers see it only
@@ -146,9 +145,7 @@ impl TaskRunner {
         params: &DoomedFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::DOOMED_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `DoomedFailed` per element of `params` in a single statement; the
@@ -158,7 +155,7 @@ impl TaskRunner {
         params: &[DoomedFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::DOOMED_FAILED, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `PlainDoomed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -169,7 +166,7 @@ impl TaskRunner {
         params: &PlainDoomedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PLAIN_DOOMED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `PlainDoomed` inside the caller's transaction: workers see it only
@@ -180,9 +177,7 @@ impl TaskRunner {
         params: &PlainDoomedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PLAIN_DOOMED, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `PlainDoomed` per element of `params` in a single statement; the
@@ -192,7 +187,7 @@ impl TaskRunner {
         params: &[PlainDoomedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::PLAIN_DOOMED, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `PlainDoomedFailed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -203,7 +198,7 @@ impl TaskRunner {
         params: &PlainDoomedFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PLAIN_DOOMED_FAILED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `PlainDoomedFailed` inside the caller's transaction: workers see it only
@@ -214,9 +209,7 @@ impl TaskRunner {
         params: &PlainDoomedFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PLAIN_DOOMED_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `PlainDoomedFailed` per element of `params` in a single statement; the
@@ -226,9 +219,7 @@ impl TaskRunner {
         params: &[PlainDoomedFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::PLAIN_DOOMED_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `Poison` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -239,7 +230,7 @@ impl TaskRunner {
         params: &PoisonParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::POISON, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Poison` inside the caller's transaction: workers see it only
@@ -250,7 +241,7 @@ impl TaskRunner {
         params: &PoisonParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::POISON, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Poison` per element of `params` in a single statement; the
@@ -260,7 +251,7 @@ impl TaskRunner {
         params: &[PoisonParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::POISON, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `PoisonFailed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -271,7 +262,7 @@ impl TaskRunner {
         params: &PoisonFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::POISON_FAILED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `PoisonFailed` inside the caller's transaction: workers see it only
@@ -282,9 +273,7 @@ impl TaskRunner {
         params: &PoisonFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::POISON_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `PoisonFailed` per element of `params` in a single statement; the
@@ -294,7 +283,7 @@ impl TaskRunner {
         params: &[PoisonFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::POISON_FAILED, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `Hang` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -305,7 +294,7 @@ impl TaskRunner {
         params: &HangParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HANG, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Hang` inside the caller's transaction: workers see it only
@@ -316,7 +305,7 @@ impl TaskRunner {
         params: &HangParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::HANG, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Hang` per element of `params` in a single statement; the
@@ -326,7 +315,7 @@ impl TaskRunner {
         params: &[HangParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::HANG, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `HoldConnection` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -337,7 +326,7 @@ impl TaskRunner {
         params: &HoldConnectionParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HOLD_CONNECTION, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `HoldConnection` inside the caller's transaction: workers see it only
@@ -348,9 +337,7 @@ impl TaskRunner {
         params: &HoldConnectionParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::HOLD_CONNECTION, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `HoldConnection` per element of `params` in a single statement; the
@@ -360,7 +347,7 @@ impl TaskRunner {
         params: &[HoldConnectionParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::HOLD_CONNECTION, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `Strict` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -371,7 +358,7 @@ impl TaskRunner {
         params: &StrictParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::STRICT, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Strict` inside the caller's transaction: workers see it only
@@ -382,7 +369,7 @@ impl TaskRunner {
         params: &StrictParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::STRICT, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Strict` per element of `params` in a single statement; the
@@ -392,7 +379,7 @@ impl TaskRunner {
         params: &[StrictParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::STRICT, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `Tick` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -407,7 +394,7 @@ impl TaskRunner {
         params: &TickParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::TICK, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Tick` inside the caller's transaction: workers see it only
@@ -418,7 +405,7 @@ impl TaskRunner {
         params: &TickParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::TICK, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Tick` per element of `params` in a single statement; the
@@ -428,7 +415,7 @@ impl TaskRunner {
         params: &[TickParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::TICK, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `Tick` (`*/1 * * * * *`)
@@ -440,7 +427,7 @@ impl TaskRunner {
         params: &TickParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::TICK, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_tick`] inside the caller's transaction: the
@@ -451,6 +438,6 @@ impl TaskRunner {
         params: &TickParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule_with_tx(tx, &definitions::TICK, params, overrides).await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 }

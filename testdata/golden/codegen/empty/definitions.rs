@@ -2,4 +2,4 @@
 
 //! The defaults of each task from `testdata/codegen/empty.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{};
 
 /// Runs the tasks declared in `testdata/codegen/empty.yaml`: one method per task.

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{};
 
 /// Enqueues the tasks declared in `testdata/codegen/empty.yaml` with typed parameters.

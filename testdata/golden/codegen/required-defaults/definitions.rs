@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/codegen/required-defaults.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `RequiredDefaults` task.
 ///
@@ -17,3 +17,7 @@ pub const REQUIRED_DEFAULTS: TaskDefinition = TaskDefinition {
     default_params: "{\"retries\":3,\"total\":-9000000000,\"level\":\"admin\",\"enabled\":true,\"quiet\":false,\"priority\":\"medium\",\"ratio\":0.25,\"tags\":[\"nightly\",\"batch\"],\"since\":\"2024-05-01\",\"note\":\"none\"}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::RequiredDefaultsParameters {
+    const DEFINITION: &'static TaskDefinition = &REQUIRED_DEFAULTS;
+}

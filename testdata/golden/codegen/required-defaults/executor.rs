@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::RequiredDefaultsParameters;
 
 /// Runs the tasks declared in `testdata/codegen/required-defaults.yaml`: one method per task.
@@ -30,11 +29,8 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::REQUIRED_DEFAULTS,
-            move |ctx, params: RequiredDefaultsParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_required_defaults(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: RequiredDefaultsParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_required_defaults(&ctx, params).await }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::RequiredDefaultsParameters;
 
 /// Enqueues the tasks declared in `testdata/codegen/required-defaults.yaml` with typed parameters.
@@ -32,7 +31,7 @@ impl TaskRunner {
         params: &RequiredDefaultsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::REQUIRED_DEFAULTS, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `RequiredDefaults` inside the caller's transaction: workers see it only
@@ -43,9 +42,7 @@ impl TaskRunner {
         params: &RequiredDefaultsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::REQUIRED_DEFAULTS, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `RequiredDefaults` per element of `params` in a single statement; the
@@ -55,8 +52,6 @@ impl TaskRunner {
         params: &[RequiredDefaultsParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::REQUIRED_DEFAULTS, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/codegen/seed.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `SendEmail` task.
 ///
@@ -23,6 +23,10 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::SendEmailParameters {
+    const DEFINITION: &'static TaskDefinition = &SEND_EMAIL;
+}
 
 /// Defaults of the `ProcessDailyReports` task.
 ///
@@ -49,6 +53,10 @@ pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ProcessDailyReportsParameters {
+    const DEFINITION: &'static TaskDefinition = &PROCESS_DAILY_REPORTS;
+}
+
 /// Defaults of the `ProcessOrder` task.
 ///
 /// Process customer order
@@ -70,6 +78,10 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ProcessOrderParameters {
+    const DEFINITION: &'static TaskDefinition = &PROCESS_ORDER;
+}
+
 /// Defaults of the `HandleOrderFailure` task.
 ///
 /// Handle failed order processing
@@ -85,6 +97,10 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::HandleOrderFailureParameters {
+    const DEFINITION: &'static TaskDefinition = &HANDLE_ORDER_FAILURE;
+}
 
 /// Defaults of the `SendNotification` task.
 ///
@@ -107,6 +123,10 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::SendNotificationParameters {
+    const DEFINITION: &'static TaskDefinition = &SEND_NOTIFICATION;
+}
+
 /// Defaults of the `EscalateFailedNotification` task.
 ///
 /// Escalate failed notifications to admin
@@ -122,6 +142,10 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     default_params: "{\"escalationLevel\":\"admin\"}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::EscalateFailedNotificationParameters {
+    const DEFINITION: &'static TaskDefinition = &ESCALATE_FAILED_NOTIFICATION;
+}
 
 /// Defaults of the `deleteOpaqueKey` task.
 ///
@@ -144,6 +168,10 @@ pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::DeleteOpaqueKeyParameters {
+    const DEFINITION: &'static TaskDefinition = &DELETE_OPAQUE_KEY;
+}
+
 /// Defaults of the `onDeleteOpaqueKeyFailed` task.
 ///
 /// Handle failed delete opaque key
@@ -163,6 +191,10 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::OnDeleteOpaqueKeyFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &ON_DELETE_OPAQUE_KEY_FAILED;
+}
 
 /// Defaults of the `import_catalog_failed` task.
 ///
@@ -188,6 +220,10 @@ pub const IMPORT_CATALOG_FAILED: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ImportCatalogFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &IMPORT_CATALOG_FAILED;
+}
+
 /// Defaults of the `Cleanup` task.
 ///
 /// A task without parameters that nobody names in onFailed.
@@ -203,3 +239,7 @@ pub const CLEANUP: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::CleanupParameters {
+    const DEFINITION: &'static TaskDefinition = &CLEANUP;
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{
     SendEmailParameters, ProcessDailyReportsParameters, ProcessOrderParameters,
     HandleOrderFailureParameters, SendNotificationParameters,
@@ -121,96 +120,66 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SEND_EMAIL,
-            move |ctx, params: SendEmailParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_send_email(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SendEmailParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_send_email(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PROCESS_DAILY_REPORTS,
-            move |ctx, params: ProcessDailyReportsParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_process_daily_reports(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ProcessDailyReportsParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_process_daily_reports(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PROCESS_ORDER,
-            move |ctx, params: ProcessOrderParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_process_order(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ProcessOrderParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_process_order(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HANDLE_ORDER_FAILURE,
-            move |ctx, params: HandleOrderFailureParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_handle_order_failure(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HandleOrderFailureParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_handle_order_failure(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SEND_NOTIFICATION,
-            move |ctx, params: SendNotificationParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_send_notification(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SendNotificationParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_send_notification(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::ESCALATE_FAILED_NOTIFICATION,
-            move |ctx, params: EscalateFailedNotificationParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move {
-                    executor.execute_escalate_failed_notification(&ctx, params).await
-                }
-            },
-        );
+        .handle(move |ctx, params: EscalateFailedNotificationParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move {
+                executor.execute_escalate_failed_notification(&ctx, params).await
+            }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::DELETE_OPAQUE_KEY,
-            move |ctx, params: DeleteOpaqueKeyParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_delete_opaque_key(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: DeleteOpaqueKeyParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_delete_opaque_key(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::ON_DELETE_OPAQUE_KEY_FAILED,
-            move |ctx, params: OnDeleteOpaqueKeyFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move {
-                    executor.execute_on_delete_opaque_key_failed(&ctx, params).await
-                }
-            },
-        );
+        .handle(move |ctx, params: OnDeleteOpaqueKeyFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move {
+                executor.execute_on_delete_opaque_key_failed(&ctx, params).await
+            }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::IMPORT_CATALOG_FAILED,
-            move |ctx, params: ImportCatalogFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_import_catalog_failed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ImportCatalogFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_import_catalog_failed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::CLEANUP,
-            move |ctx, params: CleanupParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_cleanup(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: CleanupParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_cleanup(&ctx, params).await }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{
     SendEmailParameters, ProcessDailyReportsParameters, ProcessOrderParameters,
     HandleOrderFailureParameters, SendNotificationParameters,
@@ -39,7 +38,7 @@ impl TaskRunner {
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SEND_EMAIL, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SendEmail` inside the caller's transaction: workers see it only
@@ -50,9 +49,7 @@ impl TaskRunner {
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SEND_EMAIL, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SendEmail` per element of `params` in a single statement; the
@@ -62,7 +59,7 @@ impl TaskRunner {
         params: &[SendEmailParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::SEND_EMAIL, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `ProcessDailyReports` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -77,7 +74,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PROCESS_DAILY_REPORTS, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ProcessDailyReports` inside the caller's transaction: workers see it only
@@ -88,9 +85,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ProcessDailyReports` per element of `params` in a single statement; the
@@ -100,9 +95,7 @@ impl TaskRunner {
         params: &[ProcessDailyReportsParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `ProcessDailyReports` (`0 0 1 * * *`)
@@ -114,9 +107,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule(&definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_process_daily_reports`] inside the caller's transaction: the
@@ -127,9 +118,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `ProcessOrder` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -140,7 +129,7 @@ impl TaskRunner {
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PROCESS_ORDER, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ProcessOrder` inside the caller's transaction: workers see it only
@@ -151,9 +140,7 @@ impl TaskRunner {
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PROCESS_ORDER, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ProcessOrder` per element of `params` in a single statement; the
@@ -163,7 +150,7 @@ impl TaskRunner {
         params: &[ProcessOrderParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::PROCESS_ORDER, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `HandleOrderFailure` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -174,7 +161,7 @@ impl TaskRunner {
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HANDLE_ORDER_FAILURE, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `HandleOrderFailure` inside the caller's transaction: workers see it only
@@ -185,9 +172,7 @@ impl TaskRunner {
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::HANDLE_ORDER_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `HandleOrderFailure` per element of `params` in a single statement; the
@@ -197,9 +182,7 @@ impl TaskRunner {
         params: &[HandleOrderFailureParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::HANDLE_ORDER_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `SendNotification` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -210,7 +193,7 @@ impl TaskRunner {
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SEND_NOTIFICATION, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SendNotification` inside the caller's transaction: workers see it only
@@ -221,9 +204,7 @@ impl TaskRunner {
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SEND_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SendNotification` per element of `params` in a single statement; the
@@ -233,9 +214,7 @@ impl TaskRunner {
         params: &[SendNotificationParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::SEND_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `EscalateFailedNotification` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -246,9 +225,7 @@ impl TaskRunner {
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue(&definitions::ESCALATE_FAILED_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `EscalateFailedNotification` inside the caller's transaction: workers see it only
@@ -259,14 +236,7 @@ impl TaskRunner {
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(
-                tx,
-                &definitions::ESCALATE_FAILED_NOTIFICATION,
-                params,
-                overrides,
-            )
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `EscalateFailedNotification` per element of `params` in a single statement; the
@@ -276,9 +246,7 @@ impl TaskRunner {
         params: &[EscalateFailedNotificationParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::ESCALATE_FAILED_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `deleteOpaqueKey` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -289,7 +257,7 @@ impl TaskRunner {
         params: &DeleteOpaqueKeyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::DELETE_OPAQUE_KEY, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `deleteOpaqueKey` inside the caller's transaction: workers see it only
@@ -300,9 +268,7 @@ impl TaskRunner {
         params: &DeleteOpaqueKeyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::DELETE_OPAQUE_KEY, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `deleteOpaqueKey` per element of `params` in a single statement; the
@@ -312,9 +278,7 @@ impl TaskRunner {
         params: &[DeleteOpaqueKeyParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::DELETE_OPAQUE_KEY, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `onDeleteOpaqueKeyFailed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -325,9 +289,7 @@ impl TaskRunner {
         params: &OnDeleteOpaqueKeyFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue(&definitions::ON_DELETE_OPAQUE_KEY_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `onDeleteOpaqueKeyFailed` inside the caller's transaction: workers see it only
@@ -338,14 +300,7 @@ impl TaskRunner {
         params: &OnDeleteOpaqueKeyFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(
-                tx,
-                &definitions::ON_DELETE_OPAQUE_KEY_FAILED,
-                params,
-                overrides,
-            )
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `onDeleteOpaqueKeyFailed` per element of `params` in a single statement; the
@@ -355,9 +310,7 @@ impl TaskRunner {
         params: &[OnDeleteOpaqueKeyFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::ON_DELETE_OPAQUE_KEY_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `import_catalog_failed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -375,7 +328,7 @@ impl TaskRunner {
         params: &ImportCatalogFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::IMPORT_CATALOG_FAILED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `import_catalog_failed` inside the caller's transaction: workers see it only
@@ -386,9 +339,7 @@ impl TaskRunner {
         params: &ImportCatalogFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::IMPORT_CATALOG_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `import_catalog_failed` per element of `params` in a single statement; the
@@ -398,9 +349,7 @@ impl TaskRunner {
         params: &[ImportCatalogFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::IMPORT_CATALOG_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `import_catalog_failed` (`*/15 * * * *`)
@@ -412,9 +361,7 @@ impl TaskRunner {
         params: &ImportCatalogFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule(&definitions::IMPORT_CATALOG_FAILED, params, overrides)
-            .await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_import_catalog_failed`] inside the caller's transaction: the
@@ -425,9 +372,7 @@ impl TaskRunner {
         params: &ImportCatalogFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::IMPORT_CATALOG_FAILED, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `Cleanup` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -438,7 +383,7 @@ impl TaskRunner {
         params: &CleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::CLEANUP, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Cleanup` inside the caller's transaction: workers see it only
@@ -449,7 +394,7 @@ impl TaskRunner {
         params: &CleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::CLEANUP, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Cleanup` per element of `params` in a single statement; the
@@ -459,6 +404,6 @@ impl TaskRunner {
         params: &[CleanupParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::CLEANUP, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/codegen/types.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `MapTypes` task.
 ///
@@ -19,3 +19,7 @@ pub const MAP_TYPES: TaskDefinition = TaskDefinition {
     default_params: "{\"retries\":3,\"level\":\"admin\",\"enabled\":true,\"priority\":\"medium\"}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::MapTypesParameters {
+    const DEFINITION: &'static TaskDefinition = &MAP_TYPES;
+}

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::MapTypesParameters;
 
 /// Enqueues the tasks declared in `testdata/codegen/types.yaml` with typed parameters.
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &MapTypesParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::MAP_TYPES, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `MapTypes` inside the caller's transaction: workers see it only
@@ -45,7 +44,7 @@ impl TaskRunner {
         params: &MapTypesParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::MAP_TYPES, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `MapTypes` per element of `params` in a single statement; the
@@ -55,6 +54,6 @@ impl TaskRunner {
         params: &[MapTypesParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::MAP_TYPES, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/all-features.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `ImportCatalog` task.
 ///
@@ -26,6 +26,10 @@ pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     max_rescues: Some(3),
 };
 
+impl TaskParameters for super::params::ImportCatalogParameters {
+    const DEFINITION: &'static TaskDefinition = &IMPORT_CATALOG;
+}
+
 /// Defaults of the `catalog_import_failed` task.
 ///
 /// A snake_case failure handler with its own parameters.
@@ -45,6 +49,10 @@ pub const CATALOG_IMPORT_FAILED: TaskDefinition = TaskDefinition {
     default_params: "{\"notify\":true}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::CatalogImportFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &CATALOG_IMPORT_FAILED;
+}
 
 /// Defaults of the `NightlyDigest` task.
 ///
@@ -67,6 +75,10 @@ pub const NIGHTLY_DIGEST: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::NightlyDigestParameters {
+    const DEFINITION: &'static TaskDefinition = &NIGHTLY_DIGEST;
+}
+
 /// Defaults of the `EmptyParams` task.
 ///
 /// - retry: never retried
@@ -80,3 +92,7 @@ pub const EMPTY_PARAMS: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::EmptyParamsParameters {
+    const DEFINITION: &'static TaskDefinition = &EMPTY_PARAMS;
+}

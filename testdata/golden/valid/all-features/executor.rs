@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{
     ImportCatalogParameters, CatalogImportFailedParameters, NightlyDigestParameters,
     EmptyParamsParameters,
@@ -60,38 +59,26 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::IMPORT_CATALOG,
-            move |ctx, params: ImportCatalogParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_import_catalog(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ImportCatalogParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_import_catalog(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::CATALOG_IMPORT_FAILED,
-            move |ctx, params: CatalogImportFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_catalog_import_failed(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: CatalogImportFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_catalog_import_failed(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::NIGHTLY_DIGEST,
-            move |ctx, params: NightlyDigestParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_nightly_digest(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: NightlyDigestParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_nightly_digest(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::EMPTY_PARAMS,
-            move |ctx, params: EmptyParamsParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_empty_params(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: EmptyParamsParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_empty_params(&ctx, params).await }
+        });
 }

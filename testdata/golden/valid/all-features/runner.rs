@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{
     ImportCatalogParameters, CatalogImportFailedParameters, NightlyDigestParameters,
     EmptyParamsParameters,
@@ -37,7 +36,7 @@ impl TaskRunner {
         params: &ImportCatalogParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::IMPORT_CATALOG, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ImportCatalog` inside the caller's transaction: workers see it only
@@ -48,9 +47,7 @@ impl TaskRunner {
         params: &ImportCatalogParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::IMPORT_CATALOG, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ImportCatalog` per element of `params` in a single statement; the
@@ -60,7 +57,7 @@ impl TaskRunner {
         params: &[ImportCatalogParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::IMPORT_CATALOG, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `catalog_import_failed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -71,7 +68,7 @@ impl TaskRunner {
         params: &CatalogImportFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::CATALOG_IMPORT_FAILED, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `catalog_import_failed` inside the caller's transaction: workers see it only
@@ -82,9 +79,7 @@ impl TaskRunner {
         params: &CatalogImportFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::CATALOG_IMPORT_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `catalog_import_failed` per element of `params` in a single statement; the
@@ -94,9 +89,7 @@ impl TaskRunner {
         params: &[CatalogImportFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::CATALOG_IMPORT_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `NightlyDigest` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -111,7 +104,7 @@ impl TaskRunner {
         params: &NightlyDigestParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::NIGHTLY_DIGEST, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `NightlyDigest` inside the caller's transaction: workers see it only
@@ -122,9 +115,7 @@ impl TaskRunner {
         params: &NightlyDigestParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::NIGHTLY_DIGEST, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `NightlyDigest` per element of `params` in a single statement; the
@@ -134,7 +125,7 @@ impl TaskRunner {
         params: &[NightlyDigestParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::NIGHTLY_DIGEST, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `NightlyDigest` (`30 6 * * MON-FRI`)
@@ -146,7 +137,7 @@ impl TaskRunner {
         params: &NightlyDigestParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::NIGHTLY_DIGEST, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_nightly_digest`] inside the caller's transaction: the
@@ -157,9 +148,7 @@ impl TaskRunner {
         params: &NightlyDigestParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::NIGHTLY_DIGEST, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `EmptyParams` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -168,7 +157,7 @@ impl TaskRunner {
         params: &EmptyParamsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::EMPTY_PARAMS, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `EmptyParams` inside the caller's transaction: workers see it only
@@ -179,9 +168,7 @@ impl TaskRunner {
         params: &EmptyParamsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::EMPTY_PARAMS, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `EmptyParams` per element of `params` in a single statement; the
@@ -191,6 +178,6 @@ impl TaskRunner {
         params: &[EmptyParamsParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::EMPTY_PARAMS, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/daily-cleanup.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `DailyCleanup` task.
 ///
@@ -25,6 +25,10 @@ pub const DAILY_CLEANUP: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::DailyCleanupParameters {
+    const DEFINITION: &'static TaskDefinition = &DAILY_CLEANUP;
+}
+
 /// Defaults of the `Heartbeat` task.
 ///
 /// - retry: never retried
@@ -44,6 +48,10 @@ pub const HEARTBEAT: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::HeartbeatParameters {
+    const DEFINITION: &'static TaskDefinition = &HEARTBEAT;
+}
+
 /// Defaults of the `SixHourly` task.
 ///
 /// - retry: never retried
@@ -62,3 +70,7 @@ pub const SIX_HOURLY: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::SixHourlyParameters {
+    const DEFINITION: &'static TaskDefinition = &SIX_HOURLY;
+}

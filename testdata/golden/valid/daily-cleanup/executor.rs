@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{DailyCleanupParameters, HeartbeatParameters, SixHourlyParameters};
 
 /// Runs the tasks declared in `testdata/valid/daily-cleanup.yaml`: one method per task.
@@ -46,29 +45,20 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::DAILY_CLEANUP,
-            move |ctx, params: DailyCleanupParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_daily_cleanup(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: DailyCleanupParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_daily_cleanup(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HEARTBEAT,
-            move |ctx, params: HeartbeatParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_heartbeat(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HeartbeatParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_heartbeat(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SIX_HOURLY,
-            move |ctx, params: SixHourlyParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_six_hourly(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SixHourlyParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_six_hourly(&ctx, params).await }
+        });
 }

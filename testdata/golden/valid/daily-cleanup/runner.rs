@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{DailyCleanupParameters, HeartbeatParameters, SixHourlyParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/daily-cleanup.yaml` with typed parameters.
@@ -38,7 +37,7 @@ impl TaskRunner {
         params: &DailyCleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::DAILY_CLEANUP, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `DailyCleanup` inside the caller's transaction: workers see it only
@@ -49,9 +48,7 @@ impl TaskRunner {
         params: &DailyCleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::DAILY_CLEANUP, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `DailyCleanup` per element of `params` in a single statement; the
@@ -61,7 +58,7 @@ impl TaskRunner {
         params: &[DailyCleanupParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::DAILY_CLEANUP, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `DailyCleanup` (`0 0 2 * * *`)
@@ -73,7 +70,7 @@ impl TaskRunner {
         params: &DailyCleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::DAILY_CLEANUP, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_daily_cleanup`] inside the caller's transaction: the
@@ -84,9 +81,7 @@ impl TaskRunner {
         params: &DailyCleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::DAILY_CLEANUP, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `Heartbeat` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -99,7 +94,7 @@ impl TaskRunner {
         params: &HeartbeatParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HEARTBEAT, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `Heartbeat` inside the caller's transaction: workers see it only
@@ -110,7 +105,7 @@ impl TaskRunner {
         params: &HeartbeatParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::HEARTBEAT, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `Heartbeat` per element of `params` in a single statement; the
@@ -120,7 +115,7 @@ impl TaskRunner {
         params: &[HeartbeatParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::HEARTBEAT, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `Heartbeat` (`*/30 * * * * *`)
@@ -132,7 +127,7 @@ impl TaskRunner {
         params: &HeartbeatParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::HEARTBEAT, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_heartbeat`] inside the caller's transaction: the
@@ -143,9 +138,7 @@ impl TaskRunner {
         params: &HeartbeatParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::HEARTBEAT, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `SixHourly` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -158,7 +151,7 @@ impl TaskRunner {
         params: &SixHourlyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SIX_HOURLY, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SixHourly` inside the caller's transaction: workers see it only
@@ -169,9 +162,7 @@ impl TaskRunner {
         params: &SixHourlyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SIX_HOURLY, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SixHourly` per element of `params` in a single statement; the
@@ -181,7 +172,7 @@ impl TaskRunner {
         params: &[SixHourlyParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::SIX_HOURLY, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `SixHourly` (`0 0 */6 * * *`)
@@ -193,7 +184,7 @@ impl TaskRunner {
         params: &SixHourlyParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::SIX_HOURLY, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_six_hourly`] inside the caller's transaction: the
@@ -204,8 +195,6 @@ impl TaskRunner {
         params: &SixHourlyParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::SIX_HOURLY, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 }

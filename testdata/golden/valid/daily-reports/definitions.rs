@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/daily-reports.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `ProcessDailyReports` task.
 ///
@@ -28,3 +28,7 @@ pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::ProcessDailyReportsParameters {
+    const DEFINITION: &'static TaskDefinition = &PROCESS_DAILY_REPORTS;
+}

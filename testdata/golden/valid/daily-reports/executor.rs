@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::ProcessDailyReportsParameters;
 
 /// Runs the tasks declared in `testdata/valid/daily-reports.yaml`: one method per task.
@@ -32,11 +31,8 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PROCESS_DAILY_REPORTS,
-            move |ctx, params: ProcessDailyReportsParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_process_daily_reports(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ProcessDailyReportsParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_process_daily_reports(&ctx, params).await }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::ProcessDailyReportsParameters;
 
 /// Enqueues the tasks declared in `testdata/valid/daily-reports.yaml` with typed parameters.
@@ -38,7 +37,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PROCESS_DAILY_REPORTS, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ProcessDailyReports` inside the caller's transaction: workers see it only
@@ -49,9 +48,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ProcessDailyReports` per element of `params` in a single statement; the
@@ -61,9 +58,7 @@ impl TaskRunner {
         params: &[ProcessDailyReportsParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `ProcessDailyReports` (`0 0 1 * * *`)
@@ -75,9 +70,7 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule(&definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_process_daily_reports`] inside the caller's transaction: the
@@ -88,8 +81,6 @@ impl TaskRunner {
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::PROCESS_DAILY_REPORTS, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/delete-opaque-key.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `deleteOpaqueKey` task.
 ///
@@ -25,6 +25,10 @@ pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::DeleteOpaqueKeyParameters {
+    const DEFINITION: &'static TaskDefinition = &DELETE_OPAQUE_KEY;
+}
+
 /// Defaults of the `onDeleteOpaqueKeyFailed` task.
 ///
 /// Handle failed delete opaque key
@@ -44,3 +48,7 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::OnDeleteOpaqueKeyFailedParameters {
+    const DEFINITION: &'static TaskDefinition = &ON_DELETE_OPAQUE_KEY_FAILED;
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{DeleteOpaqueKeyParameters, OnDeleteOpaqueKeyFailedParameters};
 
 /// Runs the tasks declared in `testdata/valid/delete-opaque-key.yaml`: one method per task.
@@ -41,22 +40,16 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::DELETE_OPAQUE_KEY,
-            move |ctx, params: DeleteOpaqueKeyParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_delete_opaque_key(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: DeleteOpaqueKeyParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_delete_opaque_key(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::ON_DELETE_OPAQUE_KEY_FAILED,
-            move |ctx, params: OnDeleteOpaqueKeyFailedParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move {
-                    executor.execute_on_delete_opaque_key_failed(&ctx, params).await
-                }
-            },
-        );
+        .handle(move |ctx, params: OnDeleteOpaqueKeyFailedParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move {
+                executor.execute_on_delete_opaque_key_failed(&ctx, params).await
+            }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{DeleteOpaqueKeyParameters, OnDeleteOpaqueKeyFailedParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/delete-opaque-key.yaml` with typed parameters.
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &DeleteOpaqueKeyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::DELETE_OPAQUE_KEY, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `deleteOpaqueKey` inside the caller's transaction: workers see it only
@@ -45,9 +44,7 @@ impl TaskRunner {
         params: &DeleteOpaqueKeyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::DELETE_OPAQUE_KEY, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `deleteOpaqueKey` per element of `params` in a single statement; the
@@ -57,9 +54,7 @@ impl TaskRunner {
         params: &[DeleteOpaqueKeyParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::DELETE_OPAQUE_KEY, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `onDeleteOpaqueKeyFailed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -70,9 +65,7 @@ impl TaskRunner {
         params: &OnDeleteOpaqueKeyFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue(&definitions::ON_DELETE_OPAQUE_KEY_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `onDeleteOpaqueKeyFailed` inside the caller's transaction: workers see it only
@@ -83,14 +76,7 @@ impl TaskRunner {
         params: &OnDeleteOpaqueKeyFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(
-                tx,
-                &definitions::ON_DELETE_OPAQUE_KEY_FAILED,
-                params,
-                overrides,
-            )
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `onDeleteOpaqueKeyFailed` per element of `params` in a single statement; the
@@ -100,8 +86,6 @@ impl TaskRunner {
         params: &[OnDeleteOpaqueKeyFailedParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::ON_DELETE_OPAQUE_KEY_FAILED, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

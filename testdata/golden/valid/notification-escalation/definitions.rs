@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/notification-escalation.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `SendNotification` task.
 ///
@@ -25,6 +25,10 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::SendNotificationParameters {
+    const DEFINITION: &'static TaskDefinition = &SEND_NOTIFICATION;
+}
+
 /// Defaults of the `EscalateFailedNotification` task.
 ///
 /// Escalate failed notifications to admin
@@ -40,3 +44,7 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     default_params: "{\"escalationLevel\":\"admin\"}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::EscalateFailedNotificationParameters {
+    const DEFINITION: &'static TaskDefinition = &ESCALATE_FAILED_NOTIFICATION;
+}

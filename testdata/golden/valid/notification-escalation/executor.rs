@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{SendNotificationParameters, EscalateFailedNotificationParameters};
 
 /// Runs the tasks declared in `testdata/valid/notification-escalation.yaml`: one method per task.
@@ -41,22 +40,16 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SEND_NOTIFICATION,
-            move |ctx, params: SendNotificationParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_send_notification(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SendNotificationParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_send_notification(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::ESCALATE_FAILED_NOTIFICATION,
-            move |ctx, params: EscalateFailedNotificationParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move {
-                    executor.execute_escalate_failed_notification(&ctx, params).await
-                }
-            },
-        );
+        .handle(move |ctx, params: EscalateFailedNotificationParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move {
+                executor.execute_escalate_failed_notification(&ctx, params).await
+            }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{SendNotificationParameters, EscalateFailedNotificationParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/notification-escalation.yaml` with typed parameters.
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SEND_NOTIFICATION, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SendNotification` inside the caller's transaction: workers see it only
@@ -45,9 +44,7 @@ impl TaskRunner {
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SEND_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SendNotification` per element of `params` in a single statement; the
@@ -57,9 +54,7 @@ impl TaskRunner {
         params: &[SendNotificationParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::SEND_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `EscalateFailedNotification` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -70,9 +65,7 @@ impl TaskRunner {
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue(&definitions::ESCALATE_FAILED_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `EscalateFailedNotification` inside the caller's transaction: workers see it only
@@ -83,14 +76,7 @@ impl TaskRunner {
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(
-                tx,
-                &definitions::ESCALATE_FAILED_NOTIFICATION,
-                params,
-                overrides,
-            )
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `EscalateFailedNotification` per element of `params` in a single statement; the
@@ -100,8 +86,6 @@ impl TaskRunner {
         params: &[EscalateFailedNotificationParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::ESCALATE_FAILED_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/order-workflow.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `ProcessOrder` task.
 ///
@@ -25,6 +25,10 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ProcessOrderParameters {
+    const DEFINITION: &'static TaskDefinition = &PROCESS_ORDER;
+}
+
 /// Defaults of the `HandleOrderFailure` task.
 ///
 /// Handle failed order processing
@@ -40,3 +44,7 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::HandleOrderFailureParameters {
+    const DEFINITION: &'static TaskDefinition = &HANDLE_ORDER_FAILURE;
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{ProcessOrderParameters, HandleOrderFailureParameters};
 
 /// Runs the tasks declared in `testdata/valid/order-workflow.yaml`: one method per task.
@@ -41,20 +40,14 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PROCESS_ORDER,
-            move |ctx, params: ProcessOrderParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_process_order(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ProcessOrderParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_process_order(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HANDLE_ORDER_FAILURE,
-            move |ctx, params: HandleOrderFailureParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_handle_order_failure(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HandleOrderFailureParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_handle_order_failure(&ctx, params).await }
+        });
 }

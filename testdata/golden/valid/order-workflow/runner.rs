@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{ProcessOrderParameters, HandleOrderFailureParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/order-workflow.yaml` with typed parameters.
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PROCESS_ORDER, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ProcessOrder` inside the caller's transaction: workers see it only
@@ -45,9 +44,7 @@ impl TaskRunner {
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PROCESS_ORDER, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ProcessOrder` per element of `params` in a single statement; the
@@ -57,7 +54,7 @@ impl TaskRunner {
         params: &[ProcessOrderParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::PROCESS_ORDER, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `HandleOrderFailure` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -68,7 +65,7 @@ impl TaskRunner {
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HANDLE_ORDER_FAILURE, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `HandleOrderFailure` inside the caller's transaction: workers see it only
@@ -79,9 +76,7 @@ impl TaskRunner {
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::HANDLE_ORDER_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `HandleOrderFailure` per element of `params` in a single statement; the
@@ -91,8 +86,6 @@ impl TaskRunner {
         params: &[HandleOrderFailureParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::HANDLE_ORDER_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

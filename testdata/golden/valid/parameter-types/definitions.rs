@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/parameter-types.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `ChargeUser` task.
 ///
@@ -22,6 +22,10 @@ pub const CHARGE_USER: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ChargeUserParameters {
+    const DEFINITION: &'static TaskDefinition = &CHARGE_USER;
+}
+
 /// Defaults of the `BackoffTask` task.
 ///
 /// - retry: waits 1m, 2m, 4m, 8m; always retried on failure; until it succeeds
@@ -40,6 +44,10 @@ pub const BACKOFF_TASK: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::BackoffTaskParameters {
+    const DEFINITION: &'static TaskDefinition = &BACKOFF_TASK;
+}
+
 /// Defaults of the `LongRunningTask` task.
 ///
 /// - retry: never retried
@@ -53,3 +61,7 @@ pub const LONG_RUNNING_TASK: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::LongRunningTaskParameters {
+    const DEFINITION: &'static TaskDefinition = &LONG_RUNNING_TASK;
+}

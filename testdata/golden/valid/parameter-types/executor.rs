@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{
     ChargeUserParameters, BackoffTaskParameters, LongRunningTaskParameters,
 };
@@ -46,29 +45,20 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::CHARGE_USER,
-            move |ctx, params: ChargeUserParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_charge_user(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ChargeUserParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_charge_user(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::BACKOFF_TASK,
-            move |ctx, params: BackoffTaskParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_backoff_task(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: BackoffTaskParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_backoff_task(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::LONG_RUNNING_TASK,
-            move |ctx, params: LongRunningTaskParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_long_running_task(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: LongRunningTaskParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_long_running_task(&ctx, params).await }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{
     ChargeUserParameters, BackoffTaskParameters, LongRunningTaskParameters,
 };
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &ChargeUserParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::CHARGE_USER, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ChargeUser` inside the caller's transaction: workers see it only
@@ -45,9 +44,7 @@ impl TaskRunner {
         params: &ChargeUserParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::CHARGE_USER, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ChargeUser` per element of `params` in a single statement; the
@@ -57,7 +54,7 @@ impl TaskRunner {
         params: &[ChargeUserParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::CHARGE_USER, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `BackoffTask` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -66,7 +63,7 @@ impl TaskRunner {
         params: &BackoffTaskParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::BACKOFF_TASK, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `BackoffTask` inside the caller's transaction: workers see it only
@@ -77,9 +74,7 @@ impl TaskRunner {
         params: &BackoffTaskParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::BACKOFF_TASK, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `BackoffTask` per element of `params` in a single statement; the
@@ -89,7 +84,7 @@ impl TaskRunner {
         params: &[BackoffTaskParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::BACKOFF_TASK, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `LongRunningTask` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -98,7 +93,7 @@ impl TaskRunner {
         params: &LongRunningTaskParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::LONG_RUNNING_TASK, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `LongRunningTask` inside the caller's transaction: workers see it only
@@ -109,9 +104,7 @@ impl TaskRunner {
         params: &LongRunningTaskParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::LONG_RUNNING_TASK, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `LongRunningTask` per element of `params` in a single statement; the
@@ -121,8 +114,6 @@ impl TaskRunner {
         params: &[LongRunningTaskParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::LONG_RUNNING_TASK, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/payment-failure.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `ProcessPayment` task.
 ///
@@ -25,6 +25,10 @@ pub const PROCESS_PAYMENT: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ProcessPaymentParameters {
+    const DEFINITION: &'static TaskDefinition = &PROCESS_PAYMENT;
+}
+
 /// Defaults of the `HandlePaymentFailure` task.
 ///
 /// Handle failed payment processing
@@ -40,3 +44,7 @@ pub const HANDLE_PAYMENT_FAILURE: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::HandlePaymentFailureParameters {
+    const DEFINITION: &'static TaskDefinition = &HANDLE_PAYMENT_FAILURE;
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{ProcessPaymentParameters, HandlePaymentFailureParameters};
 
 /// Runs the tasks declared in `testdata/valid/payment-failure.yaml`: one method per task.
@@ -41,22 +40,14 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PROCESS_PAYMENT,
-            move |ctx, params: ProcessPaymentParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_process_payment(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ProcessPaymentParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_process_payment(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HANDLE_PAYMENT_FAILURE,
-            move |ctx, params: HandlePaymentFailureParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move {
-                    executor.execute_handle_payment_failure(&ctx, params).await
-                }
-            },
-        );
+        .handle(move |ctx, params: HandlePaymentFailureParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_handle_payment_failure(&ctx, params).await }
+        });
 }

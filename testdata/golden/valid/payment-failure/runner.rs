@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{ProcessPaymentParameters, HandlePaymentFailureParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/payment-failure.yaml` with typed parameters.
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &ProcessPaymentParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PROCESS_PAYMENT, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ProcessPayment` inside the caller's transaction: workers see it only
@@ -45,9 +44,7 @@ impl TaskRunner {
         params: &ProcessPaymentParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PROCESS_PAYMENT, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ProcessPayment` per element of `params` in a single statement; the
@@ -57,7 +54,7 @@ impl TaskRunner {
         params: &[ProcessPaymentParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::PROCESS_PAYMENT, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `HandlePaymentFailure` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -68,9 +65,7 @@ impl TaskRunner {
         params: &HandlePaymentFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue(&definitions::HANDLE_PAYMENT_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `HandlePaymentFailure` inside the caller's transaction: workers see it only
@@ -81,9 +76,7 @@ impl TaskRunner {
         params: &HandlePaymentFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::HANDLE_PAYMENT_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `HandlePaymentFailure` per element of `params` in a single statement; the
@@ -93,8 +86,6 @@ impl TaskRunner {
         params: &[HandlePaymentFailureParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::HANDLE_PAYMENT_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

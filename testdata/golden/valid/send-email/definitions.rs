@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/send-email.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `SendEmail` task.
 ///
@@ -23,3 +23,7 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::SendEmailParameters {
+    const DEFINITION: &'static TaskDefinition = &SEND_EMAIL;
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::SendEmailParameters;
 
 /// Runs the tasks declared in `testdata/valid/send-email.yaml`: one method per task.
@@ -32,11 +31,8 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SEND_EMAIL,
-            move |ctx, params: SendEmailParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_send_email(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SendEmailParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_send_email(&ctx, params).await }
+        });
 }

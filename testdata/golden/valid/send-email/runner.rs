@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, TaskId, TaskOverride};
-use super::definitions;
 use super::params::SendEmailParameters;
 
 /// Enqueues the tasks declared in `testdata/valid/send-email.yaml` with typed parameters.
@@ -34,7 +33,7 @@ impl TaskRunner {
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SEND_EMAIL, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SendEmail` inside the caller's transaction: workers see it only
@@ -45,9 +44,7 @@ impl TaskRunner {
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SEND_EMAIL, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SendEmail` per element of `params` in a single statement; the
@@ -57,6 +54,6 @@ impl TaskRunner {
         params: &[SendEmailParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::SEND_EMAIL, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

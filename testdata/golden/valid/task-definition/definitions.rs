@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `testdata/valid/task-definition.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `TaskName` task.
 ///
@@ -30,6 +30,10 @@ pub const TASK_NAME: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::TaskNameParameters {
+    const DEFINITION: &'static TaskDefinition = &TASK_NAME;
+}
+
 /// Defaults of the `HandleTaskFailure` task.
 ///
 /// Handle a failed TaskName run
@@ -45,3 +49,7 @@ pub const HANDLE_TASK_FAILURE: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::HandleTaskFailureParameters {
+    const DEFINITION: &'static TaskDefinition = &HANDLE_TASK_FAILURE;
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{TaskNameParameters, HandleTaskFailureParameters};
 
 /// Runs the tasks declared in `testdata/valid/task-definition.yaml`: one method per task.
@@ -41,20 +40,14 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::TASK_NAME,
-            move |ctx, params: TaskNameParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_task_name(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: TaskNameParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_task_name(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HANDLE_TASK_FAILURE,
-            move |ctx, params: HandleTaskFailureParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_handle_task_failure(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HandleTaskFailureParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_handle_task_failure(&ctx, params).await }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{TaskNameParameters, HandleTaskFailureParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/task-definition.yaml` with typed parameters.
@@ -38,7 +37,7 @@ impl TaskRunner {
         params: &TaskNameParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::TASK_NAME, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `TaskName` inside the caller's transaction: workers see it only
@@ -49,7 +48,7 @@ impl TaskRunner {
         params: &TaskNameParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue_with_tx(tx, &definitions::TASK_NAME, params, overrides).await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `TaskName` per element of `params` in a single statement; the
@@ -59,7 +58,7 @@ impl TaskRunner {
         params: &[TaskNameParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::TASK_NAME, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `TaskName` (`0 */1 * * *`)
@@ -71,7 +70,7 @@ impl TaskRunner {
         params: &TaskNameParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::TASK_NAME, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_task_name`] inside the caller's transaction: the
@@ -82,9 +81,7 @@ impl TaskRunner {
         params: &TaskNameParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::TASK_NAME, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `HandleTaskFailure` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -95,7 +92,7 @@ impl TaskRunner {
         params: &HandleTaskFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HANDLE_TASK_FAILURE, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `HandleTaskFailure` inside the caller's transaction: workers see it only
@@ -106,9 +103,7 @@ impl TaskRunner {
         params: &HandleTaskFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::HANDLE_TASK_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `HandleTaskFailure` per element of `params` in a single statement; the
@@ -118,8 +113,6 @@ impl TaskRunner {
         params: &[HandleTaskFailureParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::HANDLE_TASK_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 }

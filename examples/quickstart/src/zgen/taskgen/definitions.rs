@@ -2,7 +2,7 @@
 
 //! The defaults of each task from `examples/quickstart/api/tasks.yaml`, as the runtime reads them.
 
-use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition};
+use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 
 /// Defaults of the `SendEmail` task.
 ///
@@ -23,6 +23,10 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::SendEmailParameters {
+    const DEFINITION: &'static TaskDefinition = &SEND_EMAIL;
+}
 
 /// Defaults of the `ProcessOrder` task.
 ///
@@ -45,6 +49,10 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::ProcessOrderParameters {
+    const DEFINITION: &'static TaskDefinition = &PROCESS_ORDER;
+}
+
 /// Defaults of the `HandleOrderFailure` task.
 ///
 /// Tell customer service about an order that could not be processed.
@@ -60,6 +68,10 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::HandleOrderFailureParameters {
+    const DEFINITION: &'static TaskDefinition = &HANDLE_ORDER_FAILURE;
+}
 
 /// Defaults of the `SendNotification` task.
 ///
@@ -82,6 +94,10 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::SendNotificationParameters {
+    const DEFINITION: &'static TaskDefinition = &SEND_NOTIFICATION;
+}
+
 /// Defaults of the `EscalateFailedNotification` task.
 ///
 /// Escalate a notification that could not be delivered.
@@ -98,6 +114,10 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     max_rescues: None,
 };
 
+impl TaskParameters for super::params::EscalateFailedNotificationParameters {
+    const DEFINITION: &'static TaskDefinition = &ESCALATE_FAILED_NOTIFICATION;
+}
+
 /// Defaults of the `GenerateReport` task.
 ///
 /// Render a report; must finish within two seconds.
@@ -113,6 +133,10 @@ pub const GENERATE_REPORT: TaskDefinition = TaskDefinition {
     default_params: "{}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::GenerateReportParameters {
+    const DEFINITION: &'static TaskDefinition = &GENERATE_REPORT;
+}
 
 /// Defaults of the `CleanupSessions` task.
 ///
@@ -134,3 +158,7 @@ pub const CLEANUP_SESSIONS: TaskDefinition = TaskDefinition {
     default_params: "{\"olderThanMinutes\":30}",
     max_rescues: None,
 };
+
+impl TaskParameters for super::params::CleanupSessionsParameters {
+    const DEFINITION: &'static TaskDefinition = &CLEANUP_SESSIONS;
+}

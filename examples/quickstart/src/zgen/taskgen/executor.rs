@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use anchor_runtime::{Registry, TaskContext, TaskError};
-use super::definitions;
 use super::params::{
     SendEmailParameters, ProcessOrderParameters, HandleOrderFailureParameters,
     SendNotificationParameters, EscalateFailedNotificationParameters,
@@ -90,67 +89,46 @@ pub trait Executor: Send + Sync + 'static {
 pub fn register<E: Executor>(registry: &mut Registry, executor: Arc<E>) {
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SEND_EMAIL,
-            move |ctx, params: SendEmailParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_send_email(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SendEmailParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_send_email(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::PROCESS_ORDER,
-            move |ctx, params: ProcessOrderParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_process_order(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: ProcessOrderParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_process_order(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::HANDLE_ORDER_FAILURE,
-            move |ctx, params: HandleOrderFailureParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_handle_order_failure(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: HandleOrderFailureParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_handle_order_failure(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::SEND_NOTIFICATION,
-            move |ctx, params: SendNotificationParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_send_notification(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: SendNotificationParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_send_notification(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::ESCALATE_FAILED_NOTIFICATION,
-            move |ctx, params: EscalateFailedNotificationParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move {
-                    executor.execute_escalate_failed_notification(&ctx, params).await
-                }
-            },
-        );
+        .handle(move |ctx, params: EscalateFailedNotificationParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move {
+                executor.execute_escalate_failed_notification(&ctx, params).await
+            }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::GENERATE_REPORT,
-            move |ctx, params: GenerateReportParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_generate_report(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: GenerateReportParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_generate_report(&ctx, params).await }
+        });
     let task_executor = Arc::clone(&executor);
     registry
-        .register(
-            &definitions::CLEANUP_SESSIONS,
-            move |ctx, params: CleanupSessionsParameters| {
-                let executor = Arc::clone(&task_executor);
-                async move { executor.execute_cleanup_sessions(&ctx, params).await }
-            },
-        );
+        .handle(move |ctx, params: CleanupSessionsParameters| {
+            let executor = Arc::clone(&task_executor);
+            async move { executor.execute_cleanup_sessions(&ctx, params).await }
+        });
 }

@@ -4,7 +4,6 @@
 
 use anchor_runtime::tokio_postgres::Transaction;
 use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
-use super::definitions;
 use super::params::{
     SendEmailParameters, ProcessOrderParameters, HandleOrderFailureParameters,
     SendNotificationParameters, EscalateFailedNotificationParameters,
@@ -38,7 +37,7 @@ impl TaskRunner {
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SEND_EMAIL, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SendEmail` inside the caller's transaction: workers see it only
@@ -49,9 +48,7 @@ impl TaskRunner {
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SEND_EMAIL, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SendEmail` per element of `params` in a single statement; the
@@ -61,7 +58,7 @@ impl TaskRunner {
         params: &[SendEmailParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::SEND_EMAIL, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `ProcessOrder` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -72,7 +69,7 @@ impl TaskRunner {
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::PROCESS_ORDER, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `ProcessOrder` inside the caller's transaction: workers see it only
@@ -83,9 +80,7 @@ impl TaskRunner {
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::PROCESS_ORDER, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `ProcessOrder` per element of `params` in a single statement; the
@@ -95,7 +90,7 @@ impl TaskRunner {
         params: &[ProcessOrderParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::PROCESS_ORDER, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `HandleOrderFailure` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -106,7 +101,7 @@ impl TaskRunner {
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::HANDLE_ORDER_FAILURE, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `HandleOrderFailure` inside the caller's transaction: workers see it only
@@ -117,9 +112,7 @@ impl TaskRunner {
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::HANDLE_ORDER_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `HandleOrderFailure` per element of `params` in a single statement; the
@@ -129,9 +122,7 @@ impl TaskRunner {
         params: &[HandleOrderFailureParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::HANDLE_ORDER_FAILURE, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `SendNotification` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -142,7 +133,7 @@ impl TaskRunner {
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::SEND_NOTIFICATION, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `SendNotification` inside the caller's transaction: workers see it only
@@ -153,9 +144,7 @@ impl TaskRunner {
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::SEND_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `SendNotification` per element of `params` in a single statement; the
@@ -165,9 +154,7 @@ impl TaskRunner {
         params: &[SendNotificationParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::SEND_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `EscalateFailedNotification` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -178,9 +165,7 @@ impl TaskRunner {
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue(&definitions::ESCALATE_FAILED_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `EscalateFailedNotification` inside the caller's transaction: workers see it only
@@ -191,14 +176,7 @@ impl TaskRunner {
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(
-                tx,
-                &definitions::ESCALATE_FAILED_NOTIFICATION,
-                params,
-                overrides,
-            )
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `EscalateFailedNotification` per element of `params` in a single statement; the
@@ -208,9 +186,7 @@ impl TaskRunner {
         params: &[EscalateFailedNotificationParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client
-            .enqueue_many(&definitions::ESCALATE_FAILED_NOTIFICATION, params, overrides)
-            .await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `GenerateReport` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -221,7 +197,7 @@ impl TaskRunner {
         params: &GenerateReportParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::GENERATE_REPORT, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `GenerateReport` inside the caller's transaction: workers see it only
@@ -232,9 +208,7 @@ impl TaskRunner {
         params: &GenerateReportParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::GENERATE_REPORT, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `GenerateReport` per element of `params` in a single statement; the
@@ -244,7 +218,7 @@ impl TaskRunner {
         params: &[GenerateReportParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::GENERATE_REPORT, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Enqueues `CleanupSessions` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -259,7 +233,7 @@ impl TaskRunner {
         params: &CleanupSessionsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client.enqueue(&definitions::CLEANUP_SESSIONS, params, overrides).await
+        self.client.enqueue_params(params, overrides).await
     }
 
     /// Enqueues `CleanupSessions` inside the caller's transaction: workers see it only
@@ -270,9 +244,7 @@ impl TaskRunner {
         params: &CleanupSessionsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
-        self.client
-            .enqueue_with_tx(tx, &definitions::CLEANUP_SESSIONS, params, overrides)
-            .await
+        self.client.enqueue_params_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues one `CleanupSessions` per element of `params` in a single statement; the
@@ -282,7 +254,7 @@ impl TaskRunner {
         params: &[CleanupSessionsParameters],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
-        self.client.enqueue_many(&definitions::CLEANUP_SESSIONS, params, overrides).await
+        self.client.enqueue_params_many(params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `CleanupSessions` (`*/3 * * * * *`)
@@ -294,7 +266,7 @@ impl TaskRunner {
         params: &CleanupSessionsParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client.schedule(&definitions::CLEANUP_SESSIONS, params, overrides).await
+        self.client.schedule_params(params, overrides).await
     }
 
     /// [`TaskRunner::schedule_cleanup_sessions`] inside the caller's transaction: the
@@ -305,8 +277,6 @@ impl TaskRunner {
         params: &CleanupSessionsParameters,
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId, Error> {
-        self.client
-            .schedule_with_tx(tx, &definitions::CLEANUP_SESSIONS, params, overrides)
-            .await
+        self.client.schedule_params_with_tx(tx, params, overrides).await
     }
 }
