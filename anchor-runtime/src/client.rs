@@ -5,18 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
+use crate::connect::{connection_hint, ConnectOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::notify::Notifier;
 use crate::sql::Sql;
 
 /// The schema the runtime uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "anchor";
-
-/// The pool size [`Client::connect`] uses: enough for a worker's claim, completion, lease
-/// and notify loops plus the application's own enqueues.
-pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// A cheap-to-clone handle to the task tables: enqueue, inspect, cancel, and what a
 /// [`Worker`](crate::Worker) runs on.
@@ -36,9 +32,9 @@ pub(crate) struct ClientInner {
     pub(crate) pool: Pool,
     pub(crate) schema: String,
     pub(crate) sql: Sql,
-    /// How to open the worker's dedicated LISTEN connection; `None` when the client was built
-    /// from a pool alone (workers then rely on polling).
-    pub(crate) listen_config: Option<tokio_postgres::Config>,
+    /// How to open the worker's dedicated LISTEN connection (and how the pool connects);
+    /// `None` when the client was built from a pool alone (workers then rely on polling).
+    pub(crate) connect_options: Option<ConnectOptions>,
     /// Set when [`Client::with_schema`] got an invalid name; every operation reports it.
     pub(crate) config_error: Option<String>,
     pub(crate) notifier: Notifier,
@@ -56,27 +52,25 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to `database_url` (a `postgres://` URL or a `key=value` string) with a pool of
-    /// [`DEFAULT_POOL_SIZE`] connections. Connections are opened lazily, so this succeeds
-    /// even when the database is down; the first operation reports the outage.
+    /// Connects to `database_url` (a `postgres://` URL or a `key=value` string, with
+    /// libpq's TLS settings: see [`ConnectOptions`]) with a pool of [`DEFAULT_POOL_SIZE`](crate::DEFAULT_POOL_SIZE)
+    /// connections. Connections are opened lazily, so this succeeds even when the
+    /// database is down; the first operation reports the outage. Invalid settings (an
+    /// unknown `sslmode`, a certificate file that cannot be read) fail here.
     pub async fn connect(database_url: &str) -> Result<Client> {
-        Client::connect_with_pool_size(database_url, DEFAULT_POOL_SIZE).await
+        Client::connect_with(ConnectOptions::from_url(database_url)?).await
     }
 
     /// Like [`Client::connect`] with a pool of `max_size` connections (at least 4 are
     /// needed by a worker: claims, completions, leases and notifications run side by side).
     pub async fn connect_with_pool_size(database_url: &str, max_size: usize) -> Result<Client> {
-        let mut pg_config: tokio_postgres::Config = database_url.parse().map_err(|err| {
-            Error::with_source(
-                ErrorKind::Config,
-                "invalid database URL; expected e.g. postgres://user:password@host:5432/dbname",
-                err,
-            )
-        })?;
-        if pg_config.get_connect_timeout().is_none() {
-            pg_config.connect_timeout(Duration::from_secs(5));
-        }
-        apply_dead_connection_defaults(database_url, &mut pg_config);
+        Client::connect_with(ConnectOptions::from_url(database_url)?.pool_size(max_size)).await
+    }
+
+    /// Opens a pool with `options` (connection and TLS settings, pool size); workers open
+    /// their LISTEN connection with the same settings.
+    pub async fn connect_with(options: ConnectOptions) -> Result<Client> {
+        let max_size = options.get_pool_size();
         if max_size == 0 {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -84,8 +78,8 @@ impl Client {
             ));
         }
         let manager = Manager::from_config(
-            pg_config.clone(),
-            NoTls,
+            options.postgres_config().clone(),
+            options.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -104,26 +98,27 @@ impl Client {
         Ok(Client::build(
             pool,
             DEFAULT_SCHEMA.to_string(),
-            Some(pg_config),
+            Some(options),
             None,
         ))
     }
 
     /// Wraps an existing pool. Workers built on such a client cannot open their dedicated
     /// LISTEN connection (the pool does not reveal its settings) unless
-    /// [`Client::with_listen_config`] is given too; without it they wake by polling only.
+    /// [`Client::with_listen_options`] is given too; without it they wake by polling only.
     pub fn from_pool(pool: Pool) -> Client {
         Client::build(pool, DEFAULT_SCHEMA.to_string(), None, None)
     }
 
-    /// Sets the connection settings workers use for their dedicated LISTEN connection
-    /// (plain TCP, no TLS).
-    pub fn with_listen_config(self, config: tokio_postgres::Config) -> Client {
+    /// Sets the connection and TLS settings workers use for their dedicated LISTEN
+    /// connection, for a client built with [`Client::from_pool`] (a client from
+    /// [`Client::connect`] has them already).
+    pub fn with_listen_options(self, options: ConnectOptions) -> Client {
         let inner = &self.inner;
         Client::build(
             inner.pool.clone(),
             inner.schema.clone(),
-            Some(config),
+            Some(options),
             inner.config_error.clone(),
         )
     }
@@ -138,7 +133,7 @@ impl Client {
         Client::build(
             self.inner.pool.clone(),
             schema,
-            self.inner.listen_config.clone(),
+            self.inner.connect_options.clone(),
             error,
         )
     }
@@ -148,6 +143,18 @@ impl Client {
         let client = self.with_schema(schema);
         client.check_config()?;
         Ok(client)
+    }
+
+    /// Checks that the database can be reached: takes a connection (opening one when the
+    /// pool has none) and runs a trivial query. The error says what to change when the
+    /// cause is one of TLS (`sslmode`, `sslrootcert`, the host name). Cheap enough for a
+    /// readiness probe.
+    pub async fn ping(&self) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.simple_query("")
+            .await
+            .map_err(|err| db_error("the database did not answer", err))?;
+        Ok(())
     }
 
     /// The connection pool, e.g. to open the transaction for
@@ -164,7 +171,7 @@ impl Client {
     fn build(
         pool: Pool,
         schema: String,
-        listen_config: Option<tokio_postgres::Config>,
+        connect_options: Option<ConnectOptions>,
         config_error: Option<String>,
     ) -> Client {
         let sql = Sql::new(&schema);
@@ -174,7 +181,7 @@ impl Client {
                 pool,
                 schema,
                 sql,
-                listen_config,
+                connect_options,
                 config_error,
                 notifier,
                 local_workers: crate::dispatch::LocalWorkers::default(),
@@ -197,8 +204,8 @@ impl Client {
 
     /// How a worker opens its own LISTEN/control connection (`None`: a client built from a
     /// pool alone, whose workers poll).
-    pub(crate) fn listen_config(&self) -> Option<tokio_postgres::Config> {
-        self.inner.listen_config.clone()
+    pub(crate) fn listen_options(&self) -> Option<&ConnectOptions> {
+        self.inner.connect_options.as_ref()
     }
 
     /// Makes a started worker available for local dispatch through this client.
@@ -217,11 +224,12 @@ impl Client {
     pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
         self.check_config()?;
         self.inner.pool.get().await.map_err(|err| {
-            Error::with_source(
-                ErrorKind::Pool,
-                "cannot get a database connection from the pool",
-                err,
-            )
+            let context = "cannot get a database connection from the pool";
+            let message = match connection_hint(&err, self.inner.connect_options.as_ref()) {
+                Some(hint) => format!("{context} ({hint})"),
+                None => context.to_string(),
+            };
+            Error::with_source(ErrorKind::Pool, message, err)
         })
     }
 }
@@ -241,43 +249,6 @@ pub(crate) fn validate_schema_name(schema: &str) -> std::result::Result<(), Stri
         ));
     }
     Ok(())
-}
-
-/// Maps a database error with context.
-/// TCP settings that notice a dead peer in well under a lease: keepalive probes after 10 s
-/// of silence, every 5 s, 3 of them; and data unacknowledged for 30 s closes the
-/// connection (`tcp_user_timeout`). The operating system's defaults (2 h before the first
-/// probe, about 15 minutes of retransmissions) would leave a worker behind a partition
-/// that sends no reset waiting far longer than any lease. Each is kept as the URL gives it
-/// (`keepalives`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
-/// `tcp_user_timeout`; note that the driver reads `tcp_user_timeout` in seconds, where
-/// libpq reads milliseconds).
-const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
-const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVES_RETRIES: u32 = 3;
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn apply_dead_connection_defaults(database_url: &str, config: &mut tokio_postgres::Config) {
-    // A setting counts as given when a `key=value` parameter of the URL (after `?`, between
-    // `&`) or of a key/value string (between spaces) names it; a password or database
-    // name that merely contains the word does not.
-    let given = |key: &str| {
-        database_url
-            .split(['?', '&', ' '])
-            .any(|part| part.trim_start().starts_with(&format!("{key}=")))
-    };
-    if !given("keepalives_idle") {
-        config.keepalives_idle(KEEPALIVES_IDLE);
-    }
-    if !given("keepalives_interval") {
-        config.keepalives_interval(KEEPALIVES_INTERVAL);
-    }
-    if !given("keepalives_retries") {
-        config.keepalives_retries(KEEPALIVES_RETRIES);
-    }
-    if !given("tcp_user_timeout") {
-        config.tcp_user_timeout(TCP_USER_TIMEOUT);
-    }
 }
 
 /// The time limit on each of the runtime's own pooled database calls (claims, outcome
@@ -316,6 +287,7 @@ impl Client {
     }
 }
 
+/// Maps a database error with context.
 pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
     // An undefined table or schema means the migrations have not run.
     if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
@@ -333,29 +305,6 @@ pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::validate_schema_name;
-
-    #[test]
-    fn dead_connection_defaults_apply_unless_the_url_sets_them() {
-        let url = "postgres://u:keepalives_idle@localhost/tcp_user_timeout";
-        let mut config: tokio_postgres::Config = url.parse().unwrap();
-        super::apply_dead_connection_defaults(url, &mut config);
-        assert_eq!(config.get_keepalives_idle(), super::KEEPALIVES_IDLE);
-        assert_eq!(
-            config.get_tcp_user_timeout(),
-            Some(&super::TCP_USER_TIMEOUT)
-        );
-        let url = "postgres://u@localhost/keepalives_idle?keepalives_idle=60&tcp_user_timeout=90";
-        let mut config: tokio_postgres::Config = url.parse().unwrap();
-        super::apply_dead_connection_defaults(url, &mut config);
-        assert_eq!(
-            config.get_keepalives_idle(),
-            std::time::Duration::from_secs(60)
-        );
-        assert_eq!(
-            config.get_tcp_user_timeout(),
-            Some(&std::time::Duration::from_secs(90))
-        );
-    }
 
     #[test]
     fn schema_names() {

@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod connect;
 mod cron;
 mod definition;
 mod dispatch;
@@ -60,7 +61,8 @@ mod statements;
 mod task;
 mod worker;
 
-pub use client::{Client, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA};
+pub use client::{Client, DEFAULT_SCHEMA};
+pub use connect::{ConnectOptions, TlsConnector, DEFAULT_POOL_SIZE};
 pub use cron::{CronSchedule, ScheduleId, DEFAULT_SCHEDULE_KEY};
 pub use definition::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 pub use error::{Error, ErrorKind, Result};

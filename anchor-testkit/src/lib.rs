@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use pgtemp::PgTempDB;
 
+mod tls;
+pub use tls::{TestCerts, CERT_USER};
+
 /// A test-support failure, with a message saying what could not be done.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -238,20 +241,28 @@ impl Cluster {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
+        self.admin_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|err| Error(format!("cannot create test database {name}: {err}")))?;
+        let url = self.url(&name);
+        Ok(Database { name, url })
+    }
+
+    /// Runs `sql` (one or more statements) in the cluster's `postgres` database as the
+    /// superuser, once the server accepts connections.
+    pub async fn admin_execute(&self, sql: &str) -> Result<()> {
         self.wait_ready().await?;
         let (admin, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
             .await
             .map_err(|err| Error(format!("cannot connect to the test cluster: {err}")))?;
         let driver = tokio::spawn(conn);
-        let created = admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+        let done = admin
+            .batch_execute(sql)
             .await
-            .map_err(|err| Error(format!("cannot create test database {name}: {err}")));
+            .map_err(|err| Error(format!("{err}")));
         drop(admin);
         let _ = driver.await;
-        created?;
-        let url = self.url(&name);
-        Ok(Database { name, url })
+        done
     }
 
     /// Restarts the server with shutdown `mode` (`fast`, `immediate` or `smart`) and waits

@@ -8,7 +8,9 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use crate::connect::{connection_hint, ConnectOptions};
 
 use super::{Backoff, Shared};
 
@@ -18,7 +20,7 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The listener loop; without connection settings (a client built from a pool only) the
 /// worker relies on polling.
 pub(crate) async fn run_listener(shared: Arc<Shared>) {
-    let Some(config) = shared.client.listen_config() else {
+    let Some(options) = shared.client.listen_options().cloned() else {
         tracing::info!(
             worker = %shared.worker_id,
             "no connection settings for LISTEN (client built from a pool); polling only"
@@ -28,13 +30,14 @@ pub(crate) async fn run_listener(shared: Arc<Shared>) {
     let mut backoff = Backoff::new();
     loop {
         let started = tokio::time::Instant::now();
-        match listen_once(&shared, &config).await {
+        match listen_once(&shared, &options).await {
             Ok(()) => {
                 tracing::warn!(worker = %shared.worker_id, "LISTEN connection closed; reconnecting")
             }
             Err(err) => tracing::warn!(
                 worker = %shared.worker_id,
                 error = %crate::error::error_chain(&err),
+                hint = connection_hint(&err, Some(&options)).unwrap_or_default(),
                 "LISTEN connection failed; reconnecting"
             ),
         }
@@ -49,9 +52,9 @@ pub(crate) async fn run_listener(shared: Arc<Shared>) {
 /// Connects, listens and forwards notifications until the connection ends.
 async fn listen_once(
     shared: &Shared,
-    config: &tokio_postgres::Config,
+    options: &ConnectOptions,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = options.postgres_config().connect(options.tls()).await?;
     let client = Arc::new(client);
     // The connection must be polled for the LISTEN to complete, so drive it and the
     // statement together.

@@ -12,5 +12,6 @@ mod local_dispatch;
 mod outage;
 mod outcomes;
 mod retention;
+mod tls;
 mod unregistered;
 mod worker;

@@ -194,13 +194,14 @@ async fn set_up(database_url: &str) -> anyhow::Result<(Client, WorkerHandle, Arc
         .await?
         .try_with_schema(SCHEMA)?;
     // ANCHOR_END: connect
-    let db = client.pool().get().await.with_context(|| {
+    client.ping().await.with_context(|| {
         format!(
             "cannot connect to {} (is the server running? Unset DATABASE_URL to use a \
                  throwaway cluster instead)",
             redact(database_url)
         )
     })?;
+    let db = client.pool().get().await?;
     // A clean slate per run: this schema belongs to the quickstart alone.
     db.batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
         .await
