@@ -8,7 +8,9 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH;
 #   - sudo, when running as root: the server refuses to run as root, so the test harness
 #     starts it as the `postgres` OS user;
-#   - libfaketime, with which the chaos suite's clock-skew scenario shifts worker clocks.
+#   - libfaketime, with which the chaos suite's clock-skew scenario shifts worker clocks;
+#   - PgBouncer, which the connection tests start in transaction pooling mode in front of
+#     a throwaway cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,9 @@ for lib in /usr/lib/faketime/libfaketime.so.1 /usr/local/lib/faketime/libfaketim
 done
 if [ -z "$faketime" ]; then
   need_apt+=(libfaketime)
+fi
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  need_apt+=(pgbouncer)
 fi
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1 && [[ ! " ${need_apt[*]} " =~ " postgresql " ]]; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres

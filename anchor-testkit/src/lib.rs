@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use pgtemp::PgTempDB;
 
+mod pgbouncer;
 mod tls;
+pub use pgbouncer::PgBouncer;
 pub use tls::{TestCerts, CERT_USER};
 
 /// A test-support failure, with a message saying what could not be done.
@@ -157,6 +159,16 @@ impl Cluster {
             self.db.db_port(),
             name
         )
+    }
+
+    /// The superuser the test databases are reached as.
+    pub fn db_user(&self) -> String {
+        self.db.db_user().to_string()
+    }
+
+    /// That user's password.
+    pub fn db_password(&self) -> String {
+        self.db.db_pass().to_string()
     }
 
     /// The server's TCP port.
