@@ -16,11 +16,10 @@ mod register;
 mod sql;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Row;
 
 use crate::client::{db_error, Client};
 use crate::error::{Error, ErrorKind, Result};
-use crate::task::TaskId;
+use crate::schedule::CronSchedule;
 
 pub(crate) use fire::{disable_orphans, fire_due, next_due, BATCH};
 pub(crate) use register::register_at_start;
@@ -31,69 +30,6 @@ pub use crate::ids::ScheduleId;
 /// The key of the schedule workers register for a cron task whose parameters all have
 /// defaults.
 pub const DEFAULT_SCHEDULE_KEY: &str = "default";
-
-/// One durable schedule, as [`Client::schedules`] and [`Client::get_schedule`] read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CronSchedule {
-    /// The schedule's id (negative; see [`ScheduleId`]).
-    pub id: ScheduleId,
-    /// The task each tick enqueues.
-    pub task_name: String,
-    /// [`DEFAULT_SCHEDULE_KEY`], the unique tag given to `run_foo`, or `params-<md5>` of the
-    /// parameters given to `run_foo`.
-    pub key: String,
-    /// The cron expression (5 fields, or 6 with seconds first).
-    pub expression: String,
-    /// The IANA time zone the expression runs on; `None` for UTC.
-    pub timezone: Option<String>,
-    /// The parameters every occurrence gets.
-    pub payload: serde_json::Value,
-    /// The next tick to fire.
-    pub next_fire_at: DateTime<Utc>,
-    /// The tick the last occurrence was enqueued for.
-    pub last_tick_at: Option<DateTime<Utc>>,
-    /// The last occurrence's task id.
-    pub last_task_id: Option<TaskId>,
-    /// When the last occurrence was enqueued (database time).
-    pub last_fired_at: Option<DateTime<Utc>>,
-    /// Whether ticks fire.
-    pub enabled: bool,
-    /// Why the schedule is disabled: `orphaned` (no running worker runs its task), `paused`
-    /// ([`Client::pause_schedule`]) or `invalid` (its expression cannot be evaluated).
-    pub disabled_reason: Option<String>,
-    /// Detail for the reason, e.g. the parse error or the worker that disabled it.
-    pub disabled_detail: Option<String>,
-    /// When the schedule was registered.
-    pub created_at: DateTime<Utc>,
-    /// When the schedule last changed (including each fire).
-    pub updated_at: DateTime<Utc>,
-    /// Whether a tick fires while the last occurrence is still pending or running (default
-    /// `true`); see [`Client::set_schedule_overlap`].
-    pub allow_overlap: bool,
-}
-
-impl CronSchedule {
-    fn from_row(row: &Row) -> CronSchedule {
-        CronSchedule {
-            id: row.get(0),
-            task_name: row.get(1),
-            key: row.get(2),
-            expression: row.get(3),
-            timezone: row.get(4),
-            payload: row.get(5),
-            next_fire_at: row.get(6),
-            last_tick_at: row.get(7),
-            last_task_id: row.get(8),
-            last_fired_at: row.get(9),
-            enabled: row.get(10),
-            disabled_reason: row.get(11),
-            disabled_detail: row.get(12),
-            created_at: row.get(13),
-            updated_at: row.get(14),
-            allow_overlap: row.get(15),
-        }
-    }
-}
 
 impl Client {
     /// Every cron schedule, sorted by task name and key.

@@ -18,8 +18,8 @@ use std::time::Duration;
 use anchor_core::RetryPolicy;
 use tokio::sync::{mpsc, oneshot};
 
-use super::claim::ClaimedTask;
 use super::{on_failed, Backoff, Shared};
+use crate::claimed::ClaimedTask;
 use crate::client::db_error;
 use crate::error::Result;
 use crate::sql::status;

@@ -25,9 +25,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::claim::ClaimedTask;
 use super::on_failed;
 use super::{Backoff, Shared};
+use crate::claimed::ClaimedTask;
 use crate::client::db_error;
 use crate::error::Result;
 use crate::task::TaskId;

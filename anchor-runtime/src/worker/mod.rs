@@ -450,7 +450,7 @@ impl Shared {
             .saturating_sub(self.config.fence_margin())
     }
 
-    fn track_leases(&self, tasks: &[claim::ClaimedTask]) {
+    fn track_leases(&self, tasks: &[crate::claimed::ClaimedTask]) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         for task in tasks {
             leases.insert(
@@ -854,8 +854,8 @@ mod tests {
         }
     }
 
-    fn claimed(id: TaskId, token: i64) -> claim::ClaimedTask {
-        claim::ClaimedTask {
+    fn claimed(id: TaskId, token: i64) -> crate::claimed::ClaimedTask {
+        crate::claimed::ClaimedTask {
             id,
             name: "T".to_string(),
             payload: "{}".to_string(),
