@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use anchor_core::RetryPolicy;
-use tokio_postgres::Row;
 
 use crate::settings::RetryColumns;
 use crate::task::TaskId;
@@ -55,62 +54,6 @@ pub(crate) struct LostRun {
 }
 
 impl ClaimedTask {
-    /// Reads the columns of `TASK_RUN_COLUMNS` (see `sql.rs`), never panicking on values a
-    /// person may have written into the row.
-    pub(crate) fn from_row(
-        row: &Row,
-        token: i64,
-        leased_at: Instant,
-    ) -> std::result::Result<(ClaimedTask, LostRun), UnreadableRow> {
-        let id: TaskId = row.try_get(0).map_err(|e| UnreadableRow {
-            id: TaskId::new(0),
-            name: String::new(),
-            on_failed: None,
-            message: format!("the task id cannot be read: {e}"),
-        })?;
-        let unreadable = |column: &str, e: tokio_postgres::Error| UnreadableRow {
-            id,
-            name: row.try_get(1).unwrap_or_default(),
-            on_failed: row.try_get(9).ok().flatten(),
-            message: format!(
-                "the task's row cannot be read (column {column}: {e}); it was probably edited \
-                 by hand: fix the column or cancel the task"
-            ),
-        };
-        macro_rules! col {
-            ($i:expr, $name:expr) => {
-                row.try_get($i).map_err(|e| unreadable($name, e))?
-            };
-        }
-        let attempts: i32 = col!(3, "attempts");
-        let failures: i32 = col!(4, "failures");
-        let rescues: i32 = col!(11, "rescues");
-        let task = ClaimedTask {
-            id,
-            name: col!(1, "name"),
-            payload: col!(2, "payload"),
-            attempt: u32::try_from(attempts).unwrap_or(0).saturating_add(1),
-            failures: u32::try_from(failures).unwrap_or(0),
-            timeout_ms: col!(5, "timeout_ms"),
-            retry: RetryColumns {
-                intervals_ms: col!(6, "retry_intervals_ms"),
-                always: col!(7, "retry_always"),
-                max_retries: col!(8, "max_retries"),
-            },
-            on_failed: col!(9, "on_failed"),
-            parent_id: col!(10, "parent_id"),
-            rescues: u32::try_from(rescues).unwrap_or(0),
-            max_rescues: col!(12, "max_rescues"),
-            token,
-            leased_at,
-        };
-        let lost = LostRun {
-            started: col!(13, "run_started"),
-            owner: col!(14, "lease_owner"),
-        };
-        Ok((task, lost))
-    }
-
     /// The retry policy stored with the task, if any.
     pub(crate) fn policy(&self) -> Option<RetryPolicy> {
         self.retry.policy()

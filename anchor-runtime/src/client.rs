@@ -7,9 +7,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::db::Sql;
 use crate::error::{Error, ErrorKind, Result};
 use crate::notify::Notifier;
-use crate::sql::Sql;
 
 /// The schema the runtime uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "anchor";
@@ -168,7 +168,7 @@ impl Client {
         config_error: Option<String>,
     ) -> Client {
         let sql = Sql::new(&schema);
-        let notifier = Notifier::new(pool.clone(), sql.channel.clone());
+        let notifier = Notifier::new(pool.clone(), sql.notify.tasks_channel.clone());
         Client {
             inner: Arc::new(ClientInner {
                 pool,
@@ -243,7 +243,6 @@ pub(crate) fn validate_schema_name(schema: &str) -> std::result::Result<(), Stri
     Ok(())
 }
 
-/// Maps a database error with context.
 /// TCP settings that notice a dead peer in well under a lease: keepalive probes after 10 s
 /// of silence, every 5 s, 3 of them; and data unacknowledged for 30 s closes the
 /// connection (`tcp_user_timeout`). The operating system's defaults (2 h before the first
@@ -314,20 +313,6 @@ impl Client {
             }
         }
     }
-}
-
-pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
-    // An undefined table or schema means the migrations have not run.
-    if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
-        || err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
-    {
-        return Error::with_source(
-            ErrorKind::Schema,
-            format!("{context}: the task tables are missing; run `anchor migrate` (or anchor_runtime::migrate)"),
-            err,
-        );
-    }
-    Error::with_source(ErrorKind::Database, context.to_string(), err)
 }
 
 #[cfg(test)]

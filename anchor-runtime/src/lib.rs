@@ -44,6 +44,7 @@
 mod claimed;
 mod client;
 mod cron;
+mod db;
 mod definition;
 mod dispatch;
 mod enqueue;
@@ -58,7 +59,6 @@ mod registry;
 mod retention;
 mod schedule;
 mod settings;
-mod sql;
 mod statements;
 mod task;
 mod worker;

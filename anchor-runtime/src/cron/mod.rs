@@ -17,13 +17,14 @@ mod sql;
 
 use chrono::{DateTime, Utc};
 
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::db_error;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schedule::CronSchedule;
 
 pub(crate) use fire::{disable_orphans, fire_due, next_due, BATCH};
 pub(crate) use register::register_at_start;
-pub(crate) use sql::{is_cron_channel, listen_statement, CronSql};
+pub(crate) use sql::CronSql;
 
 pub use crate::ids::ScheduleId;
 

@@ -13,7 +13,8 @@ use anchor_core::cron::Schedule;
 
 use super::sql::{reason, CronSql};
 use super::{ScheduleId, DEFAULT_SCHEDULE_KEY};
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::db_error;
 use crate::definition::TaskDefinition;
 use crate::error::{Error, ErrorKind, Result};
 use crate::overrides::{OverrideKind, TaskOverride};

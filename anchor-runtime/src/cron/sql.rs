@@ -1,7 +1,7 @@
 //! The cron statements, rendered for one schema (like `crate::sql` does for the task table).
 //! Review them with `migrations/V2__cron_schedules.sql` beside.
 
-use crate::sql::{quote_ident, status};
+use crate::db::{quote_ident, status};
 
 /// The columns [`CronSchedule`](super::CronSchedule) is read from, in order.
 pub(crate) const SCHEDULE_COLUMNS: &str =
@@ -191,14 +191,4 @@ impl CronSql {
 /// The `LISTEN`/`NOTIFY` channel for schedule changes in `schema`.
 pub(crate) fn cron_channel(schema: &str) -> String {
     format!("{schema}_cron")
-}
-
-/// Whether `channel` is the schedule-change channel of `schema`.
-pub(crate) fn is_cron_channel(schema: &str, channel: &str) -> bool {
-    channel.strip_suffix("_cron") == Some(schema)
-}
-
-/// `LISTEN` on the schedule-change channel of `schema`.
-pub(crate) fn listen_statement(schema: &str) -> String {
-    format!("LISTEN {}", quote_ident(&cron_channel(schema)))
 }

@@ -1,6 +1,6 @@
 //! The producer: claims due tasks in batches up to free capacity and starts them.
 //!
-//! One statement (`Sql::claim`) selects up to `free + prefetch` due tasks this worker has
+//! One statement (`db::tasks::claim`) selects up to `free + prefetch` due tasks this worker has
 //! handlers for with `FOR UPDATE SKIP LOCKED` and leases them under a fresh random token.
 //! The producer claims again as soon as the buffer is empty and a slot is free while the
 //! last claim came back full (a backlog), and otherwise sleeps until a notification, a
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::complete::{Finished, Message, Outcome};
 use super::{execute, lease, Backoff, Shared};
 use crate::claimed::{ClaimedTask, UnreadableRow};
-use crate::client::db_error;
+use crate::db;
 use crate::error::Result;
 use crate::settings::RetryColumns;
 
@@ -29,34 +29,26 @@ pub(crate) struct Claimed {
 /// Claims up to `limit` due tasks.
 async fn claim_batch(shared: &Shared, limit: usize) -> Result<Claimed> {
     let conn = shared.client.conn().await?;
-    let stmt = conn
-        .prepare_cached(&shared.client.sql().claim)
-        .await
-        .map_err(|e| db_error("cannot prepare the claim", e))?;
     let token: i64 = rand::random();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sent = Instant::now();
-    let rows = conn
-        .query(
-            &stmt,
-            &[
-                &shared.names,
-                &limit,
-                &shared.worker_id,
-                &token,
-                &shared.lease_ms(),
-            ],
-        )
-        .await
-        .map_err(|e| db_error("cannot claim tasks", e))?;
+    let rows = db::tasks::claim(
+        &conn,
+        shared.client.sql(),
+        &shared.names,
+        limit,
+        &shared.worker_id,
+        token,
+        shared.lease_ms(),
+    )
+    .await?;
     let mut claimed = Claimed {
         tasks: Vec::with_capacity(rows.len()),
         unreadable: Vec::new(),
         token,
     };
-    for row in &rows {
-        match ClaimedTask::from_row(row, token, sent) {
-            Ok((task, _)) => claimed.tasks.push(task),
+    for row in rows {
+        match row {
+            Ok(task) => claimed.tasks.push(task),
             Err(bad) => claimed.unreadable.push(bad),
         }
     }

@@ -345,7 +345,6 @@ pub(crate) struct Shared {
     control: Mutex<Option<Arc<tokio_postgres::Client>>>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
-    worker_sql: heartbeat::WorkerSql,
 }
 
 impl Shared {
@@ -358,7 +357,6 @@ impl Shared {
         stop: watch::Sender<bool>,
         completer: mpsc::Sender<complete::Message>,
     ) -> Arc<Shared> {
-        let worker_sql = heartbeat::WorkerSql::new(client.schema());
         Arc::new(Shared {
             client,
             registry,
@@ -375,7 +373,6 @@ impl Shared {
             control: Mutex::new(None),
             stop,
             completer,
-            worker_sql,
         })
     }
 

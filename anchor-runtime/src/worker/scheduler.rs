@@ -13,6 +13,7 @@ use tokio_postgres::Notification;
 
 use super::{Backoff, Shared};
 use crate::cron::{self, CronSql};
+use crate::db;
 
 /// The longest the scheduler sleeps without looking at the table: a safety net for a lost
 /// notification (e.g. while the LISTEN connection reconnects) or a worker without LISTEN.
@@ -48,7 +49,7 @@ impl LockedBackoff {
 /// Routes a notification from the worker's LISTEN connection: schedule changes wake the
 /// scheduler, everything else the producer.
 pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
-    if crate::cron::is_cron_channel(shared.client.schema(), notification.channel()) {
+    if db::notify::is_schedule_change(shared.client.sql(), notification.channel()) {
         shared.schedules_changed.notify_one();
     } else {
         shared.wake_producer();
