@@ -4,8 +4,6 @@
 
 use chrono::{DateTime, Utc};
 
-use tokio_postgres::Row;
-
 use crate::ids::{ScheduleId, TaskId};
 
 /// One durable schedule, as [`Client::schedules`](crate::Client::schedules) and
@@ -49,28 +47,4 @@ pub struct CronSchedule {
     /// `true`); see
     /// [`Client::set_schedule_overlap`](crate::Client::set_schedule_overlap).
     pub allow_overlap: bool,
-}
-
-/// Reads a row of `SCHEDULE_COLUMNS` (`cron/sql.rs`).
-impl CronSchedule {
-    pub(crate) fn from_row(row: &Row) -> CronSchedule {
-        CronSchedule {
-            id: row.get(0),
-            task_name: row.get(1),
-            key: row.get(2),
-            expression: row.get(3),
-            timezone: row.get(4),
-            payload: row.get(5),
-            next_fire_at: row.get(6),
-            last_tick_at: row.get(7),
-            last_task_id: row.get(8),
-            last_fired_at: row.get(9),
-            enabled: row.get(10),
-            disabled_reason: row.get(11),
-            disabled_detail: row.get(12),
-            created_at: row.get(13),
-            updated_at: row.get(14),
-            allow_overlap: row.get(15),
-        }
-    }
 }

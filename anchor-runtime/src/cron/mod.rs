@@ -9,22 +9,19 @@
 //!
 //! - `register.rs`: creating and updating schedules (worker start, `run_foo` on a cron task).
 //! - `fire.rs`: the due query, the occurrence insert and the next-tick computation.
-//! - `sql.rs`: the statements.
+//!
+//! Their statements are in `db/cron.rs`.
 
 mod fire;
 mod register;
-mod sql;
-
-use chrono::{DateTime, Utc};
 
 use crate::client::Client;
-use crate::db::db_error;
+use crate::db::{self, cron::reason};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schedule::CronSchedule;
 
 pub(crate) use fire::{disable_orphans, fire_due, next_due, BATCH};
 pub(crate) use register::register_at_start;
-pub(crate) use sql::CronSql;
 
 pub use crate::ids::ScheduleId;
 
@@ -35,24 +32,14 @@ pub const DEFAULT_SCHEDULE_KEY: &str = "default";
 impl Client {
     /// Every cron schedule, sorted by task name and key.
     pub async fn schedules(&self) -> Result<Vec<CronSchedule>> {
-        let sql = CronSql::new(self.schema());
         let conn = self.conn().await?;
-        let rows = conn
-            .query(&sql.list, &[])
-            .await
-            .map_err(|e| db_error("cannot list the cron schedules", e))?;
-        Ok(rows.iter().map(CronSchedule::from_row).collect())
+        db::cron::list(&conn, self.sql()).await
     }
 
     /// One cron schedule, or `None` when no schedule has that id.
     pub async fn get_schedule(&self, id: ScheduleId) -> Result<Option<CronSchedule>> {
-        let sql = CronSql::new(self.schema());
         let conn = self.conn().await?;
-        let row = conn
-            .query_opt(&sql.get, &[&id])
-            .await
-            .map_err(|e| db_error(&format!("cannot read cron schedule {id}"), e))?;
-        Ok(row.as_ref().map(CronSchedule::from_row))
+        db::cron::get(&conn, self.sql(), id).await
     }
 
     /// Stops a schedule from firing until [`Client::resume_schedule`] (or `run_foo` with the
@@ -84,13 +71,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn set_schedule_overlap(&self, id: ScheduleId, allow: bool) -> Result<()> {
-        let sql = CronSql::new(self.schema());
         let conn = self.conn().await?;
-        let updated = conn
-            .query_opt(&sql.set_overlap, &[&id, &allow])
-            .await
-            .map_err(|e| db_error(&format!("cannot update cron schedule {id}"), e))?;
-        if updated.is_none() {
+        if !db::cron::set_overlap(&conn, self.sql(), id, allow).await? {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no cron schedule with id {id}"),
@@ -100,42 +82,29 @@ impl Client {
     }
 
     async fn set_schedule_enabled(&self, id: ScheduleId, enabled: bool) -> Result<()> {
-        let sql = CronSql::new(self.schema());
+        let sql = self.sql();
         let mut conn = self.conn().await?;
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| db_error("cannot begin the schedule update", e))?;
-        let row = tx
-            .query_opt(&sql.lock_by_id, &[&id])
-            .await
-            .map_err(|e| db_error(&format!("cannot lock cron schedule {id}"), e))?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!("no cron schedule with id {id}"),
-                )
-            })?;
-        let expression: String = row.get(0);
-        let timezone: Option<String> = row.get(1);
-        let was_enabled: bool = row.get(2);
-        let now: DateTime<Utc> = row.get(3);
-        let next = if enabled && !was_enabled {
-            let schedule = register::parse_schedule("", &expression, timezone.as_deref())?;
-            Some(register::first_tick(&schedule, now, &expression)?)
+        let tx = db::begin(&mut conn, "cannot begin the schedule update").await?;
+        let state = db::cron::lock_by_id(&tx, sql, id).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no cron schedule with id {id}"),
+            )
+        })?;
+        let next = if enabled && !state.enabled {
+            let schedule =
+                register::parse_schedule("", &state.expression, state.timezone.as_deref())?;
+            Some(register::first_tick(
+                &schedule,
+                state.now,
+                &state.expression,
+            )?)
         } else {
             None
         };
-        let reason = (!enabled).then_some(sql::reason::PAUSED);
-        tx.execute(&sql.set_enabled, &[&id, &enabled, &reason, &next])
-            .await
-            .map_err(|e| db_error(&format!("cannot update cron schedule {id}"), e))?;
-        tx.execute(&sql.notify, &[&sql.channel])
-            .await
-            .map_err(|e| db_error("cannot queue the schedule-change notification", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| db_error(&format!("cannot commit the update of schedule {id}"), e))?;
-        Ok(())
+        let reason = (!enabled).then_some(reason::PAUSED);
+        db::cron::set_enabled(&tx, sql, id, enabled, reason, next).await?;
+        db::notify::schedules_changed(&*tx, sql).await?;
+        db::commit(tx, &format!("cannot commit the update of schedule {id}")).await
     }
 }

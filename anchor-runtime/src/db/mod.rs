@@ -17,6 +17,7 @@
 //! other client, such as a caller's own transaction or the worker's control connection,
 //! takes `&impl tokio_postgres::GenericClient` or `&tokio_postgres::Client`.
 
+pub(crate) mod cron;
 pub(crate) mod notify;
 pub(crate) mod schema;
 pub(crate) mod tasks;
@@ -49,6 +50,8 @@ pub(crate) const CONTROL_TAG: &str = "/* anchor worker control */ ";
 pub(crate) struct Sql {
     /// The `tasks` table: inserts, the claim, outcomes, leases, rescue, inspection.
     pub tasks: tasks::TaskSql,
+    /// `cron_schedules`: registration, firing, pausing, reading.
+    pub cron: cron::CronSql,
     /// `workers` and `task_definitions`: heartbeats, the unregistered-name note, stored
     /// definitions.
     pub workers: workers::WorkerSql,
@@ -63,6 +66,7 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         Sql {
             tasks: tasks::TaskSql::new(schema),
+            cron: cron::CronSql::new(schema),
             workers: workers::WorkerSql::new(schema),
             notify: notify::NotifySql::new(schema),
             schema: schema::SchemaSql::new(schema),

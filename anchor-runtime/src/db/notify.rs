@@ -2,6 +2,8 @@
 //! and `<schema>_cron`, on which schedulers re-plan when schedules change; the `LISTEN` a
 //! worker's listener sends and the `pg_notify` the application side sends.
 
+use tokio_postgres::GenericClient;
+
 use super::{db_error, quote_ident, Caching, Sql, CONTROL_TAG};
 use crate::error::Result;
 
@@ -62,5 +64,14 @@ pub(crate) async fn wake_workers(conn: &impl Caching, channel: &str) -> Result<(
     conn.execute(&stmt, &[&channel])
         .await
         .map_err(|e| db_error("cannot send the wake-up notification", e))?;
+    Ok(())
+}
+
+/// Queues the schedule-change notification in the transaction `conn` is in; Postgres
+/// delivers it when the transaction commits, so sleeping schedulers re-plan then.
+pub(crate) async fn schedules_changed(conn: &impl GenericClient, sql: &Sql) -> Result<()> {
+    conn.execute(NOTIFY, &[&sql.notify.cron_channel])
+        .await
+        .map_err(|e| db_error("cannot queue the schedule-change notification", e))?;
     Ok(())
 }
