@@ -7,9 +7,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 
 use crate::connect::{connection_hint, ConnectOptions};
+use crate::db::Sql;
 use crate::error::{Error, ErrorKind, Result};
 use crate::notify::Notifier;
-use crate::sql::Sql;
 
 /// The schema the runtime uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "anchor";
@@ -151,10 +151,7 @@ impl Client {
     /// readiness probe.
     pub async fn ping(&self) -> Result<()> {
         let conn = self.conn().await?;
-        conn.simple_query("")
-            .await
-            .map_err(|err| db_error("the database did not answer", err))?;
-        Ok(())
+        crate::db::ping(&conn).await
     }
 
     /// The connection pool, e.g. to open the transaction for
@@ -175,7 +172,7 @@ impl Client {
         config_error: Option<String>,
     ) -> Client {
         let sql = Sql::new(&schema);
-        let notifier = Notifier::new(pool.clone(), sql.channel.clone());
+        let notifier = Notifier::new(pool.clone(), sql.notify.tasks_channel.clone());
         Client {
             inner: Arc::new(ClientInner {
                 pool,
@@ -285,21 +282,6 @@ impl Client {
             }
         }
     }
-}
-
-/// Maps a database error with context.
-pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
-    // An undefined table or schema means the migrations have not run.
-    if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
-        || err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
-    {
-        return Error::with_source(
-            ErrorKind::Schema,
-            format!("{context}: the task tables are missing; run `anchor migrate` (or anchor_runtime::migrate)"),
-            err,
-        );
-    }
-    Error::with_source(ErrorKind::Database, context.to_string(), err)
 }
 
 #[cfg(test)]

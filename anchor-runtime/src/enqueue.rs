@@ -5,13 +5,15 @@
 //! existing row's id — repeated, because the conflicting row can vanish (be cancelled)
 //! between the two statements.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{GenericClient, Statement};
+use tokio_postgres::GenericClient;
 
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::tasks::Insert;
+use crate::db::{self, Sql};
 use crate::definition::{TaskDefinition, TaskParameters};
 use crate::dispatch::ReservedSlot;
 use crate::error::{Error, ErrorKind, Result};
@@ -218,85 +220,23 @@ impl Inserted {
     }
 }
 
-/// The insert statement [`insert_one`] runs: prepared (and cached) on a pooled connection,
-/// or sent unprepared with its parameter types, on a caller's transaction that cannot cache
-/// statements (one round trip instead of a prepare and an execute).
-#[derive(Clone, Copy)]
-pub(crate) enum Insert<'a> {
-    Prepared(&'a Statement),
-    /// One of the `Sql::insert*` texts; `with_channel` when it takes the notification
-    /// channel after the common parameters (`insert_notify`).
-    Typed {
-        sql: &'a str,
-        with_channel: bool,
-    },
-}
-
-/// The types of the common insert parameters, in order (see [`insert_one`]).
-const INSERT_TYPES: [Type; 12] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8_ARRAY,
-    Type::BOOL,
-    Type::INT4,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT4,
-];
-
-/// Inserts one task through any client or transaction (or, for a unique tag that exists,
-/// finds the existing task). `insert` is one of the `Sql::insert*` statements: `extra` are
-/// the parameters it takes after the eleven common ones (`insert_notify`: the channel,
-/// whose notification is delivered when the statement's transaction commits and only if a
-/// row was inserted; `insert_running`: the lease).
-pub(crate) async fn insert_one<C: GenericClient>(
+/// Inserts one task (or, for a unique tag that exists, finds the existing task) through
+/// `conn`, any client or transaction; `insert` runs one of the `db::tasks` inserts and
+/// returns the new id, or `None` when the tag was taken.
+pub(crate) async fn insert_one<C, F, Fut>(
     conn: &C,
-    insert: Insert<'_>,
-    sql_select_by_tag: &str,
+    sql: &Sql,
     task: &NewTask,
-    payload: &str,
-    extra: &[&(dyn ToSql + Sync)],
-) -> Result<Inserted> {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &task.name,
-        &payload,
-        &task.run_at,
-        &task.delay_ms,
-        &task.timeout_ms,
-        &task.retry.intervals_ms,
-        &task.retry.always,
-        &task.retry.max_retries,
-        &task.on_failed,
-        &task.unique_tag,
-        &task.parent_id,
-        &task.max_rescues,
-    ];
-    params.extend_from_slice(extra);
-    let typed: Vec<(&(dyn ToSql + Sync), Type)> = match insert {
-        Insert::Prepared(_) => Vec::new(),
-        Insert::Typed { with_channel, .. } => {
-            let mut types = INSERT_TYPES.to_vec();
-            if with_channel {
-                types.push(Type::TEXT);
-            }
-            params.iter().copied().zip(types).collect()
-        }
-    };
+    insert: F,
+) -> Result<Inserted>
+where
+    C: GenericClient,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<TaskId>>>,
+{
     for _ in 0..TAG_ATTEMPTS {
-        let row = match insert {
-            Insert::Prepared(statement) => conn.query_opt(statement, &params).await,
-            Insert::Typed { sql, .. } => conn
-                .query_typed(sql, &typed)
-                .await
-                .map(|rows| rows.into_iter().next()),
-        }
-        .map_err(|e| db_error(&format!("cannot enqueue task {}", task.name), e))?;
-        if let Some(row) = row {
-            return Ok(Inserted::New(row.get(0)));
+        if let Some(id) = insert().await? {
+            return Ok(Inserted::New(id));
         }
         // Nothing inserted: the tag is taken. Read the holder's id; if it has just been
         // cancelled, the next insert succeeds.
@@ -306,12 +246,8 @@ pub(crate) async fn insert_one<C: GenericClient>(
                 format!("enqueue of task {} inserted no row", task.name),
             ));
         };
-        let existing = conn
-            .query_opt(sql_select_by_tag, &[tag])
-            .await
-            .map_err(|e| db_error(&format!("cannot look up unique tag `{tag}`"), e))?;
-        if let Some(row) = existing {
-            return Ok(Inserted::Existing(row.get(0)));
+        if let Some(id) = db::tasks::tag_holder(conn, sql, tag).await? {
+            return Ok(Inserted::Existing(id));
         }
     }
     Err(Error::new(
@@ -372,28 +308,14 @@ impl Client {
         // queued by the insert itself (one round trip, delivered on commit); otherwise the
         // debounced notifier covers it, so bursts of enqueues send few notifications.
         let inline = due && self.inner.notifier.try_inline();
-        let insert = conn
-            .prepare_cached(if inline {
-                &sql.insert_notify
-            } else {
-                &sql.insert
-            })
-            .await
-            .map_err(|e| db_error("cannot prepare the task insert", e))?;
-        let channel: &(dyn ToSql + Sync) = &sql.channel;
-        let extra = if inline {
-            std::slice::from_ref(&channel)
+        let how = if inline {
+            Insert::PendingNotify
         } else {
-            &[]
+            Insert::Pending
         };
-        let id = insert_one(
-            &**conn,
-            Insert::Prepared(&insert),
-            &sql.select_by_tag,
-            &task,
-            &payload,
-            extra,
-        )
+        let id = insert_one(&**conn, sql, &task, || {
+            db::tasks::insert(&conn, sql, how, &task, &payload)
+        })
         .await?
         .id();
         if due {
@@ -417,22 +339,16 @@ impl Client {
     ) -> Result<TaskId> {
         let conn = self.conn().await?;
         let sql = self.sql();
-        let insert = conn
-            .prepare_cached(&sql.insert_running)
-            .await
-            .map_err(|e| db_error("cannot prepare the task insert", e))?;
         let token: i64 = rand::random();
-        let owner = slot.worker_id();
-        let lease_ms = slot.lease_ms();
+        let how = Insert::Running {
+            owner: slot.worker_id(),
+            token,
+            lease_ms: slot.lease_ms(),
+        };
         let sent = std::time::Instant::now();
-        let inserted = insert_one(
-            &**conn,
-            Insert::Prepared(&insert),
-            &sql.select_by_tag,
-            &task,
-            &payload,
-            &[&owner, &token, &lease_ms],
-        )
+        let inserted = insert_one(&**conn, sql, &task, || {
+            db::tasks::insert(&conn, sql, how, &task, &payload)
+        })
         .await?;
         drop(conn);
         let Inserted::New(id) = inserted else {
@@ -462,20 +378,16 @@ impl Client {
         let sql = self.sql();
         // The notification rides on the insert; Postgres delivers it on commit (once per
         // transaction however many tasks it enqueues).
-        let due = task.due_now();
-        let insert = Insert::Typed {
-            sql: if due { &sql.insert_notify } else { &sql.insert },
-            with_channel: due,
-        };
-        let channel: &(dyn ToSql + Sync) = &sql.channel;
-        let extra = if due {
-            std::slice::from_ref(&channel)
+        let how = if task.due_now() {
+            Insert::PendingNotify
         } else {
-            &[]
+            Insert::Pending
         };
-        insert_one(tx, insert, &sql.select_by_tag, &task, &payload, extra)
-            .await
-            .map(Inserted::id)
+        insert_one(tx, sql, &task, || {
+            db::tasks::insert_typed(tx, sql, how, &task, &payload)
+        })
+        .await
+        .map(Inserted::id)
     }
 
     /// [`Client::enqueue`] with the definition taken from the parameters' type (see
@@ -532,37 +444,7 @@ impl Client {
             .map(|p| payload_text(def.name, p))
             .collect::<Result<Vec<_>>>()?;
         let conn = self.conn().await?;
-        let stmt = conn
-            .prepare_cached(&self.sql().insert_many)
-            .await
-            .map_err(|e| db_error("cannot prepare the bulk insert", e))?;
-        let rows = conn
-            .query(
-                &stmt,
-                &[
-                    &task.name,
-                    &payloads,
-                    &task.run_at,
-                    &task.delay_ms,
-                    &task.timeout_ms,
-                    &task.retry.intervals_ms,
-                    &task.retry.always,
-                    &task.retry.max_retries,
-                    &task.on_failed,
-                    &task.max_rescues,
-                ],
-            )
-            .await
-            .map_err(|e| {
-                db_error(
-                    &format!("cannot enqueue {} tasks of {}", params.len(), def.name),
-                    e,
-                )
-            })?;
-        // Identity values are drawn in the order the rows are inserted, which is the order of
-        // the array; RETURNING does not promise an order, so sort.
-        let mut ids: Vec<TaskId> = rows.iter().map(|r| r.get(0)).collect();
-        ids.sort_unstable();
+        let ids = db::tasks::insert_many(&conn, self.sql(), &task, &payloads).await?;
         if task.due_now() {
             self.inner.local_workers.wake();
             self.inner.notifier.poke();

@@ -41,9 +41,11 @@
 //! ```
 #![warn(missing_docs)]
 
+mod claimed;
 mod client;
 mod connect;
 mod cron;
+mod db;
 mod definition;
 mod dispatch;
 mod enqueue;
@@ -53,24 +55,26 @@ mod inspect;
 mod migrate;
 mod notify;
 mod overrides;
+mod record;
 mod registry;
 mod retention;
+mod schedule;
 mod settings;
-mod sql;
 mod statements;
 mod task;
 mod worker;
 
 pub use client::{Client, DEFAULT_SCHEMA};
 pub use connect::{ConnectOptions, TlsConnector, DEFAULT_POOL_SIZE};
-pub use cron::{CronSchedule, ScheduleId, DEFAULT_SCHEDULE_KEY};
+pub use cron::{ScheduleId, DEFAULT_SCHEDULE_KEY};
 pub use definition::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 pub use error::{Error, ErrorKind, Result};
-pub use inspect::{ErrorRecord, TaskRecord, TaskStatus};
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use overrides::TaskOverride;
+pub use record::{ErrorRecord, TaskRecord, TaskStatus};
 pub use registry::Registry;
 pub use retention::RetentionConfig;
+pub use schedule::CronSchedule;
 #[doc(hidden)]
 pub use statements::Statements;
 pub use task::{BoxError, TaskContext, TaskError, TaskId};

@@ -6,11 +6,12 @@
 //! keyed by the schema name, so processes starting at once apply each migration exactly
 //! once: the first applies, the others wait and then find nothing to do. The files use
 //! unqualified names; the runner sets `search_path` to the target schema for the
-//! transaction, so one file serves any schema name.
+//! transaction, so one file serves any schema name. The statements that do this are in
+//! `db/schema.rs`.
 
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sql::quote_ident;
 
 /// One embedded migration.
 #[derive(Debug, Clone, Copy)]
@@ -75,38 +76,12 @@ pub struct MigrationReport {
 /// from several processes at once.
 pub async fn migrate(client: &Client) -> Result<MigrationReport> {
     let schema = client.schema().to_string();
+    let sql = client.sql();
     let mut conn = client.conn().await?;
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| db_error("cannot begin the migration transaction", e))?;
-    let q = quote_ident(&schema);
-    // The lock key is derived from the schema name, so migrations of different schemas in
-    // one database do not wait for each other.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('anchor.migrate.' || $1::text, 0))",
-        &[&schema],
-    )
-    .await
-    .map_err(|e| db_error("cannot take the migration lock", e))?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {q}; \
-         SET LOCAL search_path TO {q}; \
-         CREATE TABLE IF NOT EXISTS {q}.schema_migrations ( \
-             version integer PRIMARY KEY, \
-             name text NOT NULL, \
-             applied_at timestamptz NOT NULL DEFAULT now())"
-    ))
-    .await
-    .map_err(|e| db_error(&format!("cannot prepare schema {schema}"), e))?;
-    let current: i32 = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {q}.schema_migrations"),
-            &[],
-        )
-        .await
-        .map_err(|e| db_error("cannot read the schema version", e))?
-        .get(0);
+    let tx = db::begin(&mut conn, "cannot begin the migration transaction").await?;
+    db::schema::lock(&tx, sql).await?;
+    db::schema::prepare(&tx, sql).await?;
+    let current = db::schema::version(&tx, sql).await?;
     if current > SCHEMA_VERSION {
         return Err(Error::new(
             ErrorKind::Schema,
@@ -118,26 +93,10 @@ pub async fn migrate(client: &Client) -> Result<MigrationReport> {
     }
     let mut applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tx.batch_execute(m.sql).await.map_err(|e| {
-            db_error(
-                &format!(
-                    "migration V{}__{} failed in schema {schema}",
-                    m.version, m.name
-                ),
-                e,
-            )
-        })?;
-        tx.execute(
-            &format!("INSERT INTO {q}.schema_migrations (version, name) VALUES ($1, $2)"),
-            &[&m.version, &m.name],
-        )
-        .await
-        .map_err(|e| db_error("cannot record the migration", e))?;
+        db::schema::apply(&tx, sql, m.version, m.name, m.sql).await?;
         applied.push(m.version);
     }
-    tx.commit()
-        .await
-        .map_err(|e| db_error("cannot commit the migrations", e))?;
+    db::commit(tx, "cannot commit the migrations").await?;
     if !applied.is_empty() {
         tracing::info!(schema = %schema, ?applied, "migrations applied");
     }
@@ -151,11 +110,7 @@ pub async fn migrate(client: &Client) -> Result<MigrationReport> {
 /// Checks that the client's schema is at the version this runtime needs.
 pub async fn check_schema(client: &Client) -> Result<()> {
     let conn = client.conn().await?;
-    let version: i32 = conn
-        .query_one(&client.sql().schema_version, &[])
-        .await
-        .map_err(|e| db_error("cannot read the schema version", e))?
-        .get(0);
+    let version = db::schema::version(&conn, client.sql()).await?;
     if version < SCHEMA_VERSION {
         return Err(Error::new(
             ErrorKind::Schema,

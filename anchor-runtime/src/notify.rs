@@ -99,7 +99,6 @@ async fn run_notifier(
 
 async fn send_notify(pool: &Pool, channel: &str) -> Result<(), Box<dyn std::error::Error>> {
     let conn = pool.get().await?;
-    let stmt = conn.prepare_cached("SELECT pg_notify($1, '')").await?;
-    conn.execute(&stmt, &[&channel]).await?;
+    crate::db::notify::wake_workers(&conn, channel).await?;
     Ok(())
 }

@@ -14,9 +14,10 @@
 
 use std::time::Duration;
 
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::db_error;
+use crate::db::{quote_ident, status};
 use crate::error::Result;
-use crate::sql::{quote_ident, status};
 
 /// How long finished tasks are kept, and how the pruning runs. Build it from
 /// [`RetentionConfig::default`] and the `with_*` setters.

@@ -30,12 +30,12 @@ impl Client {
     pub fn statements(&self) -> Statements {
         let sql = self.sql();
         Statements {
-            claim: sql.claim.clone(),
-            set_outcomes: sql.set_outcomes.clone(),
-            rescue_select: sql.rescue_select.clone(),
-            renew: sql.renew.clone(),
-            lease_held: sql.lease_held.clone(),
-            release: sql.release.clone(),
+            claim: sql.tasks.claim.clone(),
+            set_outcomes: sql.tasks.set_outcomes.clone(),
+            rescue_select: sql.tasks.rescue_select.clone(),
+            renew: sql.tasks.renew.clone(),
+            lease_held: sql.tasks.lease_held.clone(),
+            release: sql.tasks.release.clone(),
             prune_completed: crate::retention::prune_completed_sql(self.schema()),
         }
     }

@@ -9,13 +9,11 @@ use chrono::{DateTime, Utc};
 use anchor_core::cron::Schedule;
 
 use super::register::parse_schedule;
-use super::sql::{reason, CronSql};
-use super::ScheduleId;
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::{self, cron::Unusable};
 use crate::enqueue::resolve;
 use crate::error::Result;
 use crate::registry::Registry;
-use crate::task::TaskId;
 
 /// The most schedules one round fires (the next round follows at once when it was full).
 pub(crate) const BATCH: i64 = 100;
@@ -49,60 +47,41 @@ pub(crate) struct Round {
 /// Fires every due schedule of the tasks in `names` (at most [`BATCH`]) in one transaction.
 pub(crate) async fn fire_due(
     client: &Client,
-    sql: &CronSql,
     registry: &Registry,
     names: &[String],
     worker_id: &str,
 ) -> Result<Round> {
+    let sql = client.sql();
     let mut conn = client.conn().await?;
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| db_error("cannot begin the cron round", e))?;
-    let rows = tx
-        .query(&sql.due, &[&names, &BATCH])
-        .await
-        .map_err(|e| db_error("cannot read the due cron schedules", e))?;
+    let tx = db::begin(&mut conn, "cannot begin the cron round").await?;
+    let due = db::cron::lock_due(&tx, sql, names, BATCH).await?;
     let mut round = Round {
-        locked: rows.len(),
+        locked: due.len(),
         fired: 0,
     };
-    if rows.is_empty() {
+    if due.is_empty() {
         // Nothing locked; ending the transaction either way is the same.
         return Ok(round);
     }
-    let insert = tx
-        .prepare_cached(&sql.insert_occurrence)
-        .await
-        .map_err(|e| db_error("cannot prepare the occurrence insert", e))?;
-    for row in &rows {
-        let id: ScheduleId = row.get(0);
-        let task_name: String = row.get(1);
-        let key: String = row.get(2);
-        let expression: String = row.get(3);
-        let timezone: Option<String> = row.get(4);
-        let payload: String = row.get(5);
-        let tick: DateTime<Utc> = row.get(6);
-        let now: DateTime<Utc> = row.get(7);
-        let may_fire: bool = row.get(8);
+    for row in &due {
+        let (id, task_name, tick, now) = (row.id, &row.task_name, row.tick, row.now);
+        let expression = &row.expression;
         let disable = |detail: String| {
             tracing::error!(
                 worker = %worker_id,
                 schedule.id = %id,
                 task = %task_name,
-                key = %key,
+                key = %row.key,
                 error = %detail,
                 "cron schedule disabled"
             );
             detail
         };
-        let schedule = match parse_schedule(&task_name, &expression, timezone.as_deref()) {
+        let schedule = match parse_schedule(task_name, expression, row.timezone.as_deref()) {
             Ok(schedule) => schedule,
             Err(err) => {
                 let detail = disable(format!("{err} (worker {worker_id})"));
-                tx.execute(&sql.disable, &[&id, &reason::INVALID, &detail])
-                    .await
-                    .map_err(|e| db_error("cannot disable an invalid cron schedule", e))?;
+                db::cron::disable_invalid(&tx, sql, id, Unusable::Expression, &detail).await?;
                 continue;
             }
         };
@@ -110,30 +89,24 @@ pub(crate) async fn fire_due(
             let detail = disable(format!(
                 "cron expression `{expression}` has no fire time after {now}"
             ));
-            tx.execute(&sql.disable, &[&id, &reason::INVALID, &detail])
-                .await
-                .map_err(|e| db_error("cannot disable an exhausted cron schedule", e))?;
+            db::cron::disable_invalid(&tx, sql, id, Unusable::Exhausted, &detail).await?;
             continue;
         };
         // The due query only returns tasks this worker has handlers for, so the definition
         // is known; the occurrence carries its current retry policy, timeout and onFailed.
-        let Some(def) = registry.definition(&task_name) else {
+        let Some(def) = registry.definition(task_name) else {
             continue;
         };
         let task = match resolve(def, &[]) {
             Ok(task) => task,
             Err(err) => {
                 let detail = disable(format!("{err} (worker {worker_id})"));
-                tx.execute(&sql.disable, &[&id, &reason::INVALID, &detail])
-                    .await
-                    .map_err(|e| db_error("cannot disable a cron schedule", e))?;
+                db::cron::disable_invalid(&tx, sql, id, Unusable::Definition, &detail).await?;
                 continue;
             }
         };
-        if !may_fire {
-            tx.execute(&sql.skip, &[&id, &next])
-                .await
-                .map_err(|e| db_error("cannot advance the cron schedule", e))?;
+        if !row.may_fire {
+            db::cron::skip(&tx, sql, id, next).await?;
             tracing::info!(
                 worker = %worker_id,
                 schedule.id = %id,
@@ -145,28 +118,9 @@ pub(crate) async fn fire_due(
             continue;
         }
         let missed = schedule.next_after(tick).is_some_and(|t| t <= now);
-        let occurrence: Option<TaskId> = tx
-            .query_opt(
-                &insert,
-                &[
-                    &task.name,
-                    &payload,
-                    &task.timeout_ms,
-                    &task.retry.intervals_ms,
-                    &task.retry.always,
-                    &task.retry.max_retries,
-                    &task.on_failed,
-                    &id,
-                    &tick,
-                    &task.max_rescues,
-                ],
-            )
-            .await
-            .map_err(|e| db_error(&format!("cannot enqueue the occurrence of {task_name}"), e))?
-            .map(|r| r.get(0));
-        tx.execute(&sql.advance, &[&id, &next, &tick, &occurrence])
-            .await
-            .map_err(|e| db_error("cannot advance the cron schedule", e))?;
+        let occurrence =
+            db::cron::insert_occurrence(&tx, sql, &task, &row.payload, id, tick).await?;
+        db::cron::advance(&tx, sql, id, next, tick, occurrence).await?;
         match occurrence {
             Some(task_id) => {
                 round.fired += 1;
@@ -200,38 +154,21 @@ pub(crate) async fn fire_due(
             ),
         }
     }
-    tx.commit()
-        .await
-        .map_err(|e| db_error("cannot commit the cron round", e))?;
+    db::commit(tx, "cannot commit the cron round").await?;
     Ok(round)
 }
 
 /// How long until the earliest tick of the tasks in `names`, by the database's clock; `None`
 /// when they have no enabled schedule.
-pub(crate) async fn next_due(
-    client: &Client,
-    sql: &CronSql,
-    names: &[String],
-) -> Result<Option<Duration>> {
+pub(crate) async fn next_due(client: &Client, names: &[String]) -> Result<Option<Duration>> {
     let conn = client.conn().await?;
-    let stmt = conn
-        .prepare_cached(&sql.next_due_ms)
-        .await
-        .map_err(|e| db_error("cannot prepare the next-tick query", e))?;
-    let ms: Option<f64> = conn
-        .query_one(&stmt, &[&names])
-        .await
-        .map_err(|e| db_error("cannot read the next cron tick", e))?
-        .get(0);
-    // Round up so the scheduler wakes at or just after the tick, never just before it.
-    Ok(ms.map(|ms| Duration::from_micros((ms.max(0.0) * 1000.0).ceil() as u64)))
+    db::cron::next_due(&conn, client.sql(), names).await
 }
 
 /// Disables enabled schedules overdue by more than [`ORPHAN_AFTER`] whose task this worker
 /// does not run (see `docs/cron.md`, "Removed tasks"); returns how many.
 pub(crate) async fn disable_orphans(
     client: &Client,
-    sql: &CronSql,
     names: &[String],
     worker_id: &str,
 ) -> Result<usize> {
@@ -242,24 +179,18 @@ pub(crate) async fn disable_orphans(
          task; a worker that runs the task enables it again when it starts",
         ORPHAN_AFTER.as_secs()
     );
-    let rows = conn
-        .query(&sql.disable_orphans, &[&names, &after_ms, &detail])
-        .await
-        .map_err(|e| db_error("cannot disable orphaned cron schedules", e))?;
-    for row in &rows {
-        let id: ScheduleId = row.get(0);
-        let task: String = row.get(1);
-        let key: String = row.get(2);
+    let disabled = db::cron::disable_orphans(&conn, client.sql(), names, after_ms, &detail).await?;
+    for schedule in &disabled {
         tracing::warn!(
             worker = %worker_id,
-            schedule.id = %id,
-            task = %task,
-            key = %key,
+            schedule.id = %schedule.id,
+            task = %schedule.task,
+            key = %schedule.key,
             "cron schedule disabled: no running worker has its task registered (removed from \
              tasks.yaml, or its cronjob removed?)"
         );
     }
-    Ok(rows.len())
+    Ok(disabled.len())
 }
 
 #[cfg(test)]

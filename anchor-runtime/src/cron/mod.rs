@@ -9,22 +9,19 @@
 //!
 //! - `register.rs`: creating and updating schedules (worker start, `run_foo` on a cron task).
 //! - `fire.rs`: the due query, the occurrence insert and the next-tick computation.
-//! - `sql.rs`: the statements.
+//!
+//! Their statements are in `db/cron.rs`.
 
 mod fire;
 mod register;
-mod sql;
 
-use chrono::{DateTime, Utc};
-use tokio_postgres::Row;
-
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::{self, cron::reason};
 use crate::error::{Error, ErrorKind, Result};
-use crate::task::TaskId;
+use crate::schedule::CronSchedule;
 
 pub(crate) use fire::{disable_orphans, fire_due, next_due, BATCH};
 pub(crate) use register::register_at_start;
-pub(crate) use sql::{is_cron_channel, listen_statement, CronSql};
 
 pub use crate::ids::ScheduleId;
 
@@ -32,90 +29,17 @@ pub use crate::ids::ScheduleId;
 /// defaults.
 pub const DEFAULT_SCHEDULE_KEY: &str = "default";
 
-/// One durable schedule, as [`Client::schedules`] and [`Client::get_schedule`] read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CronSchedule {
-    /// The schedule's id (negative; see [`ScheduleId`]).
-    pub id: ScheduleId,
-    /// The task each tick enqueues.
-    pub task_name: String,
-    /// [`DEFAULT_SCHEDULE_KEY`], the unique tag given to `run_foo`, or `params-<md5>` of the
-    /// parameters given to `run_foo`.
-    pub key: String,
-    /// The cron expression (5 fields, or 6 with seconds first).
-    pub expression: String,
-    /// The IANA time zone the expression runs on; `None` for UTC.
-    pub timezone: Option<String>,
-    /// The parameters every occurrence gets.
-    pub payload: serde_json::Value,
-    /// The next tick to fire.
-    pub next_fire_at: DateTime<Utc>,
-    /// The tick the last occurrence was enqueued for.
-    pub last_tick_at: Option<DateTime<Utc>>,
-    /// The last occurrence's task id.
-    pub last_task_id: Option<TaskId>,
-    /// When the last occurrence was enqueued (database time).
-    pub last_fired_at: Option<DateTime<Utc>>,
-    /// Whether ticks fire.
-    pub enabled: bool,
-    /// Why the schedule is disabled: `orphaned` (no running worker runs its task), `paused`
-    /// ([`Client::pause_schedule`]) or `invalid` (its expression cannot be evaluated).
-    pub disabled_reason: Option<String>,
-    /// Detail for the reason, e.g. the parse error or the worker that disabled it.
-    pub disabled_detail: Option<String>,
-    /// When the schedule was registered.
-    pub created_at: DateTime<Utc>,
-    /// When the schedule last changed (including each fire).
-    pub updated_at: DateTime<Utc>,
-    /// Whether a tick fires while the last occurrence is still pending or running (default
-    /// `true`); see [`Client::set_schedule_overlap`].
-    pub allow_overlap: bool,
-}
-
-impl CronSchedule {
-    fn from_row(row: &Row) -> CronSchedule {
-        CronSchedule {
-            id: row.get(0),
-            task_name: row.get(1),
-            key: row.get(2),
-            expression: row.get(3),
-            timezone: row.get(4),
-            payload: row.get(5),
-            next_fire_at: row.get(6),
-            last_tick_at: row.get(7),
-            last_task_id: row.get(8),
-            last_fired_at: row.get(9),
-            enabled: row.get(10),
-            disabled_reason: row.get(11),
-            disabled_detail: row.get(12),
-            created_at: row.get(13),
-            updated_at: row.get(14),
-            allow_overlap: row.get(15),
-        }
-    }
-}
-
 impl Client {
     /// Every cron schedule, sorted by task name and key.
     pub async fn schedules(&self) -> Result<Vec<CronSchedule>> {
-        let sql = CronSql::new(self.schema());
         let conn = self.conn().await?;
-        let rows = conn
-            .query(&sql.list, &[])
-            .await
-            .map_err(|e| db_error("cannot list the cron schedules", e))?;
-        Ok(rows.iter().map(CronSchedule::from_row).collect())
+        db::cron::list(&conn, self.sql()).await
     }
 
     /// One cron schedule, or `None` when no schedule has that id.
     pub async fn get_schedule(&self, id: ScheduleId) -> Result<Option<CronSchedule>> {
-        let sql = CronSql::new(self.schema());
         let conn = self.conn().await?;
-        let row = conn
-            .query_opt(&sql.get, &[&id])
-            .await
-            .map_err(|e| db_error(&format!("cannot read cron schedule {id}"), e))?;
-        Ok(row.as_ref().map(CronSchedule::from_row))
+        db::cron::get(&conn, self.sql(), id).await
     }
 
     /// Stops a schedule from firing until [`Client::resume_schedule`] (or `run_foo` with the
@@ -147,13 +71,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn set_schedule_overlap(&self, id: ScheduleId, allow: bool) -> Result<()> {
-        let sql = CronSql::new(self.schema());
         let conn = self.conn().await?;
-        let updated = conn
-            .query_opt(&sql.set_overlap, &[&id, &allow])
-            .await
-            .map_err(|e| db_error(&format!("cannot update cron schedule {id}"), e))?;
-        if updated.is_none() {
+        if !db::cron::set_overlap(&conn, self.sql(), id, allow).await? {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no cron schedule with id {id}"),
@@ -163,42 +82,29 @@ impl Client {
     }
 
     async fn set_schedule_enabled(&self, id: ScheduleId, enabled: bool) -> Result<()> {
-        let sql = CronSql::new(self.schema());
+        let sql = self.sql();
         let mut conn = self.conn().await?;
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| db_error("cannot begin the schedule update", e))?;
-        let row = tx
-            .query_opt(&sql.lock_by_id, &[&id])
-            .await
-            .map_err(|e| db_error(&format!("cannot lock cron schedule {id}"), e))?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!("no cron schedule with id {id}"),
-                )
-            })?;
-        let expression: String = row.get(0);
-        let timezone: Option<String> = row.get(1);
-        let was_enabled: bool = row.get(2);
-        let now: DateTime<Utc> = row.get(3);
-        let next = if enabled && !was_enabled {
-            let schedule = register::parse_schedule("", &expression, timezone.as_deref())?;
-            Some(register::first_tick(&schedule, now, &expression)?)
+        let tx = db::begin(&mut conn, "cannot begin the schedule update").await?;
+        let state = db::cron::lock_by_id(&tx, sql, id).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no cron schedule with id {id}"),
+            )
+        })?;
+        let next = if enabled && !state.enabled {
+            let schedule =
+                register::parse_schedule("", &state.expression, state.timezone.as_deref())?;
+            Some(register::first_tick(
+                &schedule,
+                state.now,
+                &state.expression,
+            )?)
         } else {
             None
         };
-        let reason = (!enabled).then_some(sql::reason::PAUSED);
-        tx.execute(&sql.set_enabled, &[&id, &enabled, &reason, &next])
-            .await
-            .map_err(|e| db_error(&format!("cannot update cron schedule {id}"), e))?;
-        tx.execute(&sql.notify, &[&sql.channel])
-            .await
-            .map_err(|e| db_error("cannot queue the schedule-change notification", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| db_error(&format!("cannot commit the update of schedule {id}"), e))?;
-        Ok(())
+        let reason = (!enabled).then_some(reason::PAUSED);
+        db::cron::set_enabled(&tx, sql, id, enabled, reason, next).await?;
+        db::notify::schedules_changed(&*tx, sql).await?;
+        db::commit(tx, &format!("cannot commit the update of schedule {id}")).await
     }
 }

@@ -11,9 +11,10 @@ use tokio_postgres::{GenericClient, Transaction};
 
 use anchor_core::cron::Schedule;
 
-use super::sql::{reason, CronSql};
 use super::{ScheduleId, DEFAULT_SCHEDULE_KEY};
-use crate::client::{db_error, Client};
+use crate::client::Client;
+use crate::db::cron::{reason, Wanted};
+use crate::db::{self, Sql};
 use crate::definition::TaskDefinition;
 use crate::error::{Error, ErrorKind, Result};
 use crate::overrides::{OverrideKind, TaskOverride};
@@ -33,15 +34,6 @@ pub(crate) enum Upserted {
     Created,
     Updated,
     Unchanged,
-}
-
-/// The schedule a caller wants.
-struct Wanted<'a> {
-    task_name: &'a str,
-    key: &'a str,
-    expression: &'a str,
-    timezone: Option<&'a str>,
-    payload: &'a str,
 }
 
 /// Parses a stored or defined expression with anchor-core's matcher (the code `anchor cron`
@@ -87,104 +79,57 @@ pub(crate) fn first_tick(
 /// transaction.
 async fn upsert<C: GenericClient>(
     conn: &C,
-    sql: &CronSql,
+    sql: &Sql,
     wanted: &Wanted<'_>,
     requester: Requester,
 ) -> Result<(ScheduleId, Upserted)> {
     let schedule = parse_schedule(wanted.task_name, wanted.expression, wanted.timezone)?;
-    let now: DateTime<Utc> = conn
-        .query_one(&sql.now, &[])
-        .await
-        .map_err(|e| db_error("cannot read the database clock", e))?
-        .get(0);
+    let now = db::cron::now(conn).await?;
     let next = first_tick(&schedule, now, wanted.expression)?;
-    let context = || {
-        format!(
-            "cannot register the cron schedule {}/{}",
-            wanted.task_name, wanted.key
-        )
-    };
     // Two rounds suffice: an insert that loses to a concurrent one finds the winner's row
     // committed and locks it in the next round.
     for _ in 0..3 {
-        let existing = conn
-            .query_opt(
-                &sql.lock_by_key,
-                &[&wanted.task_name, &wanted.key, &wanted.payload],
-            )
-            .await
-            .map_err(|e| db_error(&context(), e))?;
-        if let Some(row) = existing {
-            let id: ScheduleId = row.get(0);
-            let expression: String = row.get(1);
-            let timezone: Option<String> = row.get(2);
-            let same_payload: bool = row.get(3);
-            let enabled: bool = row.get(4);
-            let disabled_reason: Option<String> = row.get(5);
-            let retimed = expression != wanted.expression || timezone.as_deref() != wanted.timezone;
-            let enable = !enabled
-                && match disabled_reason.as_deref() {
+        if let Some(existing) = db::cron::lock_by_key(conn, sql, wanted).await? {
+            let retimed = existing.expression != wanted.expression
+                || existing.timezone.as_deref() != wanted.timezone;
+            let enable = !existing.enabled
+                && match existing.disabled_reason.as_deref() {
                     Some(reason::ORPHANED) | Some(reason::INVALID) => true,
                     _ => requester == Requester::Code,
                 };
-            if !retimed && same_payload && !enable {
-                return Ok((id, Upserted::Unchanged));
+            if !retimed && existing.same_payload && !enable {
+                return Ok((existing.id, Upserted::Unchanged));
             }
             // A new expression starts from now. So does a schedule resumed after a pause or
             // an invalid expression; an orphaned one keeps its next tick, so the ticks missed
             // while no worker ran it fire once, like after any outage.
-            let restart =
-                retimed || (enable && disabled_reason.as_deref() != Some(reason::ORPHANED));
-            conn.execute(
-                &sql.update,
-                &[
-                    &id,
-                    &wanted.expression,
-                    &wanted.timezone,
-                    &wanted.payload,
-                    &restart.then_some(next),
-                    &enable,
-                ],
+            let restart = retimed
+                || (enable && existing.disabled_reason.as_deref() != Some(reason::ORPHANED));
+            db::cron::update(
+                conn,
+                sql,
+                existing.id,
+                wanted,
+                restart.then_some(next),
+                enable,
             )
-            .await
-            .map_err(|e| db_error(&context(), e))?;
-            notify(conn, sql).await?;
-            return Ok((id, Upserted::Updated));
+            .await?;
+            db::notify::schedules_changed(conn, sql).await?;
+            return Ok((existing.id, Upserted::Updated));
         }
-        let inserted = conn
-            .query_opt(
-                &sql.insert,
-                &[
-                    &wanted.task_name,
-                    &wanted.key,
-                    &wanted.expression,
-                    &wanted.timezone,
-                    &wanted.payload,
-                    &next,
-                ],
-            )
-            .await
-            .map_err(|e| db_error(&context(), e))?;
-        if let Some(row) = inserted {
-            notify(conn, sql).await?;
-            return Ok((row.get(0), Upserted::Created));
+        if let Some(id) = db::cron::insert(conn, sql, wanted, next).await? {
+            db::notify::schedules_changed(conn, sql).await?;
+            return Ok((id, Upserted::Created));
         }
     }
     Err(Error::new(
         ErrorKind::Database,
         format!(
-            "{}: the row kept changing under concurrent registrations",
-            context()
+            "cannot register the cron schedule {}/{}: the row kept changing under concurrent \
+             registrations",
+            wanted.task_name, wanted.key
         ),
     ))
-}
-
-/// Queues a schedule-change notification; Postgres delivers it when the transaction commits.
-async fn notify<C: GenericClient>(conn: &C, sql: &CronSql) -> Result<()> {
-    conn.execute(&sql.notify, &[&sql.channel])
-        .await
-        .map_err(|e| db_error("cannot queue the schedule-change notification", e))?;
-    Ok(())
 }
 
 /// Registers the schedules of the cron tasks a starting worker runs (`names`):
@@ -200,11 +145,11 @@ async fn notify<C: GenericClient>(conn: &C, sql: &CronSql) -> Result<()> {
 /// tasks are still scheduled. Database errors are returned; the scheduler retries.
 pub(crate) async fn register_at_start(
     client: &Client,
-    sql: &CronSql,
     registry: &Registry,
     names: &[String],
     worker_id: &str,
 ) -> Result<()> {
+    let sql = client.sql();
     let mut conn = client.conn().await?;
     let mut registered: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
@@ -231,15 +176,8 @@ pub(crate) async fn register_at_start(
             }
         };
         // One transaction per task keeps lock sets small when many workers start at once.
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| db_error("cannot begin the schedule registration", e))?;
-        let now: DateTime<Utc> = tx
-            .query_one(&sql.now, &[])
-            .await
-            .map_err(|e| db_error("cannot read the database clock", e))?
-            .get(0);
+        let tx = db::begin(&mut conn, "cannot begin the schedule registration").await?;
+        let now = db::cron::now(&*tx).await?;
         let next = match first_tick(&schedule, now, cron.expression) {
             Ok(next) => next,
             Err(err) => {
@@ -247,15 +185,10 @@ pub(crate) async fn register_at_start(
                 continue;
             }
         };
-        let retimed = tx
-            .query(
-                &sql.retime_task,
-                &[&def.name, &cron.expression, &cron.timezone, &next],
-            )
-            .await
-            .map_err(|e| db_error(&format!("cannot update the schedules of {}", def.name), e))?;
-        for row in &retimed {
-            let key: String = row.get(1);
+        let retimed =
+            db::cron::retime_task(&*tx, sql, def.name, cron.expression, cron.timezone, next)
+                .await?;
+        for key in &retimed {
             tracing::info!(
                 worker = %worker_id,
                 task = def.name,
@@ -267,7 +200,7 @@ pub(crate) async fn register_at_start(
             );
         }
         if !retimed.is_empty() {
-            notify(&*tx, sql).await?;
+            db::notify::schedules_changed(&*tx, sql).await?;
         }
         if let Some(params) = cron.default_params {
             let wanted = Wanted {
@@ -289,29 +222,21 @@ pub(crate) async fn register_at_start(
                 );
             }
         }
-        tx.commit()
-            .await
-            .map_err(|e| db_error("cannot commit the schedule registration", e))?;
+        db::commit(tx, "cannot commit the schedule registration").await?;
         registered.push(name.clone());
     }
-    let rows = conn
-        .query(&sql.reenable_orphans, &[&registered])
-        .await
-        .map_err(|e| db_error("cannot enable orphaned schedules", e))?;
-    for row in &rows {
-        let id: ScheduleId = row.get(0);
-        let task: String = row.get(1);
-        let key: String = row.get(2);
+    let enabled = db::cron::reenable_orphans(&conn, sql, &registered).await?;
+    for schedule in &enabled {
         tracing::info!(
             worker = %worker_id,
-            schedule.id = %id,
-            task = %task,
-            key = %key,
+            schedule.id = %schedule.id,
+            task = %schedule.task,
+            key = %schedule.key,
             "cron schedule enabled again: this worker runs its task"
         );
     }
-    if !rows.is_empty() {
-        notify(&**conn, sql).await?;
+    if !enabled.is_empty() {
+        db::notify::schedules_changed(&**conn, sql).await?;
     }
     Ok(())
 }
@@ -352,14 +277,9 @@ impl Client {
         overrides: &[TaskOverride],
     ) -> Result<ScheduleId> {
         let mut conn = self.conn().await?;
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| db_error("cannot begin the schedule registration", e))?;
+        let tx = db::begin(&mut conn, "cannot begin the schedule registration").await?;
         let id = self.schedule_with_tx(&tx, def, params, overrides).await?;
-        tx.commit()
-            .await
-            .map_err(|e| db_error("cannot commit the schedule registration", e))?;
+        db::commit(tx, "cannot commit the schedule registration").await?;
         Ok(id)
     }
 
@@ -415,10 +335,9 @@ impl Client {
                 err,
             )
         })?;
-        let sql = CronSql::new(self.schema());
         register_params(
             tx,
-            &sql,
+            self.sql(),
             def,
             cron.expression,
             cron.timezone,
@@ -466,7 +385,7 @@ fn schedule_tag<'a>(task: &str, overrides: &'a [TaskOverride]) -> Result<Option<
 #[allow(clippy::too_many_arguments)]
 async fn register_params(
     tx: &Transaction<'_>,
-    sql: &CronSql,
+    sql: &Sql,
     def: &TaskDefinition,
     expression: &str,
     timezone: Option<&str>,
@@ -474,17 +393,8 @@ async fn register_params(
     tag: Option<&str>,
     default_params: Option<&str>,
 ) -> Result<ScheduleId> {
-    let row = tx
-        .query_one(&sql.key_for_params, &[&payload, &default_params])
-        .await
-        .map_err(|e| {
-            db_error(
-                &format!("cannot key the cron schedule of task {}", def.name),
-                e,
-            )
-        })?;
-    let hash: String = row.get(0);
-    let is_default: bool = row.get(1);
+    let (hash, is_default) =
+        db::cron::key_for_params(tx, def.name, payload, default_params).await?;
     // The same parameters always name the same schedule, so repeated calls (e.g. at every
     // service start) are idempotent; parameters equal to the defaults are the default
     // schedule, which workers register anyway.

@@ -2,7 +2,7 @@
 //!
 //! Outcomes queue on a channel; the completer takes everything queued (up to
 //! [`MAX_BATCH`]) and writes the lot, completions, retries and failures alike, with one
-//! statement (`Sql::set_outcomes`). Every write is fenced by the lease token the task was
+//! statement (`db::tasks::set_outcomes`). Every write is fenced by the lease token the task was
 //! claimed with, so a worker whose lease was taken changes nothing. A permanent failure and
 //! the enqueue of its `onFailed` handler commit in one transaction (`on_failed.rs`).
 //!
@@ -18,11 +18,11 @@ use std::time::Duration;
 use anchor_core::RetryPolicy;
 use tokio::sync::{mpsc, oneshot};
 
-use super::claim::ClaimedTask;
 use super::{on_failed, Backoff, Shared};
-use crate::client::db_error;
+use crate::claimed::ClaimedTask;
+use crate::db::tasks::{History, OutcomeRow};
+use crate::db::{self, status};
 use crate::error::Result;
-use crate::sql::status;
 use crate::task::TaskId;
 
 /// How many outcomes may wait for the completer before executions wait for it.
@@ -240,19 +240,21 @@ async fn write_refused(
         finished.outcome
     ));
     tracing::error!(task.id = %task.id, task.name = %task.name, error = %err, "the database refused a task's outcome; recording the task as failed");
-    let sql = shared.client.sql();
-    for statement in [&sql.fail, &sql.fail_resetting_errors] {
+    for history in [History::Append, History::Reset] {
         let conn = shared.client.conn().await?;
-        match conn
-            .execute(
-                statement,
-                &[&task.id, &task.token, &message, &task.attempt_i32()],
-            )
-            .await
-        {
+        let written = db::tasks::fail(
+            &conn,
+            shared.client.sql(),
+            history,
+            task.id,
+            task.token,
+            &message,
+            task.attempt_i32(),
+        )
+        .await;
+        match written {
             Ok(_) => return Ok(()),
             Err(e) => {
-                let e = db_error(&format!("cannot record the failure of task {}", task.id), e);
                 if !refused_for_this_task(&e) {
                     return Err(e);
                 }
@@ -267,32 +269,26 @@ async fn write_refused(
     Ok(())
 }
 
-/// One outcome as `Sql::set_outcomes` takes it.
-struct Row {
-    status: i16,
-    message: Option<String>,
-    delay: Duration,
-    counted: bool,
-}
-
-impl Row {
-    fn new(decision: &Decision) -> Row {
-        let (status, message, delay, counted) = match decision {
-            Decision::Complete => (status::COMPLETED, None, Duration::ZERO, false),
-            Decision::Retry { delay, message } => {
-                (status::PENDING, Some(message.as_str()), *delay, true)
-            }
-            Decision::RetryWithoutEvent { delay } => (status::PENDING, None, *delay, false),
-            Decision::Fail { message } => {
-                (status::FAILED, Some(message.as_str()), Duration::ZERO, true)
-            }
-        };
-        Row {
-            status,
-            message: message.map(storable_message),
-            delay,
-            counted,
+/// The row `db::tasks::set_outcomes` writes for `finished` after `decision`.
+fn outcome_row(finished: &Finished, decision: &Decision) -> OutcomeRow {
+    let (status, message, delay, counted) = match decision {
+        Decision::Complete => (status::COMPLETED, None, Duration::ZERO, false),
+        Decision::Retry { delay, message } => {
+            (status::PENDING, Some(message.as_str()), *delay, true)
         }
+        Decision::RetryWithoutEvent { delay } => (status::PENDING, None, *delay, false),
+        Decision::Fail { message } => {
+            (status::FAILED, Some(message.as_str()), Duration::ZERO, true)
+        }
+    };
+    OutcomeRow {
+        id: finished.task.id,
+        token: finished.task.token,
+        attempt: finished.task.attempt_i32(),
+        status,
+        message: message.map(storable_message),
+        delay_ms: millis(delay),
+        counted,
     }
 }
 
@@ -314,38 +310,22 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
             _ => decide(&f.outcome, f.task.policy().as_ref(), f.task.failures),
         })
         .collect();
-    let rows: Vec<Row> = decisions.iter().map(Row::new).collect();
-    let ids: Vec<TaskId> = batch.iter().map(|f| f.task.id).collect();
-    let tokens: Vec<i64> = batch.iter().map(|f| f.task.token).collect();
-    let attempts: Vec<i32> = batch.iter().map(|f| f.task.attempt_i32()).collect();
-    let statuses: Vec<i16> = rows.iter().map(|r| r.status).collect();
-    let messages: Vec<Option<&str>> = rows.iter().map(|r| r.message.as_deref()).collect();
-    let delays: Vec<i64> = rows.iter().map(|r| millis(r.delay)).collect();
-    let counted: Vec<bool> = rows.iter().map(|r| r.counted).collect();
+    let rows: Vec<OutcomeRow> = batch
+        .iter()
+        .zip(&decisions)
+        .map(|(f, d)| outcome_row(f, d))
+        .collect();
     let with_handler = |(f, d): (&Finished, &Decision)| {
         matches!(d, Decision::Fail { .. }) && f.task.on_failed.is_some()
     };
     let needs_handlers = batch.iter().zip(&decisions).any(with_handler);
     let sql = shared.client.sql();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-        &ids, &tokens, &attempts, &statuses, &messages, &delays, &counted,
-    ];
-    let applied_ids = |rows: Vec<tokio_postgres::Row>| -> HashSet<TaskId> {
-        rows.iter().map(|r| r.get(0)).collect()
-    };
     let mut conn = shared.client.conn().await?;
-    // Prepared (and cached) on the connection, so the transaction below can run it too.
-    let stmt = conn
-        .prepare_cached(&sql.set_outcomes)
-        .await
-        .map_err(|e| db_error("cannot prepare the outcome statement", e))?;
-    let written = |e| db_error("cannot record task outcomes", e);
+    // The statement is prepared (and cached) on the connection, in or out of the
+    // transaction: one code path either way.
     let (applied, handlers) = if needs_handlers {
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| db_error("cannot begin the outcome transaction", e))?;
-        let applied = applied_ids(tx.query(&stmt, &params).await.map_err(written)?);
+        let tx = db::begin(&mut conn, "cannot begin the outcome transaction").await?;
+        let applied = db::tasks::set_outcomes(&tx, sql, &rows).await?;
         let failed: Vec<(TaskId, &str)> = batch
             .iter()
             .zip(&decisions)
@@ -353,18 +333,13 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
             .filter_map(|(f, _)| Some((f.task.id, f.task.on_failed.as_deref()?)))
             .collect();
         let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
-        tx.commit()
-            .await
-            .map_err(|e| db_error("cannot commit task outcomes", e))?;
+        db::commit(tx, "cannot commit task outcomes").await?;
         (applied, handlers)
     } else {
-        (
-            applied_ids(conn.query(&stmt, &params).await.map_err(written)?),
-            0,
-        )
+        (db::tasks::set_outcomes(&conn, sql, &rows).await?, 0)
     };
     report(shared, batch, &decisions, &applied);
-    shared.forget_leases(ids.into_iter().zip(tokens));
+    shared.forget_leases(rows.iter().map(|r| (r.id, r.token)));
     if handlers > 0 {
         shared.client.announce_new_tasks();
     }

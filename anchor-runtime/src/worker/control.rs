@@ -9,22 +9,14 @@
 //! down (the listener reconnects with backoff) or absent (a client built from a pool
 //! alone), the pool is used.
 
-use std::borrow::Cow;
+use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
-
 use super::Shared;
-use crate::client::db_error;
+use crate::db;
 use crate::error::{Error, ErrorKind, Result};
-
-/// Prefixed to every statement sent on the control connection, so that `pg_stat_activity`
-/// tells it from pooled connections (whose last statements may be the same renewals while
-/// it is down).
-pub(crate) const CONTROL_TAG: &str = "/* anchor worker control */ ";
 
 /// A connection for bookkeeping statements: the control connection or a pooled one.
 pub(crate) enum ControlConn {
@@ -46,33 +38,32 @@ impl Deref for ControlConn {
 }
 
 impl ControlConn {
-    /// `sql` as sent on this connection (tagged on the control connection).
-    pub(crate) fn statement<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+    /// What statements on this connection start with: [`db::CONTROL_TAG`] on the control
+    /// connection, so that `pg_stat_activity` tells it from pooled ones; nothing on a pooled
+    /// connection.
+    pub(crate) fn tag(&self) -> &'static str {
         match self {
-            ControlConn::Dedicated(_) => Cow::Owned(format!("{CONTROL_TAG}{sql}")),
-            ControlConn::Pooled(_) => Cow::Borrowed(sql),
+            ControlConn::Dedicated(_) => db::CONTROL_TAG,
+            ControlConn::Pooled(_) => "",
         }
     }
-}
 
-impl ControlConn {
-    /// Runs `sql` (tagged on the control connection) with a client-side time limit
-    /// ([`Shared::control_timeout`]). A connection that stops answering without closing (a
-    /// network partition that sends no reset, a frozen proxy) would otherwise hold the
-    /// renewals and heartbeats for as long as the operating system keeps retransmitting,
-    /// minutes; on the time limit the dedicated connection is given up (the listener
-    /// reconnects) and the next statements use the pool meanwhile.
-    pub(crate) async fn query_bounded(
+    /// Runs `call`, a statement on this connection, with a client-side time limit
+    /// ([`Shared::control_timeout`]); `context` names it should the limit pass. A
+    /// connection that stops answering without closing (a network partition that sends no
+    /// reset, a frozen proxy) would otherwise hold the renewals and heartbeats for as long
+    /// as the operating system keeps retransmitting, minutes; on the time limit the
+    /// dedicated connection is given up (the listener reconnects) and the next statements
+    /// use the pool meanwhile.
+    pub(crate) async fn bounded<T>(
         &self,
         shared: &Shared,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
         context: &str,
-    ) -> Result<Vec<Row>> {
-        let statement = self.statement(sql);
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let limit = shared.control_timeout();
-        match tokio::time::timeout(limit, self.query(statement.as_ref(), params)).await {
-            Ok(result) => result.map_err(|e| db_error(context, e)),
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
             Err(_) => {
                 if let ControlConn::Dedicated(client) = self {
                     tracing::warn!(worker = %shared.worker_id, "the control connection stopped answering; reconnecting");

@@ -16,9 +16,9 @@ use chrono::Utc;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use super::claim::ClaimedTask;
 use super::complete::{Finished, Message, Outcome};
 use super::Shared;
+use crate::claimed::ClaimedTask;
 use crate::task::{TaskContext, TaskError};
 
 /// One of the worker's capacity slots, taken for an execution (or reserved for a local

@@ -13,73 +13,18 @@
 //!   neither this worker nor any worker seen within three heartbeats has registered. The
 //!   task stays `pending` and runs as soon as a worker that knows it starts.
 //!
-//! The claim never reads `workers`: the hot path pays nothing. The statements live here
-//! rather than in `sql.rs` because nothing on the claim/complete path uses them.
+//! The claim never reads `workers`: the hot path pays nothing. The statements are in
+//! `db/workers.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
-use crate::client::db_error;
+use crate::db;
 use crate::error::Result;
-use crate::sql::{quote_ident, status};
 
 /// How many tasks one note statement handles.
 const NOTE_BATCH: i64 = 100;
-
-/// The statements of this module for one schema.
-pub(crate) struct WorkerSql {
-    heartbeat: String,
-    remove: String,
-    prune: String,
-    note_unregistered: String,
-}
-
-impl WorkerSql {
-    pub(crate) fn new(schema: &str) -> WorkerSql {
-        let s = quote_ident(schema);
-        let tasks = format!("{s}.tasks");
-        let workers = format!("{s}.workers");
-        WorkerSql {
-            // $1 worker id, $2 the task names it has registered.
-            heartbeat: format!(
-                "INSERT INTO {workers} (id, task_names) VALUES ($1, $2::text[]) \
-                 ON CONFLICT (id) DO UPDATE SET task_names = EXCLUDED.task_names, \
-                 last_seen = now()"
-            ),
-            remove: format!("DELETE FROM {workers} WHERE id = $1"),
-            // Rows of workers that died without a graceful shutdown.
-            prune: format!("DELETE FROM {workers} WHERE last_seen < now() - interval '1 hour'"),
-            // $1 liveness window in ms, $2 grace in ms, $3 batch size, $4 this worker's names.
-            // The note is an `errors` entry with attempt 0, which no run writes (a run's
-            // entries carry `attempts`, at least 1 once claimed), so it also marks the task
-            // as noted. The scan reads the pending index by age, only past the grace.
-            note_unregistered: format!(
-                "WITH known AS ( \
-                   SELECT coalesce(array_agg(n ORDER BY n), '{{}}') AS names FROM ( \
-                     SELECT unnest(w.task_names) AS n FROM {workers} w \
-                     WHERE w.last_seen > now() - $1::bigint * interval '1 millisecond' \
-                     UNION SELECT unnest($4::text[])) k), \
-                 stuck AS ( \
-                   SELECT t.id FROM {tasks} t \
-                   WHERE t.status = {pending} \
-                     AND t.run_after < now() - $2::bigint * interval '1 millisecond' \
-                     AND NOT t.name = ANY((SELECT names FROM known)::text[]) \
-                     AND NOT t.errors @> '[{{\"attempt\": 0}}]' \
-                   ORDER BY t.run_after, t.id LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
-                 UPDATE {tasks} t SET updated_at = now(), \
-                   errors = t.errors || jsonb_build_array(jsonb_build_object( \
-                     'attempt', 0, 'at', now(), 'message', format( \
-                       'no running worker has task `%s` registered (known: %s); \
-                        it stays pending until one does', t.name, \
-                       coalesce(nullif(array_to_string(known.names, ', '), ''), 'none')))) \
-                 FROM stuck, known WHERE t.id = stuck.id \
-                 RETURNING t.id, t.name",
-                pending = status::PENDING,
-            ),
-        }
-    }
-}
 
 /// The heartbeat loop: writes this worker's row at once, then every heartbeat interval.
 /// Its first successful round also stores the definitions of this worker's registry (see
@@ -115,51 +60,29 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
 
 async fn beat(shared: &Shared) -> Result<()> {
     let conn = shared.control_conn().await?;
-    conn.query_bounded(
-        shared,
-        &shared.worker_sql.heartbeat,
-        &[&shared.worker_id, &shared.names],
-        "cannot write the worker heartbeat",
-    )
-    .await?;
-    Ok(())
+    let beat = db::workers::heartbeat(
+        &conn,
+        conn.tag(),
+        shared.client.sql(),
+        &shared.worker_id,
+        &shared.names,
+    );
+    conn.bounded(shared, "cannot write the worker heartbeat", beat)
+        .await
 }
 
 /// Upserts the definitions of this worker's registry into `task_definitions`, so that a
 /// worker of another service failing a task whose `onFailed` handler is one of ours
 /// enqueues the handler with its own settings.
 async fn store_definitions(shared: &Shared) -> Result<()> {
-    let definitions: Vec<serde_json::Value> = shared
-        .registry
-        .definitions()
-        .map(|def| {
-            let default_params = serde_json::from_str::<serde_json::Value>(def.default_params)
-                .ok()
-                .filter(serde_json::Value::is_object)
-                .unwrap_or_else(|| serde_json::json!({}));
-            serde_json::json!({
-                "name": def.name,
-                "timeout_ms": def.timeout_ms,
-                "retry_intervals_ms": def.retry.map(|r| r.intervals_ms.to_vec()),
-                "retry_always": def.retry.is_some_and(|r| r.always_retry_on_failure),
-                "max_retries": def.retry.and_then(|r| r.max_retries),
-                "max_rescues": def.max_rescues,
-                "on_failed": def.on_failed,
-                "default_params": default_params,
-            })
-        })
-        .collect();
-    if definitions.is_empty() {
-        return Ok(());
-    }
     let conn = shared.client.conn().await?;
-    conn.execute(
-        &shared.client.sql().upsert_definitions,
-        &[&serde_json::Value::Array(definitions), &shared.worker_id],
+    db::workers::store_definitions(
+        &conn,
+        shared.client.sql(),
+        shared.registry.definitions(),
+        &shared.worker_id,
     )
     .await
-    .map_err(|e| db_error("cannot store the task definitions", e))?;
-    Ok(())
 }
 
 /// Deletes this worker's row (graceful shutdown); a failure only leaves a row that stops
@@ -167,10 +90,7 @@ async fn store_definitions(shared: &Shared) -> Result<()> {
 pub(crate) async fn remove(shared: &Shared) {
     let result = async {
         let conn = shared.client.conn().await?;
-        conn.execute(&shared.worker_sql.remove, &[&shared.worker_id])
-            .await
-            .map_err(|e| db_error("cannot remove the worker row", e))?;
-        Ok::<(), crate::Error>(())
+        db::workers::remove(&conn, shared.client.sql(), &shared.worker_id).await
     };
     match tokio::time::timeout(Duration::from_secs(5), result).await {
         Ok(Ok(())) => {}
@@ -184,32 +104,31 @@ pub(crate) async fn remove(shared: &Shared) {
 /// Notes on pending tasks that no live worker can run that this is so (once per task), and
 /// prunes the rows of long-dead workers. Returns how many tasks were noted.
 pub(crate) async fn note_unregistered(shared: &Shared) -> Result<usize> {
+    let sql = shared.client.sql();
     let conn = shared.client.conn().await?;
-    conn.execute(&shared.worker_sql.prune, &[])
-        .await
-        .map_err(|e| db_error("cannot prune dead workers' rows", e))?;
+    db::workers::prune_dead(&conn, sql).await?;
     let live_ms = millis(shared.config.heartbeat_interval * 3);
     let grace_ms = millis(shared.config.unregistered_grace);
     let mut noted = 0;
     loop {
-        let rows = conn
-            .query(
-                &shared.worker_sql.note_unregistered,
-                &[&live_ms, &grace_ms, &NOTE_BATCH, &shared.names],
-            )
-            .await
-            .map_err(|e| db_error("cannot note tasks no worker has registered", e))?;
-        for row in &rows {
-            let id: i64 = row.get(0);
-            let name: String = row.get(1);
+        let tasks = db::workers::note_unregistered(
+            &conn,
+            sql,
+            live_ms,
+            grace_ms,
+            NOTE_BATCH,
+            &shared.names,
+        )
+        .await?;
+        for (id, name) in &tasks {
             tracing::warn!(
                 task.id = %id,
                 task.name = %name,
                 "no running worker has this task registered; it stays pending until one does"
             );
         }
-        noted += rows.len();
-        if (rows.len() as i64) < NOTE_BATCH {
+        noted += tasks.len();
+        if (tasks.len() as i64) < NOTE_BATCH {
             return Ok(noted);
         }
     }

@@ -21,14 +21,13 @@
 //! - At shutdown, leases of tasks that did not finish within the grace period are released:
 //!   `pending` at once, the interrupted run not counted.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::claim::ClaimedTask;
 use super::on_failed;
 use super::{Backoff, Shared};
-use crate::client::db_error;
+use crate::claimed::ClaimedTask;
+use crate::db;
 use crate::error::Result;
 use crate::task::TaskId;
 
@@ -86,16 +85,15 @@ async fn renew(shared: &Shared) -> Result<()> {
     // Not a pooled connection: tasks holding every pooled connection must not starve the
     // renewal of their own leases (see `control.rs`).
     let conn = shared.control_conn().await?;
+    let sql = shared.client.sql();
     let sent = Instant::now();
-    let rows = conn
-        .query_bounded(
+    let mut renewed = conn
+        .bounded(
             shared,
-            &shared.client.sql().renew,
-            &[&ids, &tokens, &shared.lease_ms()],
             "cannot renew leases",
+            db::tasks::renew(&conn, conn.tag(), sql, &ids, &tokens, shared.lease_ms()),
         )
         .await?;
-    let mut renewed: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     {
         // Only a written expiry moves a lease's deadline; a skipped (locked) row keeps the
         // deadline of its last successful write.
@@ -109,7 +107,7 @@ async fn renew(shared: &Shared) -> Result<()> {
             }
         }
     }
-    if rows.len() == ids.len() {
+    if renewed.len() == ids.len() {
         return Ok(());
     }
     // A lease the renewal skipped because another session holds the row's lock is still
@@ -121,14 +119,13 @@ async fn renew(shared: &Shared) -> Result<()> {
         .map(|(id, token)| (*id, *token))
         .unzip();
     let held = conn
-        .query_bounded(
+        .bounded(
             shared,
-            &shared.client.sql().lease_held,
-            &[&missing_ids, &missing_tokens],
             "cannot check leases the renewal skipped",
+            db::tasks::lease_held(&conn, conn.tag(), sql, &missing_ids, &missing_tokens),
         )
         .await?;
-    renewed.extend(held.iter().map(|r| r.get::<_, TaskId>(0)));
+    renewed.extend(held);
     let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
     for (id, token) in ids.iter().zip(&tokens) {
         if renewed.contains(id) {
@@ -246,38 +243,21 @@ pub(crate) async fn run_rescuer(shared: Arc<Shared>) {
 pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
     let sql = shared.client.sql();
     let mut conn = shared.client.conn().await?;
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| db_error("cannot begin the rescue transaction", e))?;
-    let select = tx
-        .prepare_cached(&sql.rescue_select)
-        .await
-        .map_err(|e| db_error("cannot prepare the rescue", e))?;
-    let rows = tx
-        .query(&select, &[&RESCUE_BATCH])
-        .await
-        .map_err(|e| db_error("cannot look for expired leases", e))?;
-    if rows.is_empty() {
+    let tx = db::begin(&mut conn, "cannot begin the rescue transaction").await?;
+    let expired = db::tasks::lock_expired(&tx, sql, RESCUE_BATCH).await?;
+    if expired.is_empty() {
         return Ok(0);
     }
-    let pending = tx
-        .prepare_cached(&sql.rescue_pending)
-        .await
-        .map_err(|e| db_error("cannot prepare the rescue", e))?;
+    let rescued = expired.len();
     let mut poisoned: Vec<(TaskId, String)> = Vec::new();
-    for row in &rows {
-        let (task, lost) = match ClaimedTask::from_row(row, 0, Instant::now()) {
+    for row in expired {
+        let (task, lost) = match row {
             Ok(read) => read,
             Err(bad) => {
                 // Returned to pending all the same; the claim that takes it next records
                 // the unreadable row as the task's failure.
                 tracing::warn!(task.id = %bad.id, error = %bad.message, "rescuing a task whose row cannot be read");
-                tx.execute(&pending, &[&bad.id, &None::<String>])
-                    .await
-                    .map_err(|e| {
-                        db_error(&format!("cannot return task {} to pending", bad.id), e)
-                    })?;
+                db::tasks::rescue_to_pending(&tx, sql, bad.id, None).await?;
                 continue;
             }
         };
@@ -290,14 +270,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
         let owner = lost.owner.as_deref();
         if lost.started && rescue >= max {
             let message = poison_message(owner, rescue, max);
-            let stmt = tx
-                .prepare_cached(&sql.rescue_fail)
-                .await
-                .map_err(|e| db_error("cannot prepare the rescue", e))?;
-            let updated = tx
-                .execute(&stmt, &[&task.id, &message])
-                .await
-                .map_err(|e| db_error(&format!("cannot fail task {}", task.id), e))?;
+            let updated = db::tasks::rescue_fail(&tx, sql, task.id, &message).await?;
             tracing::warn!(task.id = %task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
             if updated == 1 {
                 if let Some(handler) = task.on_failed {
@@ -311,47 +284,43 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
         let message = lost
             .started
             .then(|| worker_lost_message(owner, rescue, max));
-        tx.execute(&pending, &[&task.id, &message])
-            .await
-            .map_err(|e| db_error(&format!("cannot return task {} to pending", task.id), e))?;
+        db::tasks::rescue_to_pending(&tx, sql, task.id, message.as_deref()).await?;
         tracing::warn!(task.id = %task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
     }
     let failed: Vec<(TaskId, &str)> = poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
     let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
-    tx.commit()
-        .await
-        .map_err(|e| db_error("cannot commit the rescue", e))?;
+    db::commit(tx, "cannot commit the rescue").await?;
     // Rescued tasks are due at once.
     shared.wake_producer();
     if handlers > 0 {
         shared.client.announce_new_tasks();
     }
-    Ok(rows.len())
+    Ok(rescued)
 }
 
 /// Records the start of `task`'s run before it begins; returns whether the run may go on
 /// (false: the lease is lost, or the database cannot be reached, and the task has been
 /// handed back or will come back when its lease expires).
 pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
-    let ids = [task.id];
-    let tokens = [task.token];
-    let attempts = [task.attempt_i32()];
     let result = async {
         let conn = shared.control_conn().await?;
-        conn.query_bounded(
-            shared,
-            &shared.client.sql().mark_started,
-            &[&&ids[..], &&tokens[..], &&attempts[..]],
-            "cannot record the start of a run",
-        )
-        .await
+        let start = db::tasks::mark_started(
+            &conn,
+            conn.tag(),
+            shared.client.sql(),
+            task.id,
+            task.token,
+            task.attempt_i32(),
+        );
+        conn.bounded(shared, "cannot record the start of a run", start)
+            .await
     };
     match result.await {
-        Ok(rows) if rows.len() == 1 => {
+        Ok(true) => {
             shared.starts_recorded([(task.id, task.token)]);
             true
         }
-        Ok(_) => {
+        Ok(false) => {
             tracing::warn!(
                 task.id = %task.id,
                 "lease lost before the run started; not running it"
@@ -392,15 +361,17 @@ async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Resu
         attempts.push(attempt);
     }
     let conn = shared.control_conn().await?;
-    let rows = conn
-        .query_bounded(
-            shared,
-            &shared.client.sql().mark_started,
-            &[&ids, &tokens, &attempts],
-            "cannot record run starts",
-        )
+    let starts = db::tasks::mark_all_started(
+        &conn,
+        conn.tag(),
+        shared.client.sql(),
+        &ids,
+        &tokens,
+        &attempts,
+    );
+    let recorded = conn
+        .bounded(shared, "cannot record run starts", starts)
         .await?;
-    let recorded: HashSet<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     shared.starts_recorded(
         ids.into_iter()
             .zip(tokens)
@@ -439,7 +410,7 @@ pub(crate) async fn release(shared: &Shared, tasks: &[ClaimedTask]) {
     release_leases(shared, release).await;
 }
 
-/// Leases to hand back, as the parallel arrays `Sql::release` takes.
+/// Leases to hand back, as the parallel arrays `db::tasks::release` takes.
 #[derive(Default)]
 struct Releases {
     ids: Vec<TaskId>,
@@ -465,19 +436,15 @@ async fn release_leases(shared: &Shared, release: Releases) {
     }
     let result = async {
         let conn = shared.client.conn().await?;
-        let rows = conn
-            .query(
-                &shared.client.sql().release,
-                &[
-                    &release.ids,
-                    &release.tokens,
-                    &release.attempts,
-                    &release.started,
-                ],
-            )
-            .await
-            .map_err(|e| db_error("cannot release leases", e))?;
-        Ok::<usize, crate::Error>(rows.len())
+        db::tasks::release(
+            &conn,
+            shared.client.sql(),
+            &release.ids,
+            &release.tokens,
+            &release.attempts,
+            &release.started,
+        )
+        .await
     };
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(n)) => {

@@ -13,6 +13,7 @@ use tokio_postgres::AsyncMessage;
 use crate::connect::{connection_hint, ConnectOptions};
 
 use super::{Backoff, Shared};
+use crate::db;
 
 /// How long the `LISTEN` statement may take on a fresh connection.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,12 +60,7 @@ async fn listen_once(
     // The connection must be polled for the LISTEN to complete, so drive it and the
     // statement together.
     // One connection listens for new tasks and for cron schedule changes.
-    let listen_sql = format!(
-        "{}{}; {}",
-        super::control::CONTROL_TAG,
-        shared.client.sql().listen,
-        crate::cron::listen_statement(shared.client.schema())
-    );
+    let sql = shared.client.sql();
     let drive = async {
         loop {
             match poll_fn(|cx| connection.poll_message(cx)).await {
@@ -80,7 +76,7 @@ async fn listen_once(
     let listen = async {
         // Bounded like every statement of the runtime's own: a half-open connection would
         // leave the LISTEN waiting for ever.
-        match tokio::time::timeout(LISTEN_TIMEOUT, client.batch_execute(&listen_sql)).await {
+        match tokio::time::timeout(LISTEN_TIMEOUT, db::notify::listen(&client, sql)).await {
             Ok(result) => result?,
             Err(_) => {
                 tracing::warn!(worker = %shared.worker_id, "LISTEN got no answer in time; reconnecting");

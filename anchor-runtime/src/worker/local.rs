@@ -22,9 +22,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::claim::ClaimedTask;
 use super::execute::{self, SlotGuard};
 use super::{lease, Shared};
+use crate::claimed::ClaimedTask;
 use crate::dispatch::{LocalWorker, ReservedSlot};
 use crate::settings::NewTask;
 use crate::task::TaskId;

@@ -345,7 +345,6 @@ pub(crate) struct Shared {
     control: Mutex<Option<Arc<tokio_postgres::Client>>>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
-    worker_sql: heartbeat::WorkerSql,
 }
 
 impl Shared {
@@ -358,7 +357,6 @@ impl Shared {
         stop: watch::Sender<bool>,
         completer: mpsc::Sender<complete::Message>,
     ) -> Arc<Shared> {
-        let worker_sql = heartbeat::WorkerSql::new(client.schema());
         Arc::new(Shared {
             client,
             registry,
@@ -375,7 +373,6 @@ impl Shared {
             control: Mutex::new(None),
             stop,
             completer,
-            worker_sql,
         })
     }
 
@@ -450,7 +447,7 @@ impl Shared {
             .saturating_sub(self.config.fence_margin())
     }
 
-    fn track_leases(&self, tasks: &[claim::ClaimedTask]) {
+    fn track_leases(&self, tasks: &[crate::claimed::ClaimedTask]) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         for task in tasks {
             leases.insert(
@@ -854,8 +851,8 @@ mod tests {
         }
     }
 
-    fn claimed(id: TaskId, token: i64) -> claim::ClaimedTask {
-        claim::ClaimedTask {
+    fn claimed(id: TaskId, token: i64) -> crate::claimed::ClaimedTask {
+        crate::claimed::ClaimedTask {
             id,
             name: "T".to_string(),
             payload: "{}".to_string(),

@@ -4,15 +4,14 @@
 //! failure), so a failure is never recorded without its handler.
 
 use deadpool_postgres::Transaction;
-use tokio_postgres::GenericClient;
 
-use crate::client::db_error;
+use crate::db::tasks::Insert;
+use crate::db::{self, Sql};
 use crate::definition::TaskDefinition;
-use crate::enqueue::{insert_one, resolve, Insert};
-use crate::error::Result;
+use crate::enqueue::{insert_one, resolve, Inserted};
+use crate::error::{ErrorKind, Result};
 use crate::registry::Registry;
 use crate::settings::{NewTask, RetryColumns};
-use crate::sql::Sql;
 use crate::task::TaskId;
 
 /// The timeout of an `onFailed` handler whose definition this worker does not know
@@ -106,45 +105,35 @@ fn handler_payload(handler: &str, defaults: &str, failed_id: TaskId) -> String {
 
 /// The handler task from the settings stored in `task_definitions` by a worker that knows
 /// the handler, if any did.
-async fn stored_handler_task<C: GenericClient>(
+async fn stored_handler_task(
     sql: &Sql,
-    conn: &C,
+    tx: &Transaction<'_>,
     handler: &str,
     failed_id: TaskId,
 ) -> Result<Option<(NewTask, String)>> {
-    let Some(row) = conn
-        .query_opt(&sql.definition, &[&handler])
-        .await
-        .map_err(|e| db_error("cannot read the onFailed handler's stored definition", e))?
-    else {
-        return Ok(None);
+    let stored = match db::workers::stored_definition(tx, sql, handler).await {
+        Ok(stored) => stored,
+        Err(err) if err.kind() == ErrorKind::Payload => {
+            tracing::warn!(handler, error = %err, "the stored definition of the onFailed handler cannot be read; using defaults");
+            return Ok(None);
+        }
+        Err(err) => return Err(err),
     };
-    let read = || -> std::result::Result<(NewTask, String), tokio_postgres::Error> {
-        let defaults: String = row.try_get(6)?;
+    Ok(stored.map(|stored| {
         let task = NewTask {
             name: handler.to_string(),
             run_at: None,
             delay_ms: 0,
-            timeout_ms: row.try_get::<_, i64>(0)?.max(1),
-            retry: RetryColumns {
-                intervals_ms: row.try_get(1)?,
-                always: row.try_get(2)?,
-                max_retries: row.try_get(3)?,
-            },
-            on_failed: row.try_get(5)?,
+            timeout_ms: stored.timeout_ms.max(1),
+            retry: stored.retry,
+            on_failed: stored.on_failed,
             unique_tag: None,
             parent_id: Some(failed_id),
-            max_rescues: row.try_get(4)?,
+            max_rescues: stored.max_rescues,
         };
-        Ok((task, handler_payload(handler, &defaults, failed_id)))
-    };
-    match read() {
-        Ok(task) => Ok(Some(task)),
-        Err(err) => {
-            tracing::warn!(handler, error = %err, "the stored definition of the onFailed handler cannot be read; using defaults");
-            Ok(None)
-        }
-    }
+        let payload = handler_payload(handler, &stored.default_params, failed_id);
+        (task, payload)
+    }))
 }
 
 /// Inserts the `onFailed` handler of `failed_id` through `tx` (the failure's transaction).
@@ -155,29 +144,19 @@ async fn enqueue_on_failed(
     failed_id: TaskId,
     handler: &str,
 ) -> Result<TaskId> {
-    let conn = &**tx;
     let stored = match def {
         Some(_) => None,
-        None => stored_handler_task(sql, conn, handler, failed_id).await?,
+        None => stored_handler_task(sql, tx, handler, failed_id).await?,
     };
     let (task, payload) = match stored {
         Some(stored) => stored,
         None => on_failed_task(def, handler, failed_id),
     };
-    let insert = tx
-        .prepare_cached(&sql.insert)
-        .await
-        .map_err(|e| db_error("cannot prepare the onFailed insert", e))?;
-    insert_one(
-        conn,
-        Insert::Prepared(&insert),
-        &sql.select_by_tag,
-        &task,
-        &payload,
-        &[],
-    )
+    insert_one(&**tx, sql, &task, || {
+        db::tasks::insert(tx, sql, Insert::Handler, &task, &payload)
+    })
     .await
-    .map(crate::enqueue::Inserted::id)
+    .map(Inserted::id)
 }
 
 #[cfg(test)]

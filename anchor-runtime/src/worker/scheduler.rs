@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tokio_postgres::Notification;
 
 use super::{Backoff, Shared};
-use crate::cron::{self, CronSql};
+use crate::cron;
+use crate::db;
 
 /// The longest the scheduler sleeps without looking at the table: a safety net for a lost
 /// notification (e.g. while the LISTEN connection reconnects) or a worker without LISTEN.
@@ -48,7 +49,7 @@ impl LockedBackoff {
 /// Routes a notification from the worker's LISTEN connection: schedule changes wake the
 /// scheduler, everything else the producer.
 pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
-    if crate::cron::is_cron_channel(shared.client.schema(), notification.channel()) {
+    if db::notify::is_schedule_change(shared.client.sql(), notification.channel()) {
         shared.schedules_changed.notify_one();
     } else {
         shared.wake_producer();
@@ -57,7 +58,6 @@ pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
 
 /// The scheduler loop; returns when the worker stops.
 pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
-    let sql = CronSql::new(shared.client.schema());
     // Only schedules of cron tasks this worker has handlers for fire here; a task that lost
     // its `cronjob` in tasks.yaml no longer fires, even with a schedule left in the table.
     let names: Vec<String> = shared
@@ -80,13 +80,7 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
         }
         let registered = shared.client.bounded(
             "registering cron schedules",
-            cron::register_at_start(
-                &shared.client,
-                &sql,
-                &shared.registry,
-                &names,
-                &shared.worker_id,
-            ),
+            cron::register_at_start(&shared.client, &shared.registry, &names, &shared.worker_id),
         );
         match registered.await {
             Ok(()) => break,
@@ -116,7 +110,7 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
         // without closing must not stop the schedules for good.
         let round = shared.client.bounded(
             "firing cron schedules",
-            round(&shared, &sql, &names, &mut next_sweep),
+            round(&shared, &names, &mut next_sweep),
         );
         match round.await {
             Ok(Some(delay)) => {
@@ -161,19 +155,12 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
 /// Fires what is due and returns how long to sleep (`None`: go again at once).
 async fn round(
     shared: &Shared,
-    sql: &CronSql,
     names: &[String],
     next_sweep: &mut Instant,
 ) -> crate::Result<Option<Duration>> {
     if !names.is_empty() {
-        let fired = cron::fire_due(
-            &shared.client,
-            sql,
-            &shared.registry,
-            names,
-            &shared.worker_id,
-        )
-        .await?;
+        let fired =
+            cron::fire_due(&shared.client, &shared.registry, names, &shared.worker_id).await?;
         if fired.fired > 0 {
             // The occurrences are due now: start ours at once, and tell the other workers.
             shared.wake_producer();
@@ -184,13 +171,13 @@ async fn round(
         }
     }
     if Instant::now() >= *next_sweep {
-        cron::disable_orphans(&shared.client, sql, names, &shared.worker_id).await?;
+        cron::disable_orphans(&shared.client, names, &shared.worker_id).await?;
         *next_sweep = Instant::now() + ORPHAN_SWEEP_INTERVAL;
     }
     if names.is_empty() {
         return Ok(Some(ORPHAN_SWEEP_INTERVAL));
     }
-    let delay = cron::next_due(&shared.client, sql, names)
+    let delay = cron::next_due(&shared.client, names)
         .await?
         .unwrap_or(MAX_SLEEP)
         .min(MAX_SLEEP);

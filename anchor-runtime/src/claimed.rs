@@ -1,0 +1,66 @@
+//! [`ClaimedTask`]: a task a worker holds the lease of, with what running it and writing its
+//! outcome need; and what a claim or a rescue reads besides ([`LostRun`], [`UnreadableRow`]).
+//! A module of its own, below both the database boundary that reads the rows into them and
+//! the worker that runs them.
+
+use std::time::Instant;
+
+use anchor_core::RetryPolicy;
+
+use crate::settings::RetryColumns;
+use crate::task::TaskId;
+
+/// A task this worker holds a lease on, with what running and finishing it needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedTask {
+    pub id: TaskId,
+    pub name: String,
+    pub payload: String,
+    /// The number of this run: one more than the runs started before it.
+    pub attempt: u32,
+    pub failures: u32,
+    pub timeout_ms: i64,
+    pub retry: RetryColumns,
+    pub on_failed: Option<String>,
+    pub parent_id: Option<TaskId>,
+    /// How often a worker holding this task was lost before.
+    pub rescues: u32,
+    /// The task's own bound on rescues, if it has one.
+    pub max_rescues: Option<i32>,
+    pub token: i64,
+    /// The local time just before the statement that leased the task was sent: the lease
+    /// runs from a database time no earlier than this (see `Shared::lease_deadline`).
+    pub leased_at: Instant,
+}
+
+/// A claimed or expired row whose columns cannot be read (edited by hand into values the
+/// runtime never writes, such as `'{NULL}'` in `retry_intervals_ms`).
+#[derive(Debug, Clone)]
+pub(crate) struct UnreadableRow {
+    pub id: TaskId,
+    /// The name and onFailed handler, when those columns at least can be read.
+    pub name: String,
+    pub on_failed: Option<String>,
+    pub message: String,
+}
+
+/// What `rescue_batch` needs besides the claimed-task columns.
+#[derive(Debug, Clone)]
+pub(crate) struct LostRun {
+    /// Whether the lost run's start had been recorded (`run_started`).
+    pub started: bool,
+    /// The worker that held the lease.
+    pub owner: Option<String>,
+}
+
+impl ClaimedTask {
+    /// The retry policy stored with the task, if any.
+    pub(crate) fn policy(&self) -> Option<RetryPolicy> {
+        self.retry.policy()
+    }
+
+    /// The attempt number as the database stores it.
+    pub(crate) fn attempt_i32(&self) -> i32 {
+        i32::try_from(self.attempt).unwrap_or(i32::MAX)
+    }
+}

@@ -1,0 +1,125 @@
+//! The database boundary: every SQL statement the runtime runs, and the typed functions that
+//! run them. Nothing outside this module holds SQL text or maps a database error.
+//!
+//! The schema is configurable, so statements cannot be `const`s: [`Sql::new`] renders them
+//! once per schema name, when a [`Client`](crate::Client) is built, and the client keeps
+//! them. One file per table or concern (`tasks.rs`, `notify.rs`, …) holds its statements
+//! with the reasons they look as they do, and the functions that run them: each takes the
+//! connection or transaction to run on, the rendered statements and typed arguments, and
+//! owns how its statement is sent (prepared and cached per connection where that pays,
+//! unprepared otherwise), how rows become the runtime's types and what an error says.
+//! Callers keep the logic: transactions, loops and decisions. Keeping the statements in one
+//! place makes the claim, completion and rescue paths easy to review against the indexes in
+//! `migrations/`.
+//!
+//! Connections come in two kinds here. A pooled connection, or a transaction on one, caches
+//! prepared statements (`deadpool_postgres::GenericClient`, named [`Caching`] here); any
+//! other client, such as a caller's own transaction or the worker's control connection,
+//! takes `&impl tokio_postgres::GenericClient` or `&tokio_postgres::Client`.
+
+pub(crate) mod cron;
+pub(crate) mod notify;
+pub(crate) mod schema;
+pub(crate) mod tasks;
+pub(crate) mod workers;
+
+use std::borrow::Cow;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A pooled connection or a transaction on one: statements prepared on it are cached for
+/// the connection's life.
+use deadpool_postgres::GenericClient as Caching;
+
+/// Task status codes as stored in `tasks.status` (a `smallint`).
+pub(crate) mod status {
+    pub const PENDING: i16 = 0;
+    pub const RUNNING: i16 = 1;
+    pub const COMPLETED: i16 = 2;
+    pub const FAILED: i16 = 3;
+    pub const CANCELLED: i16 = 4;
+}
+
+/// Prefixed to every statement sent on a worker's control connection, so that
+/// `pg_stat_activity` tells it from pooled connections (whose last statements may be the
+/// same renewals while it is down).
+pub(crate) const CONTROL_TAG: &str = "/* anchor worker control */ ";
+
+/// The statements for one schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    /// The `tasks` table: inserts, the claim, outcomes, leases, rescue, inspection.
+    pub tasks: tasks::TaskSql,
+    /// `cron_schedules`: registration, firing, pausing, reading.
+    pub cron: cron::CronSql,
+    /// `workers` and `task_definitions`: heartbeats, the unregistered-name note, stored
+    /// definitions.
+    pub workers: workers::WorkerSql,
+    /// The notification channels and `LISTEN`.
+    pub notify: notify::NotifySql,
+    /// Migrations: the lock, `schema_migrations`.
+    pub schema: schema::SchemaSql,
+}
+
+impl Sql {
+    /// Renders every statement for `schema` (quoted wherever it appears).
+    pub(crate) fn new(schema: &str) -> Sql {
+        Sql {
+            tasks: tasks::TaskSql::new(schema),
+            cron: cron::CronSql::new(schema),
+            workers: workers::WorkerSql::new(schema),
+            notify: notify::NotifySql::new(schema),
+            schema: schema::SchemaSql::new(schema),
+        }
+    }
+}
+
+/// Quotes an identifier for SQL (`"name"`, doubling embedded quotes).
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `sql` as sent after `tag` (nothing, or [`CONTROL_TAG`] on the control connection).
+fn tagged<'a>(tag: &str, sql: &'a str) -> Cow<'a, str> {
+    if tag.is_empty() {
+        Cow::Borrowed(sql)
+    } else {
+        Cow::Owned(format!("{tag}{sql}"))
+    }
+}
+
+/// Maps a database error with context: what was being attempted.
+pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
+    // An undefined table or schema means the migrations have not run.
+    if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+        || err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
+    {
+        return Error::with_source(
+            ErrorKind::Schema,
+            format!("{context}: the task tables are missing; run `anchor migrate` (or anchor_runtime::migrate)"),
+            err,
+        );
+    }
+    Error::with_source(ErrorKind::Database, context.to_string(), err)
+}
+
+/// Begins a transaction on a pooled connection; `context` says what for, should it fail.
+pub(crate) async fn begin<'a>(
+    conn: &'a mut deadpool_postgres::Object,
+    context: &str,
+) -> Result<deadpool_postgres::Transaction<'a>> {
+    conn.transaction().await.map_err(|e| db_error(context, e))
+}
+
+/// Commits `tx`; `context` says what, should it fail.
+pub(crate) async fn commit(tx: deadpool_postgres::Transaction<'_>, context: &str) -> Result<()> {
+    tx.commit().await.map_err(|e| db_error(context, e))
+}
+
+/// Runs the empty statement: the cheapest round trip that proves the connection answers.
+pub(crate) async fn ping(conn: &tokio_postgres::Client) -> Result<()> {
+    conn.simple_query("")
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error("the database did not answer", e))
+}
