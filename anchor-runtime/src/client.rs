@@ -37,9 +37,20 @@ pub(crate) struct ClientInner {
     pub(crate) connect_options: Option<ConnectOptions>,
     /// Set when [`Client::with_schema`] got an invalid name; every operation reports it.
     pub(crate) config_error: Option<String>,
+    /// Whether statements may be prepared and cached on the pool's connections (not behind
+    /// a transaction-mode pooler; see [`ConnectOptions::statement_cache`]).
+    pub(crate) statement_cache: bool,
     pub(crate) notifier: Notifier,
     /// The workers started on this client, for local dispatch (`worker/local.rs`).
     pub(crate) local_workers: crate::dispatch::LocalWorkers,
+}
+
+/// What a [`Client`] is built from besides its pool.
+struct Settings {
+    schema: String,
+    connect_options: Option<ConnectOptions>,
+    config_error: Option<String>,
+    statement_cache: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -97,9 +108,12 @@ impl Client {
             .map_err(|err| Error::with_source(ErrorKind::Config, "cannot build the pool", err))?;
         Ok(Client::build(
             pool,
-            DEFAULT_SCHEMA.to_string(),
-            Some(options),
-            None,
+            Settings {
+                schema: DEFAULT_SCHEMA.to_string(),
+                statement_cache: options.get_statement_cache(),
+                connect_options: Some(options),
+                config_error: None,
+            },
         ))
     }
 
@@ -107,20 +121,34 @@ impl Client {
     /// LISTEN connection (the pool does not reveal its settings) unless
     /// [`Client::with_listen_options`] is given too; without it they wake by polling only.
     pub fn from_pool(pool: Pool) -> Client {
-        Client::build(pool, DEFAULT_SCHEMA.to_string(), None, None)
+        Client::build(
+            pool,
+            Settings {
+                schema: DEFAULT_SCHEMA.to_string(),
+                connect_options: None,
+                config_error: None,
+                statement_cache: true,
+            },
+        )
     }
 
     /// Sets the connection and TLS settings workers use for their dedicated LISTEN
     /// connection, for a client built with [`Client::from_pool`] (a client from
     /// [`Client::connect`] has them already).
     pub fn with_listen_options(self, options: ConnectOptions) -> Client {
-        let inner = &self.inner;
-        Client::build(
-            inner.pool.clone(),
-            inner.schema.clone(),
-            Some(options),
-            inner.config_error.clone(),
-        )
+        let mut settings = self.settings();
+        settings.connect_options = Some(options);
+        Client::build(self.inner.pool.clone(), settings)
+    }
+
+    /// Whether statements are prepared and cached on the pool's connections (the default),
+    /// or sent unnamed because the pool goes through a transaction-mode pooler such as
+    /// PgBouncer (see [`ConnectOptions::statement_cache`]). A client without the cache
+    /// enqueues, inspects and cancels; a [`Worker`](crate::Worker) refuses it.
+    pub fn with_statement_cache(self, cache: bool) -> Client {
+        let mut settings = self.settings();
+        settings.statement_cache = cache;
+        Client::build(self.inner.pool.clone(), settings)
     }
 
     /// Uses the tables in `schema` instead of `anchor`. The name must be a plain identifier
@@ -129,13 +157,10 @@ impl Client {
     /// [`Client::try_with_schema`] to get the error at once.
     pub fn with_schema(self, schema: impl Into<String>) -> Client {
         let schema = schema.into();
-        let error = validate_schema_name(&schema).err();
-        Client::build(
-            self.inner.pool.clone(),
-            schema,
-            self.inner.connect_options.clone(),
-            error,
-        )
+        let mut settings = self.settings();
+        settings.config_error = validate_schema_name(&schema).err();
+        settings.schema = schema;
+        Client::build(self.inner.pool.clone(), settings)
     }
 
     /// Like [`Client::with_schema`], but reports an invalid name at once.
@@ -165,14 +190,19 @@ impl Client {
         &self.inner.schema
     }
 
-    fn build(
-        pool: Pool,
-        schema: String,
-        connect_options: Option<ConnectOptions>,
-        config_error: Option<String>,
-    ) -> Client {
+    fn build(pool: Pool, settings: Settings) -> Client {
+        let Settings {
+            schema,
+            connect_options,
+            config_error,
+            statement_cache,
+        } = settings;
         let sql = Sql::new(&schema);
-        let notifier = Notifier::new(pool.clone(), sql.notify.tasks_channel.clone());
+        let notifier = Notifier::new(
+            pool.clone(),
+            sql.notify.tasks_channel.clone(),
+            statement_cache,
+        );
         Client {
             inner: Arc::new(ClientInner {
                 pool,
@@ -180,10 +210,26 @@ impl Client {
                 sql,
                 connect_options,
                 config_error,
+                statement_cache,
                 notifier,
                 local_workers: crate::dispatch::LocalWorkers::default(),
             }),
         }
+    }
+
+    /// This client's settings, to build a changed copy from.
+    fn settings(&self) -> Settings {
+        Settings {
+            schema: self.inner.schema.clone(),
+            connect_options: self.inner.connect_options.clone(),
+            config_error: self.inner.config_error.clone(),
+            statement_cache: self.inner.statement_cache,
+        }
+    }
+
+    /// See [`Client::with_statement_cache`].
+    pub(crate) fn statement_cache(&self) -> bool {
+        self.inner.statement_cache
     }
 
     pub(crate) fn check_config(&self) -> Result<()> {

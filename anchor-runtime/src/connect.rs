@@ -62,6 +62,7 @@ pub struct ConnectOptions {
     tls: TlsConnector,
     ssl: SslSummary,
     pool_size: usize,
+    statement_cache: bool,
 }
 
 /// What the TLS settings resolved to, for `Debug` and for error messages.
@@ -124,6 +125,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("sslmode", &self.ssl.mode.name())
             .field("sslrootcert", &self.ssl.roots)
             .field("pool_size", &self.pool_size)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }
@@ -182,6 +184,7 @@ impl ConnectOptions {
             tls,
             ssl: summary,
             pool_size: DEFAULT_POOL_SIZE,
+            statement_cache: true,
         })
     }
 
@@ -196,6 +199,23 @@ impl ConnectOptions {
     /// The pool size set by [`ConnectOptions::pool_size`].
     pub fn get_pool_size(&self) -> usize {
         self.pool_size
+    }
+
+    /// Whether statements may be prepared and cached on the pool's connections (default
+    /// true). Set it to false when the URL leads to a pooler in transaction mode that keeps
+    /// no prepared statement from one transaction to the next (PgBouncer before 1.21, or
+    /// without `max_prepared_statements`): statements are then sent unnamed, with their
+    /// parameter types, in one round trip each. Such a client enqueues (also in bulk and in
+    /// your transactions), inspects and cancels; workers need a direct or session-pooled
+    /// connection (LISTEN, session state) and refuse it.
+    pub fn statement_cache(mut self, cache: bool) -> ConnectOptions {
+        self.statement_cache = cache;
+        self
+    }
+
+    /// The setting of [`ConnectOptions::statement_cache`].
+    pub fn get_statement_cache(&self) -> bool {
+        self.statement_cache
     }
 
     /// The driver's connection settings (host, user, `sslmode` as the driver sees it, …).

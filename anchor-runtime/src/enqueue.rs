@@ -5,13 +5,12 @@
 //! existing row's id — repeated, because the conflicting row can vanish (be cancelled)
 //! between the two statements.
 
-use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 
 use crate::client::Client;
+use crate::db::driver::{EnqueueTx, Pooled, Run};
 use crate::db::tasks::Insert;
 use crate::db::{self, Sql};
 use crate::definition::{TaskDefinition, TaskParameters};
@@ -192,6 +191,29 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
     Ok(task)
 }
 
+/// The settings and payloads of a bulk enqueue (`None`: nothing to enqueue).
+fn many<P: Serialize>(
+    def: &TaskDefinition,
+    params: &[P],
+    overrides: &[TaskOverride],
+) -> Result<Option<(NewTask, Vec<String>)>> {
+    let task = resolve(def, overrides)?;
+    if task.unique_tag.is_some() {
+        return Err(invalid(format!(
+            "unique_tag cannot be used with enqueue_many (task {}): one tag names one task",
+            def.name
+        )));
+    }
+    if params.is_empty() {
+        return Ok(None);
+    }
+    let payloads = params
+        .iter()
+        .map(|p| payload_text(def.name, p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some((task, payloads)))
+}
+
 /// Serialises parameters to JSON text.
 fn payload_text<P: Serialize + ?Sized>(name: &str, params: &P) -> Result<String> {
     serde_json::to_string(params).map_err(|err| {
@@ -220,22 +242,17 @@ impl Inserted {
     }
 }
 
-/// Inserts one task (or, for a unique tag that exists, finds the existing task) through
-/// `conn`, any client or transaction; `insert` runs one of the `db::tasks` inserts and
-/// returns the new id, or `None` when the tag was taken.
-pub(crate) async fn insert_one<C, F, Fut>(
-    conn: &C,
+/// Inserts one task `how` (or, for a unique tag that exists, finds the existing task)
+/// through `conn`: one of anchor's pooled connections, or a caller's transaction.
+pub(crate) async fn insert_one(
+    conn: &mut impl Run,
     sql: &Sql,
+    how: Insert<'_>,
     task: &NewTask,
-    insert: F,
-) -> Result<Inserted>
-where
-    C: GenericClient,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<Option<TaskId>>>,
-{
+    payload: &str,
+) -> Result<Inserted> {
     for _ in 0..TAG_ATTEMPTS {
-        if let Some(id) = insert().await? {
+        if let Some(id) = db::tasks::insert(conn, sql, how, task, payload).await? {
             return Ok(Inserted::New(id));
         }
         // Nothing inserted: the tag is taken. Read the holder's id; if it has just been
@@ -313,11 +330,8 @@ impl Client {
         } else {
             Insert::Pending
         };
-        let id = insert_one(&**conn, sql, &task, || {
-            db::tasks::insert(&conn, sql, how, &task, &payload)
-        })
-        .await?
-        .id();
+        let mut pooled = self.pooled(&conn);
+        let id = insert_one(&mut pooled, sql, how, &task, &payload).await?.id();
         if due {
             self.inner.local_workers.wake();
             if !inline {
@@ -346,10 +360,8 @@ impl Client {
             lease_ms: slot.lease_ms(),
         };
         let sent = std::time::Instant::now();
-        let inserted = insert_one(&**conn, sql, &task, || {
-            db::tasks::insert(&conn, sql, how, &task, &payload)
-        })
-        .await?;
+        let mut pooled = self.pooled(&conn);
+        let inserted = insert_one(&mut pooled, sql, how, &task, &payload).await?;
         drop(conn);
         let Inserted::New(id) = inserted else {
             return Ok(inserted.id());
@@ -361,13 +373,15 @@ impl Client {
 
     /// Enqueues one task inside the caller's transaction: workers see it only after the
     /// transaction commits, and it vanishes if it rolls back. The wake-up notification is
-    /// sent in the same transaction, so Postgres delivers it on commit.
+    /// sent in the same transaction, so Postgres delivers it on commit. `tx` is a
+    /// tokio-postgres or deadpool transaction (`&tx`), or with the `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`); see [`EnqueueTx`].
     ///
     /// On a cron task this enqueues one run now, outside its schedule;
     /// [`Client::schedule_with_tx`] registers or updates a schedule.
     pub async fn enqueue_with_tx<P: Serialize + ?Sized>(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        mut tx: impl EnqueueTx,
         def: &TaskDefinition,
         params: &P,
         overrides: &[TaskOverride],
@@ -383,11 +397,9 @@ impl Client {
         } else {
             Insert::Pending
         };
-        insert_one(tx, sql, &task, || {
-            db::tasks::insert_typed(tx, sql, how, &task, &payload)
-        })
-        .await
-        .map(Inserted::id)
+        insert_one(&mut tx, sql, how, &task, &payload)
+            .await
+            .map(Inserted::id)
     }
 
     /// [`Client::enqueue`] with the definition taken from the parameters' type (see
@@ -403,7 +415,7 @@ impl Client {
     /// [`Client::enqueue_with_tx`] with the definition taken from the parameters' type.
     pub async fn enqueue_params_with_tx<P: TaskParameters>(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &P,
         overrides: &[TaskOverride],
     ) -> Result<TaskId> {
@@ -420,6 +432,17 @@ impl Client {
         self.enqueue_many(P::DEFINITION, params, overrides).await
     }
 
+    /// [`Client::enqueue_many_with_tx`] with the definition taken from the parameters' type.
+    pub async fn enqueue_params_many_with_tx<P: TaskParameters>(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[P],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>> {
+        self.enqueue_many_with_tx(tx, P::DEFINITION, params, overrides)
+            .await
+    }
+
     /// Enqueues many tasks of one kind with one statement; returns their ids in the order of
     /// `params`. A [`TaskOverride::unique_tag`] is refused here (one tag cannot name many
     /// tasks).
@@ -429,27 +452,47 @@ impl Client {
         params: &[P],
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>> {
-        let task = resolve(def, overrides)?;
-        if task.unique_tag.is_some() {
-            return Err(invalid(format!(
-                "unique_tag cannot be used with enqueue_many (task {}): one tag names one task",
-                def.name
-            )));
-        }
-        if params.is_empty() {
+        let Some((task, payloads)) = many(def, params, overrides)? else {
             return Ok(Vec::new());
-        }
-        let payloads = params
-            .iter()
-            .map(|p| payload_text(def.name, p))
-            .collect::<Result<Vec<_>>>()?;
+        };
         let conn = self.conn().await?;
-        let ids = db::tasks::insert_many(&conn, self.sql(), &task, &payloads).await?;
+        let ids = db::tasks::insert_many(&mut self.pooled(&conn), self.sql(), &task, &payloads)
+            .await?;
         if task.due_now() {
             self.inner.local_workers.wake();
             self.inner.notifier.poke();
         }
         Ok(ids)
+    }
+
+    /// [`Client::enqueue_many`] inside the caller's transaction (see
+    /// [`Client::enqueue_with_tx`]). The workers are notified when it commits.
+    pub async fn enqueue_many_with_tx<P: Serialize>(
+        &self,
+        mut tx: impl EnqueueTx,
+        def: &TaskDefinition,
+        params: &[P],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>> {
+        self.check_config()?;
+        let Some((task, payloads)) = many(def, params, overrides)? else {
+            return Ok(Vec::new());
+        };
+        let sql = self.sql();
+        let ids = db::tasks::insert_many(&mut tx, sql, &task, &payloads).await?;
+        if task.due_now() {
+            db::notify::wake_workers(&mut tx, &sql.notify.tasks_channel).await?;
+        }
+        Ok(ids)
+    }
+
+    /// A pooled connection as the inserts run on it: statements cached unless the client's
+    /// connections go through a transaction-mode pooler.
+    fn pooled<'c>(&self, conn: &'c deadpool_postgres::Object) -> Pooled<'c, deadpool_postgres::Object> {
+        Pooled {
+            conn,
+            cache: self.statement_cache(),
+        }
     }
 }
 

@@ -67,6 +67,7 @@ mod worker;
 pub use client::{Client, DEFAULT_SCHEMA};
 pub use connect::{ConnectOptions, TlsConnector, DEFAULT_POOL_SIZE};
 pub use cron::{ScheduleId, DEFAULT_SCHEDULE_KEY};
+pub use db::driver::EnqueueTx;
 pub use definition::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
 pub use error::{Error, ErrorKind, Result};
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};

@@ -20,6 +20,8 @@ pub(crate) const DEBOUNCE: Duration = Duration::from_millis(2);
 pub(crate) struct Notifier {
     pool: Pool,
     channel: String,
+    /// Whether statements may be prepared on the pool's connections.
+    cache: bool,
     /// The poke side of the background task; replaced when that task has gone (its runtime
     /// was shut down), so a client outliving one runtime keeps notifying from the next.
     sender: Mutex<Option<mpsc::Sender<()>>>,
@@ -28,10 +30,11 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    pub(crate) fn new(pool: Pool, channel: String) -> Notifier {
+    pub(crate) fn new(pool: Pool, channel: String, cache: bool) -> Notifier {
         Notifier {
             pool,
             channel,
+            cache,
             sender: Mutex::new(None),
             last_sent: std::sync::Arc::new(Mutex::new(None)),
         }
@@ -73,6 +76,7 @@ impl Notifier {
         runtime.spawn(run_notifier(
             self.pool.clone(),
             self.channel.clone(),
+            self.cache,
             self.last_sent.clone(),
             rx,
         ));
@@ -83,6 +87,7 @@ impl Notifier {
 async fn run_notifier(
     pool: Pool,
     channel: String,
+    cache: bool,
     last_sent: std::sync::Arc<Mutex<Option<Instant>>>,
     mut rx: mpsc::Receiver<()>,
 ) {
@@ -90,15 +95,20 @@ async fn run_notifier(
         if let Ok(mut last) = last_sent.lock() {
             *last = Some(Instant::now());
         }
-        if let Err(err) = send_notify(&pool, &channel).await {
+        if let Err(err) = send_notify(&pool, &channel, cache).await {
             tracing::debug!(error = %err, "notify after enqueue failed; workers will poll");
         }
         tokio::time::sleep(DEBOUNCE).await;
     }
 }
 
-async fn send_notify(pool: &Pool, channel: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn send_notify(
+    pool: &Pool,
+    channel: &str,
+    cache: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let conn = pool.get().await?;
-    crate::db::notify::wake_workers(&conn, channel).await?;
+    let mut conn = crate::db::driver::Pooled { conn: &conn, cache };
+    crate::db::notify::wake_workers(&mut conn, channel).await?;
     Ok(())
 }

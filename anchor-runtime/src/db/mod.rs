@@ -18,6 +18,7 @@
 //! takes `&impl tokio_postgres::GenericClient` or `&tokio_postgres::Client`.
 
 pub(crate) mod cron;
+pub(crate) mod driver;
 pub(crate) mod notify;
 pub(crate) mod schema;
 pub(crate) mod tasks;

@@ -4,12 +4,17 @@
 
 use tokio_postgres::GenericClient;
 
-use super::{db_error, quote_ident, Caching, Sql, CONTROL_TAG};
+use super::driver::{Param, Run};
+use super::{db_error, quote_ident, Sql, CONTROL_TAG};
 use crate::error::Result;
 
 /// Queues a notification on channel `$1`: delivered when the transaction commits, or at once
 /// outside one. The same statement for every schema (the channel is a parameter).
 const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
+/// The same, with a `bigint` column to read (`pg_notify` returns `void`), for the
+/// connections [`Run`] covers.
+const NOTIFY_WORKERS: &str = "SELECT 0::bigint FROM pg_notify($1, '')";
 
 /// The channels of one schema.
 #[derive(Debug)]
@@ -54,16 +59,15 @@ pub(crate) async fn listen(
     conn.batch_execute(&sql.notify.listen).await
 }
 
-/// Sends the workers' wake-up notification on `channel` (the debounced notifier's, outside
-/// any transaction), prepared and cached on the pooled connection.
-pub(crate) async fn wake_workers(conn: &impl Caching, channel: &str) -> Result<()> {
-    let stmt = conn
-        .prepare_cached(NOTIFY)
-        .await
-        .map_err(|e| db_error("cannot prepare the wake-up notification", e))?;
-    conn.execute(&stmt, &[&channel])
-        .await
-        .map_err(|e| db_error("cannot send the wake-up notification", e))?;
+/// Sends (outside a transaction: the debounced notifier) or queues (in a caller's
+/// transaction: a bulk enqueue) the workers' wake-up notification on `channel`.
+pub(crate) async fn wake_workers(conn: &mut impl Run, channel: &str) -> Result<()> {
+    conn.query_ids(
+        NOTIFY_WORKERS,
+        &[Param::Text(Some(channel))],
+        "cannot send the wake-up notification",
+    )
+    .await?;
     Ok(())
 }
 

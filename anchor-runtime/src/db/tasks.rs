@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
+use super::driver::{Param, Run};
 use super::{db_error, quote_ident, status, tagged, Caching, Sql};
 use crate::claimed::{ClaimedTask, LostRun, UnreadableRow};
 use crate::error::{Error, ErrorKind, Result};
@@ -330,22 +330,6 @@ pub(crate) enum Insert<'a> {
     },
 }
 
-/// The types of the common insert parameters, in order (see [`insert_params`]).
-const INSERT_TYPES: [Type; 12] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8_ARRAY,
-    Type::BOOL,
-    Type::INT4,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT4,
-];
-
 impl Insert<'_> {
     fn statement<'s>(&self, sql: &'s Sql) -> &'s str {
         match self {
@@ -354,155 +338,99 @@ impl Insert<'_> {
             Insert::Running { .. } => &sql.tasks.insert_running,
         }
     }
-
-    /// The types of the parameters after the common ones.
-    fn extra_types(&self) -> &'static [Type] {
-        match self {
-            Insert::Pending | Insert::Handler => &[],
-            Insert::PendingNotify => &[Type::TEXT],
-            Insert::Running { .. } => &[Type::TEXT, Type::INT8, Type::INT8],
-        }
-    }
 }
 
-/// The parameters of an insert: the eleven common ones, then what `how` takes.
+/// The parameters of an insert: the twelve common ones, then what `how` takes.
 fn insert_params<'a>(
     sql: &'a Sql,
-    how: &'a Insert<'_>,
+    how: &Insert<'a>,
     task: &'a NewTask,
-    payload: &'a &str,
-) -> Vec<&'a (dyn ToSql + Sync)> {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &task.name,
-        payload,
-        &task.run_at,
-        &task.delay_ms,
-        &task.timeout_ms,
-        &task.retry.intervals_ms,
-        &task.retry.always,
-        &task.retry.max_retries,
-        &task.on_failed,
-        &task.unique_tag,
-        &task.parent_id,
-        &task.max_rescues,
+    payload: &'a str,
+) -> Vec<Param<'a>> {
+    let mut params = vec![
+        Param::Text(Some(&task.name)),
+        Param::Text(Some(payload)),
+        Param::Timestamptz(task.run_at),
+        Param::Int8(Some(task.delay_ms)),
+        Param::Int8(Some(task.timeout_ms)),
+        Param::Int8Array(task.retry.intervals_ms.as_deref()),
+        Param::Bool(task.retry.always),
+        Param::Int4(task.retry.max_retries),
+        Param::Text(task.on_failed.as_deref()),
+        Param::Text(task.unique_tag.as_deref()),
+        Param::Int8(task.parent_id.map(TaskId::get)),
+        Param::Int4(task.max_rescues),
     ];
-    match how {
+    match *how {
         Insert::Pending | Insert::Handler => {}
-        Insert::PendingNotify => params.push(&sql.notify.tasks_channel),
+        Insert::PendingNotify => params.push(Param::Text(Some(&sql.notify.tasks_channel))),
         Insert::Running {
             owner,
             token,
             lease_ms,
         } => params.extend([
-            owner as &(dyn ToSql + Sync),
-            token as &(dyn ToSql + Sync),
-            lease_ms as &(dyn ToSql + Sync),
+            Param::Text(Some(owner)),
+            Param::Int8(Some(token)),
+            Param::Int8(Some(lease_ms)),
         ]),
     }
     params
 }
 
-/// The error of an insert of `task`.
-fn insert_error(task: &NewTask) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
-    move |e| db_error(&format!("cannot enqueue task {}", task.name), e)
-}
-
-/// Inserts one task on a pooled connection or a transaction on one, the statement prepared
-/// and cached on the connection. Returns the new id, or `None` when the unique tag is taken
-/// (then nothing was written; see [`tag_holder`]).
+/// Inserts one task on `conn`: one of anchor's pooled connections (a [`Pooled`]), or a
+/// caller's transaction (an [`EnqueueTx`](super::driver::EnqueueTx)). Returns the new id,
+/// or `None` when the unique tag is taken (then nothing was written; see [`tag_holder`]).
 pub(crate) async fn insert(
-    conn: &impl Caching,
+    conn: &mut impl Run,
     sql: &Sql,
     how: Insert<'_>,
     task: &NewTask,
     payload: &str,
 ) -> Result<Option<TaskId>> {
-    let prepare = match how {
-        Insert::Handler => "cannot prepare the onFailed insert",
-        _ => "cannot prepare the task insert",
-    };
-    let stmt = conn
-        .prepare_cached(how.statement(sql))
-        .await
-        .map_err(|e| db_error(prepare, e))?;
-    let params = insert_params(sql, &how, task, &payload);
-    let row = conn
-        .query_opt(&stmt, &params)
-        .await
-        .map_err(insert_error(task))?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// [`insert`] on a caller's transaction, which cannot cache statements: sent unprepared
-/// with its parameter types, one round trip instead of a prepare and an execute.
-pub(crate) async fn insert_typed(
-    conn: &impl GenericClient,
-    sql: &Sql,
-    how: Insert<'_>,
-    task: &NewTask,
-    payload: &str,
-) -> Result<Option<TaskId>> {
-    let params = insert_params(sql, &how, task, &payload);
-    let types = INSERT_TYPES.iter().chain(how.extra_types()).cloned();
-    let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.into_iter().zip(types).collect();
-    let rows = conn
-        .query_typed(how.statement(sql), &typed)
-        .await
-        .map_err(insert_error(task))?;
-    Ok(rows.into_iter().next().map(|r| r.get(0)))
+    let context = format!("cannot enqueue task {}", task.name);
+    let params = insert_params(sql, &how, task, payload);
+    let ids = conn.query_ids(how.statement(sql), &params, &context).await?;
+    Ok(ids.into_iter().next().map(TaskId::from))
 }
 
 /// The task holding unique tag `tag` (pending, running or completed), if any.
-pub(crate) async fn tag_holder(
-    conn: &impl GenericClient,
-    sql: &Sql,
-    tag: &str,
-) -> Result<Option<TaskId>> {
-    let row = conn
-        .query_opt(&sql.tasks.select_by_tag, &[&tag])
-        .await
-        .map_err(|e| db_error(&format!("cannot look up unique tag `{tag}`"), e))?;
-    Ok(row.map(|r| r.get(0)))
+pub(crate) async fn tag_holder(conn: &mut impl Run, sql: &Sql, tag: &str) -> Result<Option<TaskId>> {
+    let context = format!("cannot look up unique tag `{tag}`");
+    let ids = conn
+        .query_ids(&sql.tasks.select_by_tag, &[Param::Text(Some(tag))], &context)
+        .await?;
+    Ok(ids.into_iter().next().map(TaskId::from))
 }
 
 /// Inserts one task per payload with one statement, all with `task`'s settings (which
 /// carry no unique tag); returns their ids in the order of `payloads`.
 pub(crate) async fn insert_many(
-    conn: &impl Caching,
+    conn: &mut impl Run,
     sql: &Sql,
     task: &NewTask,
     payloads: &[String],
 ) -> Result<Vec<TaskId>> {
-    let stmt = conn
-        .prepare_cached(&sql.tasks.insert_many)
-        .await
-        .map_err(|e| db_error("cannot prepare the bulk insert", e))?;
-    let rows = conn
-        .query(
-            &stmt,
-            &[
-                &task.name,
-                &payloads,
-                &task.run_at,
-                &task.delay_ms,
-                &task.timeout_ms,
-                &task.retry.intervals_ms,
-                &task.retry.always,
-                &task.retry.max_retries,
-                &task.on_failed,
-                &task.max_rescues,
-            ],
-        )
-        .await
-        .map_err(|e| {
-            db_error(
-                &format!("cannot enqueue {} tasks of {}", payloads.len(), task.name),
-                e,
-            )
-        })?;
+    let context = format!("cannot enqueue {} tasks of {}", payloads.len(), task.name);
+    let params = [
+        Param::Text(Some(&task.name)),
+        Param::TextArray(payloads),
+        Param::Timestamptz(task.run_at),
+        Param::Int8(Some(task.delay_ms)),
+        Param::Int8(Some(task.timeout_ms)),
+        Param::Int8Array(task.retry.intervals_ms.as_deref()),
+        Param::Bool(task.retry.always),
+        Param::Int4(task.retry.max_retries),
+        Param::Text(task.on_failed.as_deref()),
+        Param::Int4(task.max_rescues),
+    ];
+    let mut ids: Vec<TaskId> = conn
+        .query_ids(&sql.tasks.insert_many, &params, &context)
+        .await?
+        .into_iter()
+        .map(TaskId::from)
+        .collect();
     // Identity values are drawn in the order the rows are inserted, which is the order of
     // the array; RETURNING does not promise an order, so sort.
-    let mut ids: Vec<TaskId> = rows.iter().map(|r| r.get(0)).collect();
     ids.sort_unstable();
     Ok(ids)
 }

@@ -513,6 +513,15 @@ impl Worker {
     pub fn new(client: Client, registry: Registry, config: WorkerConfig) -> crate::Result<Worker> {
         let config = config.normalised();
         config.check()?;
+        if !client.statement_cache() {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Config,
+                "this client's connections go through a transaction-mode pooler (statement \
+                 cache off): a worker needs a direct or session-pooled connection for LISTEN \
+                 and its prepared statements; build the worker's Client from the database's \
+                 direct URL (enqueueing clients may keep the pooler's)",
+            ));
+        }
         Ok(Worker {
             client,
             registry,

@@ -5,6 +5,7 @@
 
 use deadpool_postgres::Transaction;
 
+use crate::db::driver::Pooled;
 use crate::db::tasks::Insert;
 use crate::db::{self, Sql};
 use crate::definition::TaskDefinition;
@@ -152,11 +153,12 @@ async fn enqueue_on_failed(
         Some(stored) => stored,
         None => on_failed_task(def, handler, failed_id),
     };
-    insert_one(&**tx, sql, &task, || {
-        db::tasks::insert(tx, sql, Insert::Handler, &task, &payload)
-    })
-    .await
-    .map(Inserted::id)
+    // Workers never run through a transaction-mode pooler (`Worker::new` refuses such a
+    // client), so the insert is prepared and cached like every other worker statement.
+    let mut conn = Pooled { conn: tx, cache: true };
+    insert_one(&mut conn, sql, Insert::Handler, &task, &payload)
+        .await
+        .map(Inserted::id)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, ScheduleId, TaskId, TaskOverride};
 use super::params::{
     WorkParameters, PlainParameters, DoomedParameters, DoomedFailedParameters,
     PlainDoomedParameters, PlainDoomedFailedParameters, PoisonParameters,
@@ -42,10 +42,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Work` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_work_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &WorkParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -62,6 +64,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_work_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_work_with_tx`]).
+    pub async fn run_work_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[WorkParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `Plain` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Like Work, with no retry policy (the defaults most tasks run with).
@@ -74,10 +87,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Plain` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_plain_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &PlainParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -94,6 +109,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_plain_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_plain_with_tx`]).
+    pub async fn run_plain_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[PlainParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `Doomed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Sleeps sleepMs, then fails; after one retry it fails permanently and enqueues DoomedFailed.
@@ -106,10 +132,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Doomed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_doomed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &DoomedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -126,6 +154,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_doomed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_doomed_with_tx`]).
+    pub async fn run_doomed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[DoomedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `DoomedFailed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// The failure handler of Doomed (no retry policy); sleeps sleepMs, so faults can hit it.
@@ -138,10 +177,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `DoomedFailed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_doomed_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &DoomedFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -158,6 +199,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_doomed_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_doomed_failed_with_tx`]).
+    pub async fn run_doomed_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[DoomedFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `PlainDoomed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Sleeps sleepMs, then fails; no retry policy, so its first failed run fails it and enqueues PlainDoomedFailed.
@@ -170,10 +222,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `PlainDoomed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_plain_doomed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &PlainDoomedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -190,6 +244,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_plain_doomed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_plain_doomed_with_tx`]).
+    pub async fn run_plain_doomed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[PlainDoomedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `PlainDoomedFailed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// The failure handler of PlainDoomed (no retry policy); sleeps sleepMs, so faults can hit it.
@@ -202,10 +267,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `PlainDoomedFailed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_plain_doomed_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &PlainDoomedFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -222,6 +289,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_plain_doomed_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_plain_doomed_failed_with_tx`]).
+    pub async fn run_plain_doomed_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[PlainDoomedFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `Poison` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Aborts its worker process every time it runs (a task that crashes whatever runs it).
@@ -234,10 +312,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Poison` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_poison_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &PoisonParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -254,6 +334,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_poison_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_poison_with_tx`]).
+    pub async fn run_poison_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[PoisonParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `PoisonFailed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// The failure handler of Poison (no retry policy).
@@ -266,10 +357,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `PoisonFailed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_poison_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &PoisonFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -286,6 +379,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_poison_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_poison_failed_with_tx`]).
+    pub async fn run_poison_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[PoisonFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `Hang` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Never returns (a stuck executor); only shutdown or a timeout ends it.
@@ -298,10 +402,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Hang` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_hang_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &HangParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -318,6 +424,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_hang_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_hang_with_tx`]).
+    pub async fn run_hang_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[HangParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `HoldConnection` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Holds a database connection of its own for holdMs milliseconds, then succeeds.
@@ -330,10 +447,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `HoldConnection` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_hold_connection_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &HoldConnectionParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -350,6 +469,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_hold_connection_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_hold_connection_with_tx`]).
+    pub async fn run_hold_connection_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[HoldConnectionParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `Strict` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Typed parameters the bad-input scenario sends malformed payloads for.
@@ -362,10 +492,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Strict` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_strict_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &StrictParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -380,6 +512,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_strict_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_strict_with_tx`]).
+    pub async fn run_strict_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[StrictParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `Tick` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -398,10 +541,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Tick` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_tick_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &TickParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -416,6 +561,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_tick_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_tick_with_tx`]).
+    pub async fn run_tick_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[TickParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `Tick` (`*/1 * * * * *`)

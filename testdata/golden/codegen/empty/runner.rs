@@ -2,8 +2,7 @@
 
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
-use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, TaskId, TaskOverride};
 use super::params::{};
 
 /// Enqueues the tasks declared in `testdata/codegen/empty.yaml` with typed parameters.

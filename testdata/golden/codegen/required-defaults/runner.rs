@@ -2,8 +2,7 @@
 
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
-use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, TaskId, TaskOverride};
 use super::params::RequiredDefaultsParameters;
 
 /// Enqueues the tasks declared in `testdata/codegen/required-defaults.yaml` with typed parameters.
@@ -35,10 +34,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `RequiredDefaults` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_required_defaults_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &RequiredDefaultsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -53,5 +54,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_required_defaults_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_required_defaults_with_tx`]).
+    pub async fn run_required_defaults_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[RequiredDefaultsParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, ScheduleId, TaskId, TaskOverride};
 use super::params::{
     SendEmailParameters, ProcessDailyReportsParameters, ProcessOrderParameters,
     HandleOrderFailureParameters, SendNotificationParameters,
@@ -42,10 +42,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `SendEmail` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_send_email_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -60,6 +62,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_send_email_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_send_email_with_tx`]).
+    pub async fn run_send_email_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[SendEmailParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `ProcessDailyReports` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -78,10 +91,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `ProcessDailyReports` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_process_daily_reports_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &ProcessDailyReportsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -96,6 +111,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_process_daily_reports_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_process_daily_reports_with_tx`]).
+    pub async fn run_process_daily_reports_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[ProcessDailyReportsParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `ProcessDailyReports` (`0 0 1 * * *`)
@@ -133,10 +159,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `ProcessOrder` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_process_order_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -153,6 +181,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_process_order_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_process_order_with_tx`]).
+    pub async fn run_process_order_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[ProcessOrderParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `HandleOrderFailure` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Handle failed order processing
@@ -165,10 +204,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `HandleOrderFailure` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_handle_order_failure_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -185,6 +226,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_handle_order_failure_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_handle_order_failure_with_tx`]).
+    pub async fn run_handle_order_failure_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[HandleOrderFailureParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `SendNotification` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Send notification to user
@@ -197,10 +249,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `SendNotification` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_send_notification_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -217,6 +271,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_send_notification_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_send_notification_with_tx`]).
+    pub async fn run_send_notification_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[SendNotificationParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `EscalateFailedNotification` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Escalate failed notifications to admin
@@ -229,10 +294,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `EscalateFailedNotification` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_escalate_failed_notification_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -249,6 +316,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_escalate_failed_notification_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_escalate_failed_notification_with_tx`]).
+    pub async fn run_escalate_failed_notification_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[EscalateFailedNotificationParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `deleteOpaqueKey` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Delete an opaque key
@@ -261,10 +339,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `deleteOpaqueKey` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_delete_opaque_key_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &DeleteOpaqueKeyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -281,6 +361,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_delete_opaque_key_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_delete_opaque_key_with_tx`]).
+    pub async fn run_delete_opaque_key_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[DeleteOpaqueKeyParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `onDeleteOpaqueKeyFailed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Handle failed delete opaque key
@@ -293,10 +384,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `onDeleteOpaqueKeyFailed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_on_delete_opaque_key_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &OnDeleteOpaqueKeyFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -311,6 +404,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_on_delete_opaque_key_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_on_delete_opaque_key_failed_with_tx`]).
+    pub async fn run_on_delete_opaque_key_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[OnDeleteOpaqueKeyFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `import_catalog_failed` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -332,10 +436,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `import_catalog_failed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_import_catalog_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &ImportCatalogFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -350,6 +456,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_import_catalog_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_import_catalog_failed_with_tx`]).
+    pub async fn run_import_catalog_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[ImportCatalogFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `import_catalog_failed` (`*/15 * * * *`)
@@ -387,10 +504,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Cleanup` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_cleanup_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &CleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -405,5 +524,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_cleanup_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_cleanup_with_tx`]).
+    pub async fn run_cleanup_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[CleanupParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

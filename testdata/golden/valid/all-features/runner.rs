@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, ScheduleId, TaskId, TaskOverride};
 use super::params::{
     ImportCatalogParameters, CatalogImportFailedParameters, NightlyDigestParameters,
     EmptyParamsParameters,
@@ -40,10 +40,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `ImportCatalog` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_import_catalog_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &ImportCatalogParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -60,6 +62,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_import_catalog_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_import_catalog_with_tx`]).
+    pub async fn run_import_catalog_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[ImportCatalogParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `catalog_import_failed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// A snake_case failure handler with its own parameters.
@@ -72,10 +85,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `catalog_import_failed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_catalog_import_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &CatalogImportFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -90,6 +105,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_catalog_import_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_catalog_import_failed_with_tx`]).
+    pub async fn run_catalog_import_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[CatalogImportFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `NightlyDigest` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -108,10 +134,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `NightlyDigest` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_nightly_digest_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &NightlyDigestParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -126,6 +154,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_nightly_digest_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_nightly_digest_with_tx`]).
+    pub async fn run_nightly_digest_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[NightlyDigestParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `NightlyDigest` (`30 6 * * MON-FRI`)
@@ -161,10 +200,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `EmptyParams` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_empty_params_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &EmptyParamsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -179,5 +220,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_empty_params_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_empty_params_with_tx`]).
+    pub async fn run_empty_params_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[EmptyParamsParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, ScheduleId, TaskId, TaskOverride};
 use super::params::{DailyCleanupParameters, HeartbeatParameters, SixHourlyParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/daily-cleanup.yaml` with typed parameters.
@@ -41,10 +41,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `DailyCleanup` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_daily_cleanup_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &DailyCleanupParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -59,6 +61,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_daily_cleanup_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_daily_cleanup_with_tx`]).
+    pub async fn run_daily_cleanup_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[DailyCleanupParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `DailyCleanup` (`0 0 2 * * *`)
@@ -98,10 +111,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `Heartbeat` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_heartbeat_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &HeartbeatParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -116,6 +131,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_heartbeat_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_heartbeat_with_tx`]).
+    pub async fn run_heartbeat_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[HeartbeatParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `Heartbeat` (`*/30 * * * * *`)
@@ -155,10 +181,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `SixHourly` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_six_hourly_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &SixHourlyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -173,6 +201,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_six_hourly_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_six_hourly_with_tx`]).
+    pub async fn run_six_hourly_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[SixHourlyParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `SixHourly` (`0 0 */6 * * *`)

@@ -2,8 +2,7 @@
 
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
-use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, TaskId, TaskOverride};
 use super::params::{DeleteOpaqueKeyParameters, OnDeleteOpaqueKeyFailedParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/delete-opaque-key.yaml` with typed parameters.
@@ -37,10 +36,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `deleteOpaqueKey` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_delete_opaque_key_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &DeleteOpaqueKeyParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -57,6 +58,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_delete_opaque_key_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_delete_opaque_key_with_tx`]).
+    pub async fn run_delete_opaque_key_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[DeleteOpaqueKeyParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `onDeleteOpaqueKeyFailed` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Handle failed delete opaque key
@@ -69,10 +81,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `onDeleteOpaqueKeyFailed` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_on_delete_opaque_key_failed_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &OnDeleteOpaqueKeyFailedParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -87,5 +101,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_on_delete_opaque_key_failed_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_on_delete_opaque_key_failed_with_tx`]).
+    pub async fn run_on_delete_opaque_key_failed_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[OnDeleteOpaqueKeyFailedParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

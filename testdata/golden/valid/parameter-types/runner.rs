@@ -2,8 +2,7 @@
 
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
-use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, TaskId, TaskOverride};
 use super::params::{
     ChargeUserParameters, BackoffTaskParameters, LongRunningTaskParameters,
 };
@@ -37,10 +36,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `ChargeUser` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_charge_user_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &ChargeUserParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -57,6 +58,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_charge_user_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_charge_user_with_tx`]).
+    pub async fn run_charge_user_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[ChargeUserParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `BackoffTask` with its tasks.yaml defaults, adjusted by `overrides`.
     pub async fn run_backoff_task(
         &self,
@@ -67,10 +79,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `BackoffTask` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_backoff_task_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &BackoffTaskParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -87,6 +101,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_backoff_task_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_backoff_task_with_tx`]).
+    pub async fn run_backoff_task_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[BackoffTaskParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `LongRunningTask` with its tasks.yaml defaults, adjusted by `overrides`.
     pub async fn run_long_running_task(
         &self,
@@ -97,10 +122,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `LongRunningTask` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_long_running_task_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &LongRunningTaskParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -115,5 +142,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_long_running_task_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_long_running_task_with_tx`]).
+    pub async fn run_long_running_task_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[LongRunningTaskParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

@@ -2,8 +2,7 @@
 
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
-use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, TaskId, TaskOverride};
 use super::params::SendEmailParameters;
 
 /// Enqueues the tasks declared in `testdata/valid/send-email.yaml` with typed parameters.
@@ -37,10 +36,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `SendEmail` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_send_email_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -55,5 +56,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_send_email_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_send_email_with_tx`]).
+    pub async fn run_send_email_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[SendEmailParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

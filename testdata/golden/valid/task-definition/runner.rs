@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, ScheduleId, TaskId, TaskOverride};
 use super::params::{TaskNameParameters, HandleTaskFailureParameters};
 
 /// Enqueues the tasks declared in `testdata/valid/task-definition.yaml` with typed parameters.
@@ -41,10 +41,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `TaskName` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_task_name_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &TaskNameParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -59,6 +61,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_task_name_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_task_name_with_tx`]).
+    pub async fn run_task_name_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[TaskNameParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `TaskName` (`0 */1 * * *`)
@@ -96,10 +109,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `HandleTaskFailure` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_handle_task_failure_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &HandleTaskFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -114,5 +129,16 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_handle_task_failure_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_handle_task_failure_with_tx`]).
+    pub async fn run_handle_task_failure_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[HandleTaskFailureParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 }

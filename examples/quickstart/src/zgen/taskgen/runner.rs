@@ -3,7 +3,7 @@
 //! [`TaskRunner`]: typed enqueue methods, one set per task.
 
 use anchor_runtime::tokio_postgres::Transaction;
-use anchor_runtime::{Client, Error, ScheduleId, TaskId, TaskOverride};
+use anchor_runtime::{Client, EnqueueTx, Error, ScheduleId, TaskId, TaskOverride};
 use super::params::{
     SendEmailParameters, ProcessOrderParameters, HandleOrderFailureParameters,
     SendNotificationParameters, EscalateFailedNotificationParameters,
@@ -41,10 +41,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `SendEmail` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_send_email_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &SendEmailParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -61,6 +63,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_send_email_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_send_email_with_tx`]).
+    pub async fn run_send_email_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[SendEmailParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `ProcessOrder` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Charge and ship a customer order.
@@ -73,10 +86,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `ProcessOrder` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_process_order_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &ProcessOrderParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -93,6 +108,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_process_order_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_process_order_with_tx`]).
+    pub async fn run_process_order_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[ProcessOrderParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `HandleOrderFailure` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Tell customer service about an order that could not be processed.
@@ -105,10 +131,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `HandleOrderFailure` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_handle_order_failure_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &HandleOrderFailureParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -125,6 +153,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_handle_order_failure_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_handle_order_failure_with_tx`]).
+    pub async fn run_handle_order_failure_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[HandleOrderFailureParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `SendNotification` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Send a notification to a user.
@@ -137,10 +176,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `SendNotification` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_send_notification_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &SendNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -157,6 +198,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_send_notification_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_send_notification_with_tx`]).
+    pub async fn run_send_notification_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[SendNotificationParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `EscalateFailedNotification` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Escalate a notification that could not be delivered.
@@ -169,10 +221,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `EscalateFailedNotification` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_escalate_failed_notification_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &EscalateFailedNotificationParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -189,6 +243,17 @@ impl TaskRunner {
         self.client.enqueue_params_many(params, overrides).await
     }
 
+    /// [`TaskRunner::run_escalate_failed_notification_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_escalate_failed_notification_with_tx`]).
+    pub async fn run_escalate_failed_notification_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[EscalateFailedNotificationParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
+    }
+
     /// Enqueues `GenerateReport` with its tasks.yaml defaults, adjusted by `overrides`.
     ///
     /// Render a report; must finish within two seconds.
@@ -201,10 +266,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `GenerateReport` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_generate_report_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &GenerateReportParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -219,6 +286,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_generate_report_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_generate_report_with_tx`]).
+    pub async fn run_generate_report_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[GenerateReportParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Enqueues `CleanupSessions` with its tasks.yaml defaults, adjusted by `overrides`.
@@ -237,10 +315,12 @@ impl TaskRunner {
     }
 
     /// Enqueues `CleanupSessions` inside the caller's transaction: workers see it only
-    /// after `tx` commits, and it vanishes if `tx` rolls back.
+    /// after `tx` commits, and it vanishes if `tx` rolls back. `tx` is a tokio-postgres
+    /// or deadpool transaction (`&tx`), or with anchor-runtime's `sqlx` feature an sqlx
+    /// transaction or connection (`&mut tx`).
     pub async fn run_cleanup_sessions_with_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: impl EnqueueTx,
         params: &CleanupSessionsParameters,
         overrides: &[TaskOverride],
     ) -> Result<TaskId, Error> {
@@ -255,6 +335,17 @@ impl TaskRunner {
         overrides: &[TaskOverride],
     ) -> Result<Vec<TaskId>, Error> {
         self.client.enqueue_params_many(params, overrides).await
+    }
+
+    /// [`TaskRunner::run_cleanup_sessions_many`] inside the caller's transaction (see
+    /// [`TaskRunner::run_cleanup_sessions_with_tx`]).
+    pub async fn run_cleanup_sessions_many_with_tx(
+        &self,
+        tx: impl EnqueueTx,
+        params: &[CleanupSessionsParameters],
+        overrides: &[TaskOverride],
+    ) -> Result<Vec<TaskId>, Error> {
+        self.client.enqueue_params_many_with_tx(tx, params, overrides).await
     }
 
     /// Registers (or updates) a schedule of `CleanupSessions` (`*/3 * * * * *`)
