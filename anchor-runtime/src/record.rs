@@ -67,7 +67,7 @@ pub struct ErrorRecord {
     pub message: String,
 }
 
-/// A task's row, as [`Client::get_task`] returns it.
+/// A task's row, as [`Client::get_task`](crate::Client::get_task) returns it.
 #[derive(Debug, Clone)]
 pub struct TaskRecord {
     /// The task's id.

@@ -6,7 +6,8 @@
 //! pruning at once take different rows instead of waiting for each other, and no transaction
 //! ever holds more than [`RetentionConfig::batch_size`] row locks. The victims are found
 //! through `tasks_finished_idx` (`migrations/V3__retention.sql`), a partial index that
-//! pending and running rows never enter, so the claim path does not pay for it.
+//! pending and running rows never enter, so the claim path does not pay for it. The
+//! statements are in `db/retention.rs`.
 //!
 //! What is kept by default: completed tasks 7 days, failed tasks 30 days (they are the ones
 //! people come back to investigate), cancelled tasks 7 days. The age is measured from
@@ -15,8 +16,7 @@
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::db::db_error;
-use crate::db::{quote_ident, status};
+use crate::db::{self, retention::Finished};
 use crate::error::Result;
 
 /// How long finished tasks are kept, and how the pruning runs. Build it from
@@ -102,52 +102,30 @@ impl RetentionConfig {
     }
 
     /// The (status, age) pairs to prune.
-    pub(crate) fn rules(&self) -> impl Iterator<Item = (i16, Duration)> + '_ {
+    pub(crate) fn rules(&self) -> impl Iterator<Item = (Finished, Duration)> + '_ {
         [
-            (status::COMPLETED, self.completed),
-            (status::FAILED, self.failed),
-            (status::CANCELLED, self.cancelled),
+            (Finished::Completed, self.completed),
+            (Finished::Failed, self.failed),
+            (Finished::Cancelled, self.cancelled),
         ]
         .into_iter()
         .filter_map(|(s, age)| age.map(|a| (s, a)))
     }
 }
 
-/// The pruning statement for one status. The status is a literal, not a parameter, so the
-/// planner can prove the partial index's predicate (`status >= 2`) for the prepared
-/// statement. `$1` is the age in milliseconds, `$2` the batch size.
-pub(crate) fn prune_sql(schema: &str, status_code: i16) -> String {
-    let tasks = format!("{}.tasks", quote_ident(schema));
-    format!(
-        "WITH doomed AS ( \
-           SELECT id FROM {tasks} \
-           WHERE status = {status_code} \
-             AND finished_at < now() - $1::bigint * interval '1 millisecond' \
-           ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         DELETE FROM {tasks} t USING doomed WHERE t.id = doomed.id"
-    )
-}
-
-/// The pruning statement for completed tasks, as the runtime runs it (for tests that check
-/// its plan, through [`Client::statements`]).
-pub(crate) fn prune_completed_sql(schema: &str) -> String {
-    prune_sql(schema, status::COMPLETED)
-}
-
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Deletes one batch of `status_code` rows older than `age`; returns how many.
-async fn prune_batch(client: &Client, status_code: i16, age: Duration, limit: i64) -> Result<u64> {
+/// Deletes one batch of `finished` rows older than `age`; returns how many.
+async fn prune_batch(
+    client: &Client,
+    finished: Finished,
+    age: Duration,
+    limit: i64,
+) -> Result<u64> {
     let conn = client.conn().await?;
-    let stmt = conn
-        .prepare_cached(&prune_sql(client.schema(), status_code))
-        .await
-        .map_err(|e| db_error("cannot prepare the retention delete", e))?;
-    conn.execute(&stmt, &[&millis(age), &limit])
-        .await
-        .map_err(|e| db_error("cannot delete finished tasks past their retention", e))
+    db::retention::prune_batch(&conn, client.sql(), finished, millis(age), limit).await
 }
 
 impl Client {
@@ -158,12 +136,12 @@ impl Client {
     pub async fn prune_finished(&self, retention: &RetentionConfig) -> Result<u64> {
         let limit = i64::try_from(retention.batch_size.max(1)).unwrap_or(i64::MAX);
         let mut total = 0;
-        for (status_code, age) in retention.rules() {
+        for (finished, age) in retention.rules() {
             loop {
                 let n = self
                     .bounded(
                         "pruning finished tasks",
-                        prune_batch(self, status_code, age, limit),
+                        prune_batch(self, finished, age, limit),
                     )
                     .await?;
                 total += n;
@@ -189,20 +167,12 @@ mod tests {
         assert_eq!(
             rules,
             vec![
-                (status::COMPLETED, 7 * DAY),
-                (status::FAILED, 30 * DAY),
-                (status::CANCELLED, 7 * DAY)
+                (Finished::Completed, 7 * DAY),
+                (Finished::Failed, 30 * DAY),
+                (Finished::Cancelled, 7 * DAY)
             ]
         );
         let keep_failed = r.with_failed(None);
         assert_eq!(keep_failed.rules().count(), 2);
-    }
-
-    #[test]
-    fn statement_names_the_status_literally() {
-        let sql = prune_sql("my\"schema", status::FAILED);
-        assert!(sql.contains("\"my\"\"schema\".tasks"), "{sql}");
-        assert!(sql.contains("status = 3"), "{sql}");
-        assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");
     }
 }

@@ -36,7 +36,10 @@ impl Client {
             renew: sql.tasks.renew.clone(),
             lease_held: sql.tasks.lease_held.clone(),
             release: sql.tasks.release.clone(),
-            prune_completed: crate::retention::prune_completed_sql(self.schema()),
+            prune_completed: sql
+                .retention
+                .statement(crate::db::retention::Finished::Completed)
+                .to_string(),
         }
     }
 }

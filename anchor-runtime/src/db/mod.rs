@@ -20,6 +20,7 @@
 pub(crate) mod cron;
 pub(crate) mod driver;
 pub(crate) mod notify;
+pub(crate) mod retention;
 pub(crate) mod schema;
 pub(crate) mod tasks;
 pub(crate) mod workers;
@@ -53,6 +54,8 @@ pub(crate) struct Sql {
     pub tasks: tasks::TaskSql,
     /// `cron_schedules`: registration, firing, pausing, reading.
     pub cron: cron::CronSql,
+    /// Retention's deletes of finished tasks.
+    pub retention: retention::RetentionSql,
     /// `workers` and `task_definitions`: heartbeats, the unregistered-name note, stored
     /// definitions.
     pub workers: workers::WorkerSql,
@@ -68,6 +71,7 @@ impl Sql {
         Sql {
             tasks: tasks::TaskSql::new(schema),
             cron: cron::CronSql::new(schema),
+            retention: retention::RetentionSql::new(schema),
             workers: workers::WorkerSql::new(schema),
             notify: notify::NotifySql::new(schema),
             schema: schema::SchemaSql::new(schema),
@@ -90,7 +94,7 @@ fn tagged<'a>(tag: &str, sql: &'a str) -> Cow<'a, str> {
 }
 
 /// Maps a database error with context: what was being attempted.
-pub(crate) fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
+fn db_error(context: &str, err: tokio_postgres::Error) -> Error {
     // An undefined table or schema means the migrations have not run.
     if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
         || err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
