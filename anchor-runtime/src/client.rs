@@ -232,6 +232,19 @@ impl Client {
         self.inner.statement_cache
     }
 
+    /// A pooled connection as the application-side statements (enqueue, inspection) run on
+    /// it: prepared and cached, unless the client's connections go through a
+    /// transaction-mode pooler.
+    pub(crate) fn pooled<'c>(
+        &self,
+        conn: &'c deadpool_postgres::Object,
+    ) -> crate::db::driver::Pooled<'c, deadpool_postgres::Object> {
+        crate::db::driver::Pooled {
+            conn,
+            cache: self.statement_cache(),
+        }
+    }
+
     pub(crate) fn check_config(&self) -> Result<()> {
         match &self.inner.config_error {
             Some(message) => Err(Error::new(ErrorKind::Config, message.clone())),

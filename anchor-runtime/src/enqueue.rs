@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::Client;
-use crate::db::driver::{EnqueueTx, Pooled, Run};
+use crate::db::driver::{EnqueueTx, Run};
 use crate::db::tasks::Insert;
 use crate::db::{self, Sql};
 use crate::definition::{TaskDefinition, TaskParameters};
@@ -331,7 +331,9 @@ impl Client {
             Insert::Pending
         };
         let mut pooled = self.pooled(&conn);
-        let id = insert_one(&mut pooled, sql, how, &task, &payload).await?.id();
+        let id = insert_one(&mut pooled, sql, how, &task, &payload)
+            .await?
+            .id();
         if due {
             self.inner.local_workers.wake();
             if !inline {
@@ -456,8 +458,8 @@ impl Client {
             return Ok(Vec::new());
         };
         let conn = self.conn().await?;
-        let ids = db::tasks::insert_many(&mut self.pooled(&conn), self.sql(), &task, &payloads)
-            .await?;
+        let ids =
+            db::tasks::insert_many(&mut self.pooled(&conn), self.sql(), &task, &payloads).await?;
         if task.due_now() {
             self.inner.local_workers.wake();
             self.inner.notifier.poke();
@@ -484,15 +486,6 @@ impl Client {
             db::notify::wake_workers(&mut tx, &sql.notify.tasks_channel).await?;
         }
         Ok(ids)
-    }
-
-    /// A pooled connection as the inserts run on it: statements cached unless the client's
-    /// connections go through a transaction-mode pooler.
-    fn pooled<'c>(&self, conn: &'c deadpool_postgres::Object) -> Pooled<'c, deadpool_postgres::Object> {
-        Pooled {
-            conn,
-            cache: self.statement_cache(),
-        }
     }
 }
 

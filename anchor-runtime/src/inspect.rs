@@ -11,7 +11,7 @@ impl Client {
     /// Reads a task; `None` when no task has that id.
     pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         let conn = self.conn().await?;
-        db::tasks::get(&conn, self.sql(), id).await
+        db::tasks::get(&self.pooled(&conn), self.sql(), id).await
     }
 
     /// Frees a unique tag so that the next enqueue with it creates a new task; returns the
@@ -20,7 +20,7 @@ impl Client {
     /// ones do, a completed one until retention prunes it.)
     pub async fn free_unique_tag(&self, tag: &str) -> Result<Option<TaskId>> {
         let conn = self.conn().await?;
-        let holder = db::tasks::free_tag(&conn, self.sql(), tag).await?;
+        let holder = db::tasks::free_tag(&mut self.pooled(&conn), self.sql(), tag).await?;
         if let Some(id) = holder {
             tracing::info!(task.id = %id, tag, "unique tag freed");
         }
@@ -31,7 +31,7 @@ impl Client {
     /// frees its unique tag. Running and finished tasks are not touched.
     pub async fn cancel_task(&self, id: TaskId) -> Result<bool> {
         let conn = self.conn().await?;
-        let cancelled = db::tasks::cancel(&conn, self.sql(), id).await?;
+        let cancelled = db::tasks::cancel(&mut self.pooled(&conn), self.sql(), id).await?;
         if cancelled {
             tracing::info!(task.id = %id, "task cancelled");
         }

@@ -96,18 +96,26 @@ fn ids(rows: Vec<tokio_postgres::Row>, context: &str) -> Result<Vec<i64>> {
 
 /// Sends `sql` unnamed, with its parameter types: one round trip, nothing left behind on
 /// the connection (so it also works through a transaction-mode pooler).
+async fn unnamed_rows(
+    conn: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[Param<'_>],
+    context: &str,
+) -> Result<Vec<tokio_postgres::Row>> {
+    let typed: Vec<_> = params.iter().map(Param::tokio).collect();
+    conn.query_typed(sql, &typed)
+        .await
+        .map_err(|e| db_error(context, e))
+}
+
+/// [`unnamed_rows`], read as ids.
 async fn unnamed(
     conn: &impl tokio_postgres::GenericClient,
     sql: &str,
     params: &[Param<'_>],
     context: &str,
 ) -> Result<Vec<i64>> {
-    let typed: Vec<_> = params.iter().map(Param::tokio).collect();
-    let rows = conn
-        .query_typed(sql, &typed)
-        .await
-        .map_err(|e| db_error(context, e))?;
-    ids(rows, context)
+    ids(unnamed_rows(conn, sql, params, context).await?, context)
 }
 
 /// One of anchor's pooled connections (or a transaction on one), and whether statements
@@ -140,6 +148,31 @@ impl<'t> PooledClient for deadpool_postgres::Transaction<'t> {
     }
 }
 
+impl<C: PooledClient> Pooled<'_, C> {
+    /// Runs `sql` with `params`: prepared and cached on the connection, or unnamed when
+    /// the cache is off.
+    pub(crate) async fn rows(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        context: &str,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        if !self.cache {
+            return unnamed_rows(self.conn.plain(), sql, params, context).await;
+        }
+        let stmt = self
+            .conn
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| db_error(context, e))?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.tokio().0).collect();
+        self.conn
+            .query(&stmt, &values)
+            .await
+            .map_err(|e| db_error(context, e))
+    }
+}
+
 impl<C: PooledClient> Run for Pooled<'_, C> {
     fn query_ids<'a>(
         &'a mut self,
@@ -147,23 +180,7 @@ impl<C: PooledClient> Run for Pooled<'_, C> {
         params: &'a [Param<'a>],
         context: &'a str,
     ) -> BoxFuture<'a, Result<Vec<i64>>> {
-        Box::pin(async move {
-            if !self.cache {
-                return unnamed(self.conn.plain(), sql, params, context).await;
-            }
-            let stmt = self
-                .conn
-                .prepare_cached(sql)
-                .await
-                .map_err(|e| db_error(context, e))?;
-            let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.tokio().0).collect();
-            let rows = self
-                .conn
-                .query(&stmt, &values)
-                .await
-                .map_err(|e| db_error(context, e))?;
-            ids(rows, context)
-        })
+        Box::pin(async move { ids(self.rows(sql, params, context).await?, context) })
     }
 }
 
@@ -221,7 +238,10 @@ mod sqlx_impls {
                 Param::Timestamptz(v) => query.bind(v),
             };
         }
-        let rows = query.fetch_all(&mut *conn).await.map_err(|e| error(context, e))?;
+        let rows = query
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| error(context, e))?;
         rows.iter()
             .map(|row| row.try_get::<i64, _>(0).map_err(|e| error(context, e)))
             .collect()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Row;
 
-use super::driver::{Param, Run};
+use super::driver::{Param, Pooled, PooledClient, Run};
 use super::{db_error, quote_ident, status, tagged, Caching, Sql};
 use crate::claimed::{ClaimedTask, LostRun, UnreadableRow};
 use crate::error::{Error, ErrorKind, Result};
@@ -389,15 +389,25 @@ pub(crate) async fn insert(
 ) -> Result<Option<TaskId>> {
     let context = format!("cannot enqueue task {}", task.name);
     let params = insert_params(sql, &how, task, payload);
-    let ids = conn.query_ids(how.statement(sql), &params, &context).await?;
+    let ids = conn
+        .query_ids(how.statement(sql), &params, &context)
+        .await?;
     Ok(ids.into_iter().next().map(TaskId::from))
 }
 
 /// The task holding unique tag `tag` (pending, running or completed), if any.
-pub(crate) async fn tag_holder(conn: &mut impl Run, sql: &Sql, tag: &str) -> Result<Option<TaskId>> {
+pub(crate) async fn tag_holder(
+    conn: &mut impl Run,
+    sql: &Sql,
+    tag: &str,
+) -> Result<Option<TaskId>> {
     let context = format!("cannot look up unique tag `{tag}`");
     let ids = conn
-        .query_ids(&sql.tasks.select_by_tag, &[Param::Text(Some(tag))], &context)
+        .query_ids(
+            &sql.tasks.select_by_tag,
+            &[Param::Text(Some(tag))],
+            &context,
+        )
         .await?;
     Ok(ids.into_iter().next().map(TaskId::from))
 }
@@ -779,16 +789,20 @@ fn ms(v: i64) -> Duration {
 }
 
 /// Reads task `id`; `None` when no task has that id.
-pub(crate) async fn get(conn: &impl Caching, sql: &Sql, id: TaskId) -> Result<Option<TaskRecord>> {
-    let stmt = conn
-        .prepare_cached(&sql.tasks.get_task)
-        .await
-        .map_err(|e| db_error("cannot prepare the task lookup", e))?;
-    let Some(row) = conn
-        .query_opt(&stmt, &[&id])
-        .await
-        .map_err(|e| db_error(&format!("cannot read task {id}"), e))?
-    else {
+pub(crate) async fn get<C: PooledClient>(
+    conn: &Pooled<'_, C>,
+    sql: &Sql,
+    id: TaskId,
+) -> Result<Option<TaskRecord>> {
+    let context = format!("cannot read task {id}");
+    let rows = conn
+        .rows(
+            &sql.tasks.get_task,
+            &[Param::Int8(Some(id.get()))],
+            &context,
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
     // Every column is read fallibly: a row edited by hand into values the runtime never
@@ -855,27 +869,19 @@ pub(crate) async fn get(conn: &impl Caching, sql: &Sql, id: TaskId) -> Result<Op
 }
 
 /// Frees unique tag `tag` whatever its holder's status; returns the holder, if any.
-pub(crate) async fn free_tag(conn: &impl Caching, sql: &Sql, tag: &str) -> Result<Option<TaskId>> {
-    let stmt = conn
-        .prepare_cached(&sql.tasks.free_tag)
-        .await
-        .map_err(|e| db_error("cannot prepare freeing a unique tag", e))?;
-    let row = conn
-        .query_opt(&stmt, &[&tag])
-        .await
-        .map_err(|e| db_error(&format!("cannot free unique tag `{tag}`"), e))?;
-    Ok(row.map(|r| r.get(0)))
+pub(crate) async fn free_tag(conn: &mut impl Run, sql: &Sql, tag: &str) -> Result<Option<TaskId>> {
+    let context = format!("cannot free unique tag `{tag}`");
+    let ids = conn
+        .query_ids(&sql.tasks.free_tag, &[Param::Text(Some(tag))], &context)
+        .await?;
+    Ok(ids.into_iter().next().map(TaskId::from))
 }
 
 /// Cancels task `id` if it is still `pending`; returns whether it was.
-pub(crate) async fn cancel(conn: &impl Caching, sql: &Sql, id: TaskId) -> Result<bool> {
-    let stmt = conn
-        .prepare_cached(&sql.tasks.cancel)
-        .await
-        .map_err(|e| db_error("cannot prepare the task cancel", e))?;
-    let row = conn
-        .query_opt(&stmt, &[&id])
-        .await
-        .map_err(|e| db_error(&format!("cannot cancel task {id}"), e))?;
-    Ok(row.is_some())
+pub(crate) async fn cancel(conn: &mut impl Run, sql: &Sql, id: TaskId) -> Result<bool> {
+    let context = format!("cannot cancel task {id}");
+    let ids = conn
+        .query_ids(&sql.tasks.cancel, &[Param::Int8(Some(id.get()))], &context)
+        .await?;
+    Ok(!ids.is_empty())
 }

@@ -155,7 +155,10 @@ async fn enqueue_on_failed(
     };
     // Workers never run through a transaction-mode pooler (`Worker::new` refuses such a
     // client), so the insert is prepared and cached like every other worker statement.
-    let mut conn = Pooled { conn: tx, cache: true };
+    let mut conn = Pooled {
+        conn: tx,
+        cache: true,
+    };
     insert_one(&mut conn, sql, Insert::Handler, &task, &payload)
         .await
         .map(Inserted::id)

@@ -11,6 +11,7 @@ mod harness;
 mod local_dispatch;
 mod outage;
 mod outcomes;
+mod pgbouncer;
 mod retention;
 mod tls;
 mod unregistered;

@@ -48,9 +48,11 @@ impl From<anchor_runtime::Error> for SignUpError {
 
 /// Creates the service's own table.
 pub async fn create_tables(pool: &PgPool) -> sqlx::Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS users (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE)")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS users (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE)",
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -74,7 +76,9 @@ pub async fn sign_up(
         email: email.to_string(),
     };
     let tag = TaskOverride::unique_tag(format!("welcome:{user_id}"));
-    let task_id = runner.run_send_welcome_with_tx(&mut tx, &params, &[tag]).await?;
+    let task_id = runner
+        .run_send_welcome_with_tx(&mut tx, &params, &[tag])
+        .await?;
     if commit {
         tx.commit().await?;
     } else {

@@ -7,7 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anchor_runtime::{Client, Registry, TaskContext, TaskError, TaskId, TaskOverride, TaskStatus, Worker, WorkerConfig};
+use anchor_runtime::{
+    Client, Registry, TaskContext, TaskError, TaskId, TaskOverride, TaskStatus, Worker,
+    WorkerConfig,
+};
 use anyhow::{ensure, Context, Result};
 use sqlx::PgPool;
 use sqlx_app::taskgen::{self, Executor, SendWelcomeParameters, TaskRunner};
@@ -48,29 +51,43 @@ async fn app() -> Result<App> {
 
 async fn task_count(client: &Client) -> Result<i64> {
     let conn = client.pool().get().await?;
-    Ok(conn.query_one("SELECT count(*) FROM anchor.tasks", &[]).await?.get(0))
+    Ok(conn
+        .query_one("SELECT count(*) FROM anchor.tasks", &[])
+        .await?
+        .get(0))
 }
 
 async fn wait_for_status(client: &Client, id: TaskId, status: TaskStatus) -> Result<()> {
-    anchor_testkit::wait_for(&format!("task {id} to be {status}"), Duration::from_secs(20), || async {
-        let task = client.get_task(id).await?.context("task vanished")?;
-        Ok::<_, anyhow::Error>((task.status == status).then_some(()))
-    })
+    anchor_testkit::wait_for(
+        &format!("task {id} to be {status}"),
+        Duration::from_secs(20),
+        || async {
+            let task = client.get_task(id).await?.context("task vanished")?;
+            Ok::<_, anyhow::Error>((task.status == status).then_some(()))
+        },
+    )
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_sign_up_leaves_no_task_and_a_committed_one_is_mailed() -> Result<()> {
     let app = app().await?;
-    let (_, rolled_back) = sqlx_app::sign_up(&app.pool, &app.runner, "gone@example.com", false).await?;
-    ensure!(app.client.get_task(rolled_back).await?.is_none(), "the rolled-back task exists");
+    let (_, rolled_back) =
+        sqlx_app::sign_up(&app.pool, &app.runner, "gone@example.com", false).await?;
+    ensure!(
+        app.client.get_task(rolled_back).await?.is_none(),
+        "the rolled-back task exists"
+    );
     ensure!(task_count(&app.client).await? == 0);
 
-    let mailer = Arc::new(Mailer { sent: Mutex::new(Vec::new()) });
+    let mailer = Arc::new(Mailer {
+        sent: Mutex::new(Vec::new()),
+    });
     let mut registry = Registry::new();
     taskgen::register(&mut registry, mailer.clone());
     let worker = Worker::new(app.client.clone(), registry, WorkerConfig::default())?.start();
-    let (user_id, task_id) = sqlx_app::sign_up(&app.pool, &app.runner, "ada@example.com", true).await?;
+    let (user_id, task_id) =
+        sqlx_app::sign_up(&app.pool, &app.runner, "ada@example.com", true).await?;
     wait_for_status(&app.client, task_id, TaskStatus::Completed).await?;
     worker.shutdown().await;
     ensure!(*mailer.sent.lock().expect("sent") == ["ada@example.com"]);
@@ -83,18 +100,33 @@ async fn a_rolled_back_sign_up_leaves_no_task_and_a_committed_one_is_mailed() ->
 async fn bulk_and_overrides_in_an_sqlx_transaction_and_on_a_bare_connection() -> Result<()> {
     let app = app().await?;
     let params: Vec<_> = (1..=3)
-        .map(|i| SendWelcomeParameters { user_id: i, email: format!("u{i}@example.com") })
+        .map(|i| SendWelcomeParameters {
+            user_id: i,
+            email: format!("u{i}@example.com"),
+        })
         .collect();
-    let later = [TaskOverride::run_after(Duration::from_secs(3600)), TaskOverride::timeout(Duration::from_secs(7))];
+    let later = [
+        TaskOverride::run_after(Duration::from_secs(3600)),
+        TaskOverride::timeout(Duration::from_secs(7)),
+    ];
 
     let mut tx = app.pool.begin().await?;
-    let ids = app.runner.run_send_welcome_many_with_tx(&mut tx, &params, &later).await?;
+    let ids = app
+        .runner
+        .run_send_welcome_many_with_tx(&mut tx, &params, &later)
+        .await?;
     tx.rollback().await?;
-    ensure!(ids.len() == 3 && task_count(&app.client).await? == 0, "rolled back: {ids:?}");
+    ensure!(
+        ids.len() == 3 && task_count(&app.client).await? == 0,
+        "rolled back: {ids:?}"
+    );
 
     let mut tx = app.pool.begin().await?;
     // `&mut *tx` is the transaction's `PgConnection`: the same trait, the same result.
-    let ids = app.runner.run_send_welcome_many_with_tx(&mut *tx, &params, &later).await?;
+    let ids = app
+        .runner
+        .run_send_welcome_many_with_tx(&mut *tx, &params, &later)
+        .await?;
     tx.commit().await?;
     ensure!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order: {ids:?}");
     for (id, p) in ids.iter().zip(&params) {
@@ -107,7 +139,10 @@ async fn bulk_and_overrides_in_an_sqlx_transaction_and_on_a_bare_connection() ->
 
     // Outside a transaction: a pooled connection of the application's own.
     let mut conn = app.pool.acquire().await?;
-    let id = app.runner.run_send_welcome_with_tx(&mut *conn, &params[0], &[]).await?;
+    let id = app
+        .runner
+        .run_send_welcome_with_tx(&mut *conn, &params[0], &[])
+        .await?;
     ensure!(app.client.get_task(id).await?.is_some(), "autocommitted");
     Ok(())
 }
@@ -128,13 +163,24 @@ enum Driver {
 /// ended), with the first transaction committed or rolled back.
 async fn tag_race(app: &App, driver: Driver, first_commits: bool) -> Result<(TaskId, TaskId, i64)> {
     let tag = format!("race-{driver:?}-{first_commits}");
-    let params = SendWelcomeParameters { user_id: 1, email: "race@example.com".into() };
+    let params = SendWelcomeParameters {
+        user_id: 1,
+        email: "race@example.com".into(),
+    };
     let overrides = [TaskOverride::unique_tag(tag.clone())];
     let (first, second) = match driver {
         Driver::Sqlx => {
             let mut tx1 = app.pool.begin().await?;
-            let first = app.runner.run_send_welcome_with_tx(&mut tx1, &params, &overrides).await?;
-            let (pool, runner, p, o) = (app.pool.clone(), app.runner.clone(), params.clone(), overrides.clone());
+            let first = app
+                .runner
+                .run_send_welcome_with_tx(&mut tx1, &params, &overrides)
+                .await?;
+            let (pool, runner, p, o) = (
+                app.pool.clone(),
+                app.runner.clone(),
+                params.clone(),
+                overrides.clone(),
+            );
             let second = tokio::spawn(async move {
                 let mut tx2 = pool.begin().await?;
                 let id = runner.run_send_welcome_with_tx(&mut tx2, &p, &o).await?;
@@ -142,14 +188,26 @@ async fn tag_race(app: &App, driver: Driver, first_commits: bool) -> Result<(Tas
                 anyhow::Ok(id)
             });
             wait_until_blocked(app).await?;
-            if first_commits { tx1.commit().await?; } else { tx1.rollback().await?; }
+            if first_commits {
+                tx1.commit().await?;
+            } else {
+                tx1.rollback().await?;
+            }
             (first, second.await??)
         }
         Driver::TokioPostgres => {
             let mut conn1 = app.client.pool().get().await?;
             let tx1 = conn1.transaction().await?;
-            let first = app.runner.run_send_welcome_with_tx(&tx1, &params, &overrides).await?;
-            let (client, runner, p, o) = (app.client.clone(), app.runner.clone(), params.clone(), overrides.clone());
+            let first = app
+                .runner
+                .run_send_welcome_with_tx(&tx1, &params, &overrides)
+                .await?;
+            let (client, runner, p, o) = (
+                app.client.clone(),
+                app.runner.clone(),
+                params.clone(),
+                overrides.clone(),
+            );
             let second = tokio::spawn(async move {
                 let mut conn2 = client.pool().get().await?;
                 let tx2 = conn2.transaction().await?;
@@ -158,13 +216,20 @@ async fn tag_race(app: &App, driver: Driver, first_commits: bool) -> Result<(Tas
                 anyhow::Ok(id)
             });
             wait_until_blocked(app).await?;
-            if first_commits { tx1.commit().await?; } else { tx1.rollback().await?; }
+            if first_commits {
+                tx1.commit().await?;
+            } else {
+                tx1.rollback().await?;
+            }
             (first, second.await??)
         }
     };
     let conn = app.client.pool().get().await?;
     let holders: i64 = conn
-        .query_one("SELECT count(*) FROM anchor.tasks WHERE unique_tag = $1", &[&tag])
+        .query_one(
+            "SELECT count(*) FROM anchor.tasks WHERE unique_tag = $1",
+            &[&tag],
+        )
         .await?
         .get(0);
     Ok((first, second, holders))
@@ -172,18 +237,22 @@ async fn tag_race(app: &App, driver: Driver, first_commits: bool) -> Result<(Tas
 
 /// Waits until a session of this database waits on a lock (the second insert on the tag).
 async fn wait_until_blocked(app: &App) -> Result<()> {
-    anchor_testkit::wait_for("the second enqueue to wait on the tag", Duration::from_secs(20), || async {
-        let conn = app.client.pool().get().await?;
-        let waiting: i64 = conn
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
+    anchor_testkit::wait_for(
+        "the second enqueue to wait on the tag",
+        Duration::from_secs(20),
+        || async {
+            let conn = app.client.pool().get().await?;
+            let waiting: i64 = conn
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await?
-            .get(0);
-        Ok::<_, anyhow::Error>((waiting > 0).then_some(()))
-    })
+                    &[],
+                )
+                .await?
+                .get(0);
+            Ok::<_, anyhow::Error>((waiting > 0).then_some(()))
+        },
+    )
     .await
 }
 
