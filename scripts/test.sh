@@ -57,6 +57,10 @@ fi
 
 cargo test --workspace --locked --all-targets
 cargo test --workspace --locked --doc
+# The workspace build above has anchor-runtime's `sqlx` feature on (the sqlx example turns
+# it on for everyone); a generated module must also compile without it, as in a service
+# that does not use sqlx.
+cargo check --locked -p quickstart
 
 # Publishing checks: the API docs build without warnings (broken intra-doc links, missing
 # docs), and the crates a user installs or depends on package and build from their .crate

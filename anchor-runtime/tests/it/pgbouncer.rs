@@ -13,7 +13,7 @@ use anchor_runtime::{
 use anchor_testkit::PgBouncer;
 use anyhow::{ensure, Context, Result};
 
-use crate::harness::{shared_cluster, test_db, wait_for_status};
+use crate::harness::{shared_cluster, wait_for_status};
 
 static BOUNCED: TaskDefinition = TaskDefinition {
     name: "Bounced",
@@ -36,10 +36,13 @@ fn bouncer() -> &'static PgBouncer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_through_pgbouncer_in_transaction_mode_and_a_direct_worker_runs_it() -> Result<()> {
-    let db = test_db().await?;
-    let name = db.url.rsplit('/').next().context("database name")?;
-    let options = ConnectOptions::from_url(&bouncer().url(name))?.statement_cache(false);
+    crate::harness::init_tracing();
+    let db = shared_cluster().create_database("bounced").await?;
+    let options = ConnectOptions::from_url(&bouncer().url(&db.name))?.statement_cache(false);
     let bounced = Client::connect_with(options).await?;
+    // Migrations run through the pooler too (in transactions).
+    anchor_runtime::migrate(&bounced).await?;
+    let direct = Client::connect(&db.url).await?;
     let json = |i: i32| serde_json::json!({ "i": i });
 
     let mut ids = Vec::new();
@@ -93,10 +96,10 @@ async fn enqueue_through_pgbouncer_in_transaction_mode_and_a_direct_worker_runs_
     };
     ensure!(err.kind() == ErrorKind::Config, "{err}");
     ensure!(err.to_string().contains("direct URL"), "{err}");
-    let worker = Worker::new(db.client.clone(), registry, WorkerConfig::default())?.start();
+    let worker = Worker::new(direct.clone(), registry, WorkerConfig::default())?.start();
     for id in ids {
         wait_for_status(
-            &db.client,
+            &direct,
             id,
             TaskStatus::Completed,
             Duration::from_secs(20),

@@ -56,6 +56,7 @@ pub async fn create_tables(pool: &PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
+// ANCHOR: sign_up
 /// Signs a user up: inserts the user and enqueues their welcome mail in one sqlx
 /// transaction, committed when `commit` is true and rolled back otherwise (as when a later
 /// step of the request fails). The mail's unique tag names the user, so a retried request
@@ -86,3 +87,4 @@ pub async fn sign_up(
     }
     Ok((user_id, task_id))
 }
+// ANCHOR_END: sign_up
