@@ -98,13 +98,7 @@ async fn enqueue_through_pgbouncer_in_transaction_mode_and_a_direct_worker_runs_
     ensure!(err.to_string().contains("direct URL"), "{err}");
     let worker = Worker::new(direct.clone(), registry, WorkerConfig::default())?.start();
     for id in ids {
-        wait_for_status(
-            &direct,
-            id,
-            TaskStatus::Completed,
-            Duration::from_secs(20),
-        )
-        .await?;
+        wait_for_status(&direct, id, TaskStatus::Completed, Duration::from_secs(20)).await?;
     }
     worker.shutdown().await;
     Ok(())
