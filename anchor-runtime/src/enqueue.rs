@@ -16,8 +16,8 @@ use crate::db::{self, Sql};
 use crate::definition::{TaskDefinition, TaskParameters};
 use crate::dispatch::ReservedSlot;
 use crate::error::{Error, ErrorKind, Result};
-use crate::overrides::{OverrideKind, TaskOverride};
-use crate::settings::{NewTask, RetryColumns};
+use crate::overrides::{DueOverride, OverrideKind, TaskOverride};
+use crate::settings::{Due, NewTask, RetryColumns};
 use crate::task::TaskId;
 
 /// The longest unique tag accepted (the tag is a btree index key).
@@ -79,8 +79,7 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
     }
     let mut task = NewTask {
         name: name.to_string(),
-        run_at: None,
-        delay_ms: 0,
+        due: Due::Now,
         timeout_ms: i64::try_from(def.timeout_ms).map_err(|_| {
             Error::new(
                 ErrorKind::Config,
@@ -100,8 +99,6 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
             .max_rescues
             .map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX)),
     };
-    let mut run_after_given = false;
-    let mut run_at_given = false;
     let mut max_retries_override = None;
     let mut policy_max_retries = None;
     for TaskOverride(kind) in overrides {
@@ -161,20 +158,11 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
                 }
                 task.unique_tag = Some(tag.clone());
             }
-            OverrideKind::RunAfter(d) => {
-                run_after_given = true;
-                task.delay_ms = millis(*d, "run_after", name)?;
+            OverrideKind::Due(DueOverride::After(d)) => {
+                task.due = Due::AfterMs(millis(*d, "run_after", name)?);
             }
-            OverrideKind::RunAt(at) => {
-                run_at_given = true;
-                task.run_at = Some(*at);
-            }
+            OverrideKind::Due(DueOverride::At(at)) => task.due = Due::At(*at),
         }
-    }
-    if run_after_given && run_at_given {
-        return Err(invalid(format!(
-            "task {name} got both run_after and run_at; give one of them"
-        )));
     }
     if let Some(n) = policy_max_retries {
         task.retry.max_retries = Some(n);
@@ -578,8 +566,20 @@ mod tests {
         assert_eq!(t.retry.max_retries, Some(5));
         assert_eq!(t.timeout_ms, 2000);
         assert_eq!(t.unique_tag.as_deref(), Some("tag"));
-        assert_eq!(t.delay_ms, 10_000);
+        assert_eq!(t.due, Due::AfterMs(10_000));
         assert!(!t.due_now());
+    }
+
+    #[test]
+    fn run_after_and_run_at_set_one_due_time_and_the_last_wins() {
+        let at = Utc::now() + chrono::Duration::hours(1);
+        let after = TaskOverride::run_after(Duration::from_secs(5));
+        let t = resolve(&PLAIN, &[after.clone(), TaskOverride::run_at(at)]).unwrap();
+        assert_eq!(t.due, Due::At(at));
+        let t = resolve(&PLAIN, &[TaskOverride::run_at(at), after]).unwrap();
+        assert_eq!(t.due, Due::AfterMs(5_000));
+        assert!(!t.due_now());
+        assert_eq!(resolve(&PLAIN, &[]).unwrap().due, Due::Now);
     }
 
     #[test]
@@ -599,10 +599,6 @@ mod tests {
             vec![TaskOverride::unique_tag("  ")],
             vec![TaskOverride::unique_tag("x".repeat(2000))],
             vec![TaskOverride::max_retries(3)],
-            vec![
-                TaskOverride::run_after(Duration::from_secs(1)),
-                TaskOverride::run_at(Utc::now()),
-            ],
         ];
         for overrides in cases {
             let err = resolve(&PLAIN, &overrides).unwrap_err();

@@ -30,8 +30,15 @@ pub(crate) enum OverrideKind {
     MaxRetries(u32),
     Timeout(Duration),
     UniqueTag(String),
-    RunAfter(Duration),
-    RunAt(DateTime<Utc>),
+    Due(DueOverride),
+}
+
+/// The one due-time setting, as [`TaskOverride::run_after`] or [`TaskOverride::run_at`]
+/// gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum DueOverride {
+    After(Duration),
+    At(DateTime<Utc>),
 }
 
 impl TaskOverride {
@@ -59,13 +66,15 @@ impl TaskOverride {
         TaskOverride(OverrideKind::UniqueTag(tag.into()))
     }
 
-    /// Runs the task no earlier than `delay` from now.
+    /// Runs the task no earlier than `delay` from now. This and [`TaskOverride::run_at`]
+    /// set one setting, the task's due time: given both, the last one wins.
     pub fn run_after(delay: Duration) -> Self {
-        TaskOverride(OverrideKind::RunAfter(delay))
+        TaskOverride(OverrideKind::Due(DueOverride::After(delay)))
     }
 
-    /// Runs the task no earlier than `at`.
+    /// Runs the task no earlier than `at`. This and [`TaskOverride::run_after`] set one
+    /// setting, the task's due time: given both, the last one wins.
     pub fn run_at(at: DateTime<Utc>) -> Self {
-        TaskOverride(OverrideKind::RunAt(at))
+        TaskOverride(OverrideKind::Due(DueOverride::At(at)))
     }
 }

@@ -58,12 +58,35 @@ impl RetryColumns {
     }
 }
 
+/// When a new task becomes due: one setting, whichever of `run_after` and `run_at` set it
+/// (the last one given wins, like any override given twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Due {
+    /// At once (the default).
+    #[default]
+    Now,
+    /// This many milliseconds after the insert (by the database's clock).
+    AfterMs(i64),
+    /// At this time.
+    At(DateTime<Utc>),
+}
+
+impl Due {
+    /// As the insert takes it: a time, or a delay from the database's `now()`.
+    pub(crate) fn columns(self) -> (Option<DateTime<Utc>>, i64) {
+        match self {
+            Due::Now => (None, 0),
+            Due::AfterMs(ms) => (None, ms),
+            Due::At(at) => (Some(at), 0),
+        }
+    }
+}
+
 /// A task's settings after defaults and overrides are merged and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NewTask {
     pub name: String,
-    pub run_at: Option<DateTime<Utc>>,
-    pub delay_ms: i64,
+    pub due: Due,
     pub timeout_ms: i64,
     pub retry: RetryColumns,
     pub on_failed: Option<String>,
@@ -76,6 +99,10 @@ pub(crate) struct NewTask {
 impl NewTask {
     /// Whether the task is due now, so waking the workers is worth it.
     pub(crate) fn due_now(&self) -> bool {
-        self.delay_ms == 0 && self.run_at.is_none_or(|at| at <= Utc::now())
+        match self.due {
+            Due::Now => true,
+            Due::AfterMs(ms) => ms == 0,
+            Due::At(at) => at <= Utc::now(),
+        }
     }
 }

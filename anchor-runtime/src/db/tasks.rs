@@ -347,11 +347,12 @@ fn insert_params<'a>(
     task: &'a NewTask,
     payload: &'a str,
 ) -> Vec<Param<'a>> {
+    let (run_at, delay_ms) = task.due.columns();
     let mut params = vec![
         Param::Text(Some(&task.name)),
         Param::Text(Some(payload)),
-        Param::Timestamptz(task.run_at),
-        Param::Int8(Some(task.delay_ms)),
+        Param::Timestamptz(run_at),
+        Param::Int8(Some(delay_ms)),
         Param::Int8(Some(task.timeout_ms)),
         Param::Int8Array(task.retry.intervals_ms.as_deref()),
         Param::Bool(task.retry.always),
@@ -421,11 +422,12 @@ pub(crate) async fn insert_many(
     payloads: &[String],
 ) -> Result<Vec<TaskId>> {
     let context = format!("cannot enqueue {} tasks of {}", payloads.len(), task.name);
+    let (run_at, delay_ms) = task.due.columns();
     let params = [
         Param::Text(Some(&task.name)),
         Param::TextArray(payloads),
-        Param::Timestamptz(task.run_at),
-        Param::Int8(Some(task.delay_ms)),
+        Param::Timestamptz(run_at),
+        Param::Int8(Some(delay_ms)),
         Param::Int8(Some(task.timeout_ms)),
         Param::Int8Array(task.retry.intervals_ms.as_deref()),
         Param::Bool(task.retry.always),

@@ -12,7 +12,7 @@ use crate::definition::TaskDefinition;
 use crate::enqueue::{insert_one, resolve, Inserted};
 use crate::error::{ErrorKind, Result};
 use crate::registry::Registry;
-use crate::settings::{NewTask, RetryColumns};
+use crate::settings::{Due, NewTask, RetryColumns};
 use crate::task::TaskId;
 
 /// The timeout of an `onFailed` handler whose definition this worker does not know
@@ -51,8 +51,7 @@ pub(crate) fn on_failed_task(
 ) -> (NewTask, String) {
     let mut task = NewTask {
         name: handler.to_string(),
-        run_at: None,
-        delay_ms: 0,
+        due: Due::Now,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         retry: RetryColumns::default(),
         on_failed: None,
@@ -123,8 +122,7 @@ async fn stored_handler_task(
     Ok(stored.map(|stored| {
         let task = NewTask {
             name: handler.to_string(),
-            run_at: None,
-            delay_ms: 0,
+            due: Due::Now,
             timeout_ms: stored.timeout_ms.max(1),
             retry: stored.retry,
             on_failed: stored.on_failed,
