@@ -5,9 +5,7 @@
 
 use std::time::Instant;
 
-use anchor_core::RetryPolicy;
-
-use crate::settings::RetryColumns;
+use crate::settings::TaskSettings;
 use crate::task::TaskId;
 
 /// A task this worker holds a lease on, with what running and finishing it needs.
@@ -19,14 +17,10 @@ pub(crate) struct ClaimedTask {
     /// The number of this run: one more than the runs started before it.
     pub attempt: u32,
     pub failures: u32,
-    pub timeout_ms: i64,
-    pub retry: RetryColumns,
-    pub on_failed: Option<String>,
+    pub settings: TaskSettings,
     pub parent_id: Option<TaskId>,
     /// How often a worker holding this task was lost before.
     pub rescues: u32,
-    /// The task's own bound on rescues, if it has one.
-    pub max_rescues: Option<i32>,
     pub token: i64,
     /// The local time just before the statement that leased the task was sent: the lease
     /// runs from a database time no earlier than this (see `Shared::lease_deadline`).
@@ -54,11 +48,6 @@ pub(crate) struct LostRun {
 }
 
 impl ClaimedTask {
-    /// The retry policy stored with the task, if any.
-    pub(crate) fn policy(&self) -> Option<RetryPolicy> {
-        self.retry.policy()
-    }
-
     /// The attempt number as the database stores it.
     pub(crate) fn attempt_i32(&self) -> i32 {
         i32::try_from(self.attempt).unwrap_or(i32::MAX)

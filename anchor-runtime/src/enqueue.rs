@@ -17,7 +17,7 @@ use crate::definition::{TaskDefinition, TaskParameters};
 use crate::dispatch::ReservedSlot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::overrides::{DueOverride, OverrideKind, TaskOverride};
-use crate::settings::{Due, NewTask, RetryColumns};
+use crate::settings::{Due, NewTask, TaskSettings};
 use crate::task::TaskId;
 
 /// The longest unique tag accepted (the tag is a btree index key).
@@ -77,27 +77,22 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
             ),
         ));
     }
+    if def
+        .retry
+        .and_then(|r| r.max_retries)
+        .is_some_and(|n| i32::try_from(n).is_err())
+    {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("task {name}: max_retries in its definition is too large"),
+        ));
+    }
     let mut task = NewTask {
         name: name.to_string(),
         due: Due::Now,
-        timeout_ms: i64::try_from(def.timeout_ms).map_err(|_| {
-            Error::new(
-                ErrorKind::Config,
-                format!("task {name}: timeout in its definition is too long"),
-            )
-        })?,
-        retry: RetryColumns::from_defaults(def.retry.as_ref()).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!("task {name}: max_retries in its definition is too large"),
-            )
-        })?,
-        on_failed: def.on_failed.map(str::to_string),
+        settings: TaskSettings::of_definition(def),
         unique_tag: None,
         parent_id: None,
-        max_rescues: def
-            .max_rescues
-            .map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX)),
     };
     let mut max_retries_override = None;
     let mut policy_max_retries = None;
@@ -110,30 +105,34 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
                          (RetryPolicy::parse(\"1m\", …))"
                     )));
                 }
-                let ms = policy
-                    .intervals
-                    .iter()
-                    .map(|d| millis(*d, "a retry interval", name))
-                    .collect::<Result<Vec<_>>>()?;
-                task.retry.intervals_ms = Some(ms);
-                task.retry.always = policy.always_retry_on_failure;
+                for interval in &policy.intervals {
+                    millis(*interval, "a retry interval", name)?;
+                }
+                let kept = task.settings.retry.as_ref().and_then(|p| p.max_retries);
+                task.settings.retry = Some(anchor_core::RetryPolicy {
+                    intervals: policy.intervals.clone(),
+                    always_retry_on_failure: policy.always_retry_on_failure,
+                    max_retries: kept,
+                });
                 if let Some(n) = policy.max_retries {
-                    policy_max_retries = Some(i32::try_from(n).map_err(|_| {
-                        invalid(format!(
+                    if i32::try_from(n).is_err() {
+                        return Err(invalid(format!(
                             "retry_policy max_retries {n} for task {name} is too large \
                              (at most {})",
                             i32::MAX
-                        ))
-                    })?);
+                        )));
+                    }
+                    policy_max_retries = Some(n);
                 }
             }
             OverrideKind::MaxRetries(n) => {
-                max_retries_override = Some(i32::try_from(*n).map_err(|_| {
-                    invalid(format!(
+                if i32::try_from(*n).is_err() {
+                    return Err(invalid(format!(
                         "max_retries({n}) for task {name} is too large (at most {})",
                         i32::MAX
-                    ))
-                })?);
+                    )));
+                }
+                max_retries_override = Some(*n);
             }
             OverrideKind::Timeout(d) => {
                 if d.is_zero() {
@@ -141,8 +140,9 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
                         "timeout for task {name} must be longer than zero"
                     )));
                 }
+                millis(*d, "timeout", name)?;
                 // Sub-millisecond timeouts round up so they never become zero.
-                task.timeout_ms = millis(*d, "timeout", name)?.max(1);
+                task.settings.timeout = (*d).max(Duration::from_millis(1));
             }
             OverrideKind::UniqueTag(tag) => {
                 if tag.trim().is_empty() {
@@ -164,17 +164,17 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
             OverrideKind::Due(DueOverride::At(at)) => task.due = Due::At(*at),
         }
     }
-    if let Some(n) = policy_max_retries {
-        task.retry.max_retries = Some(n);
+    if let (Some(n), Some(policy)) = (policy_max_retries, task.settings.retry.as_mut()) {
+        policy.max_retries = Some(n);
     }
     if let Some(n) = max_retries_override {
-        if task.retry.intervals_ms.is_none() {
+        let Some(policy) = task.settings.retry.as_mut() else {
             return Err(invalid(format!(
                 "max_retries({n}) for task {name}, which has no retry policy; add \
                  TaskOverride::retry_policy(...) or a retryPolicy in tasks.yaml"
             )));
-        }
-        task.retry.max_retries = Some(n);
+        };
+        policy.max_retries = Some(n);
     }
     Ok(task)
 }
@@ -511,10 +511,14 @@ mod tests {
     #[test]
     fn defaults_are_carried() {
         let t = resolve(&RETRYING, &[]).unwrap();
-        assert_eq!(t.retry.intervals_ms, Some(vec![1000, 2000]));
-        assert_eq!(t.retry.max_retries, Some(3));
-        assert_eq!(t.on_failed.as_deref(), Some("Handler"));
-        assert_eq!(t.timeout_ms, 1000);
+        let policy = t.settings.retry.as_ref().unwrap();
+        assert_eq!(
+            policy.intervals,
+            [Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        assert_eq!(policy.max_retries, Some(3));
+        assert_eq!(t.settings.on_failed.as_deref(), Some("Handler"));
+        assert_eq!(t.settings.timeout, Duration::from_secs(1));
         assert!(t.due_now());
     }
 
@@ -523,7 +527,7 @@ mod tests {
         let parsed = RetryPolicy::parse("1s", false).unwrap();
         let t = resolve(&RETRYING, &[TaskOverride::retry_policy(parsed.clone())]).unwrap();
         assert_eq!(
-            t.retry.max_retries,
+            t.settings.retry.unwrap().max_retries,
             Some(3),
             "parse sets none: the YAML's stays"
         );
@@ -532,7 +536,7 @@ mod tests {
             ..parsed
         };
         let t = resolve(&RETRYING, &[TaskOverride::retry_policy(bounded.clone())]).unwrap();
-        assert_eq!(t.retry.max_retries, Some(7));
+        assert_eq!(t.settings.retry.unwrap().max_retries, Some(7));
         let t = resolve(
             &RETRYING,
             &[
@@ -542,7 +546,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.retry.max_retries,
+            t.settings.retry.unwrap().max_retries,
             Some(1),
             "max_retries has the last word"
         );
@@ -561,10 +565,14 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(t.retry.intervals_ms, Some(vec![200, 400]));
-        assert!(t.retry.always);
-        assert_eq!(t.retry.max_retries, Some(5));
-        assert_eq!(t.timeout_ms, 2000);
+        let policy = t.settings.retry.as_ref().unwrap();
+        assert_eq!(
+            policy.intervals,
+            [Duration::from_millis(200), Duration::from_millis(400)]
+        );
+        assert!(policy.always_retry_on_failure);
+        assert_eq!(policy.max_retries, Some(5));
+        assert_eq!(t.settings.timeout, Duration::from_secs(2));
         assert_eq!(t.unique_tag.as_deref(), Some("tag"));
         assert_eq!(t.due, Due::AfterMs(10_000));
         assert!(!t.due_now());

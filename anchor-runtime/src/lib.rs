@@ -76,6 +76,7 @@ pub use record::{ErrorRecord, TaskRecord, TaskStatus};
 pub use registry::Registry;
 pub use retention::RetentionConfig;
 pub use schedule::CronSchedule;
+pub use settings::TaskSettings;
 #[doc(hidden)]
 pub use statements::Statements;
 pub use task::{BoxError, TaskContext, TaskError, TaskId};

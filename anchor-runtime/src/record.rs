@@ -3,13 +3,13 @@
 //! rows into them and the client methods that return them.
 
 use std::fmt;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::settings::TaskSettings;
 use crate::task::TaskId;
 
 /// Where a task is in its life.
@@ -86,9 +86,6 @@ pub struct TaskRecord {
     /// How often the task was taken back from a lost worker (one that died or lost the
     /// database while holding it), whether or not its run had started.
     pub rescues: u32,
-    /// The task's own bound on lost-worker rescues (`maxRescues`), if it has one; else the
-    /// rescuing worker's `WorkerConfig::max_rescues` applies.
-    pub max_rescues: Option<u32>,
     /// The error history, oldest first.
     pub errors: Vec<ErrorRecord>,
     /// When the task was enqueued.
@@ -106,16 +103,8 @@ pub struct TaskRecord {
     pub parent_id: Option<TaskId>,
     /// The unique tag, if one was given.
     pub unique_tag: Option<String>,
-    /// The execution timeout.
-    pub timeout: Duration,
-    /// The retry intervals (`None`: no retry policy).
-    pub retry_intervals: Option<Vec<Duration>>,
-    /// `always_retry_on_failure`.
-    pub retry_always: bool,
-    /// `max_retries`, when set.
-    pub max_retries: Option<u32>,
-    /// The handler enqueued when this task fails permanently.
-    pub on_failed: Option<String>,
+    /// Its settings: timeout, retry policy, `onFailed` handler, rescue bound.
+    pub settings: TaskSettings,
     /// The worker holding the lease, while running.
     pub lease_owner: Option<String>,
     /// When the current lease expires, while running.

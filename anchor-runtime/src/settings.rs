@@ -1,60 +1,61 @@
-//! [`NewTask`]: a task's settings once its definition's defaults and the enqueue's overrides
-//! are merged and checked (`enqueue::resolve`), as the insert, local dispatch and the
-//! `onFailed` handler insert take them.
+//! [`TaskSettings`]: a task's settings (timeout, retry policy, failure handler, rescue
+//! bound), one value from the enqueue through the row to the worker and back to
+//! inspection; and [`NewTask`], a task to insert, once its definition's defaults and the
+//! enqueue's overrides are merged and checked (`enqueue::resolve`).
 
 use std::time::Duration;
 
 use anchor_core::RetryPolicy;
 use chrono::{DateTime, Utc};
 
-use crate::definition::RetryDefaults;
+use crate::definition::TaskDefinition;
 use crate::task::TaskId;
 
-/// A task's retry policy as its row stores it: `retry_intervals_ms` (`None`: no policy),
-/// `retry_always`, `max_retries`. The one conversion between the definition's
-/// [`RetryDefaults`], the columns and the [`RetryPolicy`] the worker decides with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct RetryColumns {
-    pub intervals_ms: Option<Vec<i64>>,
-    pub always: bool,
-    pub max_retries: Option<i32>,
+/// A task's settings: what its definition in tasks.yaml and the enqueue's overrides
+/// decided, stored with its row. The same value is what an enqueue writes, what a worker
+/// runs the task with and what [`Client::get_task`](crate::Client::get_task) reads back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskSettings {
+    /// How long one run may take before it is stopped and counted as failed.
+    pub timeout: Duration,
+    /// The retry policy (`None`: a failed run is final).
+    pub retry: Option<RetryPolicy>,
+    /// The task enqueued (with `{ taskID }`) when this one fails for good.
+    pub on_failed: Option<String>,
+    /// The task's own bound on lost-worker rescues (`maxRescues`); `None` leaves it to the
+    /// rescuing worker's `WorkerConfig::max_rescues`.
+    pub max_rescues: Option<u32>,
 }
 
-impl RetryColumns {
-    /// The columns for a definition's policy. `None` when `max_retries` does not fit the
-    /// column (no definition `anchor validate` accepts comes near it).
-    pub(crate) fn from_defaults(retry: Option<&RetryDefaults>) -> Option<RetryColumns> {
-        let Some(retry) = retry else {
-            return Some(RetryColumns::default());
-        };
-        let max_retries = match retry.max_retries {
-            Some(n) => Some(i32::try_from(n).ok()?),
-            None => None,
-        };
-        Some(RetryColumns {
-            intervals_ms: Some(
-                retry
-                    .intervals_ms
-                    .iter()
-                    .map(|ms| i64::try_from(*ms).unwrap_or(i64::MAX))
-                    .collect(),
-            ),
-            always: retry.always_retry_on_failure,
-            max_retries,
-        })
+impl TaskSettings {
+    /// The settings of a task nothing is known about (an `onFailed` handler no worker has
+    /// described yet): the default timeout, no retry policy, no handler of its own.
+    pub(crate) fn unknown() -> TaskSettings {
+        TaskSettings {
+            timeout: anchor_core::DEFAULT_TIMEOUT,
+            retry: None,
+            on_failed: None,
+            max_rescues: None,
+        }
     }
 
-    /// The policy to decide retries with (`None`: the task has none). Values edited by
-    /// hand out of range read as the nearest valid ones (a negative interval as zero).
-    pub(crate) fn policy(&self) -> Option<RetryPolicy> {
-        self.intervals_ms.as_ref().map(|ms| RetryPolicy {
-            intervals: ms
-                .iter()
-                .map(|v| Duration::from_millis(u64::try_from(*v).unwrap_or(0)))
-                .collect(),
-            always_retry_on_failure: self.always,
-            max_retries: self.max_retries.map(|n| u32::try_from(n).unwrap_or(0)),
-        })
+    /// The settings a definition gives before any override.
+    pub(crate) fn of_definition(def: &TaskDefinition) -> TaskSettings {
+        TaskSettings {
+            timeout: Duration::from_millis(def.timeout_ms),
+            retry: def.retry.as_ref().map(|r| RetryPolicy {
+                intervals: r
+                    .intervals_ms
+                    .iter()
+                    .map(|ms| Duration::from_millis(*ms))
+                    .collect(),
+                always_retry_on_failure: r.always_retry_on_failure,
+                max_retries: r.max_retries,
+            }),
+            on_failed: def.on_failed.map(str::to_string),
+            max_rescues: def.max_rescues.map(|n| n.max(1)),
+        }
     }
 }
 
@@ -82,18 +83,15 @@ impl Due {
     }
 }
 
-/// A task's settings after defaults and overrides are merged and checked.
+/// A task to insert: its name, due time and settings after defaults and overrides are
+/// merged and checked, and what ties it to others.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NewTask {
     pub name: String,
     pub due: Due,
-    pub timeout_ms: i64,
-    pub retry: RetryColumns,
-    pub on_failed: Option<String>,
+    pub settings: TaskSettings,
     pub unique_tag: Option<String>,
     pub parent_id: Option<TaskId>,
-    /// The definition's `maxRescues`; `None` leaves it to the rescuing worker's default.
-    pub max_rescues: Option<i32>,
 }
 
 impl NewTask {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row};
 
-use super::{db_error, quote_ident, status, Caching, Sql};
+use super::{db_error, quote_ident, status, Caching, SettingsColumns, Sql};
 use crate::error::Result;
 use crate::ids::{ScheduleId, TaskId};
 use crate::schedule::CronSchedule;
@@ -483,20 +483,21 @@ pub(crate) async fn insert_occurrence(
         .prepare_cached(&sql.cron.insert_occurrence)
         .await
         .map_err(|e| db_error("cannot prepare the occurrence insert", e))?;
+    let columns = SettingsColumns::of(&task.settings);
     let row = tx
         .query_opt(
             &insert,
             &[
                 &task.name,
                 &payload,
-                &task.timeout_ms,
-                &task.retry.intervals_ms,
-                &task.retry.always,
-                &task.retry.max_retries,
-                &task.on_failed,
+                &columns.timeout_ms,
+                &columns.intervals_ms,
+                &columns.always,
+                &columns.max_retries,
+                &columns.on_failed,
                 &id,
                 &tick,
-                &task.max_rescues,
+                &columns.max_rescues,
             ],
         )
         .await

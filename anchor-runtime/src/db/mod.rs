@@ -26,8 +26,12 @@ pub(crate) mod tasks;
 pub(crate) mod workers;
 
 use std::borrow::Cow;
+use std::time::Duration;
+
+use anchor_core::RetryPolicy;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::settings::TaskSettings;
 
 /// A pooled connection or a transaction on one: statements prepared on it are cached for
 /// the connection's life.
@@ -75,6 +79,54 @@ impl Sql {
             workers: workers::WorkerSql::new(schema),
             notify: notify::NotifySql::new(schema),
             schema: schema::SchemaSql::new(schema),
+        }
+    }
+}
+
+/// A task's settings as its row's columns (`timeout_ms`, `retry_intervals_ms`,
+/// `retry_always`, `max_retries`, `on_failed`, `max_rescues`, the same in
+/// `task_definitions`): the one conversion, both ways, between them and [`TaskSettings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SettingsColumns {
+    pub timeout_ms: i64,
+    /// `None`: no retry policy.
+    pub intervals_ms: Option<Vec<i64>>,
+    pub always: bool,
+    pub max_retries: Option<i32>,
+    pub on_failed: Option<String>,
+    pub max_rescues: Option<i32>,
+}
+
+impl SettingsColumns {
+    /// The columns for `settings` (checked at enqueue to fit; out-of-range values saturate).
+    pub(crate) fn of(settings: &TaskSettings) -> SettingsColumns {
+        let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let policy = settings.retry.as_ref();
+        SettingsColumns {
+            timeout_ms: ms(&settings.timeout).max(1),
+            intervals_ms: policy.map(|p| p.intervals.iter().map(ms).collect()),
+            always: policy.is_some_and(|p| p.always_retry_on_failure),
+            max_retries: policy.and_then(|p| p.max_retries).map(int),
+            on_failed: settings.on_failed.clone(),
+            max_rescues: settings.max_rescues.map(int),
+        }
+    }
+
+    /// The settings these columns hold. Values edited by hand out of range read as the
+    /// nearest valid ones (a negative interval as zero, a timeout below 1 ms as 1 ms).
+    pub(crate) fn settings(self) -> TaskSettings {
+        let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        TaskSettings {
+            timeout: ms(self.timeout_ms.max(1)),
+            retry: self.intervals_ms.map(|intervals| RetryPolicy {
+                intervals: intervals.into_iter().map(ms).collect(),
+                always_retry_on_failure: self.always,
+                max_retries: self.max_retries.map(count),
+            }),
+            on_failed: self.on_failed,
+            max_rescues: self.max_rescues.map(count),
         }
     }
 }

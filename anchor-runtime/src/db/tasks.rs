@@ -4,16 +4,16 @@
 //! its indexes beside.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_postgres::Row;
 
 use super::driver::{Param, Pooled, PooledClient, Run};
-use super::{db_error, quote_ident, status, tagged, Caching, Sql};
+use super::{db_error, quote_ident, status, tagged, Caching, SettingsColumns, Sql};
 use crate::claimed::{ClaimedTask, LostRun, UnreadableRow};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{ErrorRecord, TaskRecord, TaskStatus};
-use crate::settings::{NewTask, RetryColumns};
+use crate::settings::NewTask;
 use crate::task::TaskId;
 
 /// The statements on `tasks` for one schema.
@@ -177,6 +177,9 @@ impl TaskSql {
             // Every write of a run's outcome also records the run as an attempt ($attempt is
             // the run's number, one more than `attempts` at its claim), whether or not its
             // start was recorded before.
+            // It returns the token with the id: a batch may hold a stale outcome of a task
+            // (for a lease it lost) beside the outcome of its new lease, and only the one
+            // applied may go on to enqueue the task's `onFailed` handler.
             set_outcomes: format!(
                 "UPDATE {tasks} t SET status = c.status, \
                    failures = t.failures + CASE WHEN c.counted THEN 1 ELSE 0 END, \
@@ -190,7 +193,7 @@ impl TaskSql {
                    $6::bigint[], $7::bool[]) \
                    AS c(id, token, attempt, status, message, delay_ms, counted) \
                  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.lease_token = c.token \
-                 RETURNING t.id",
+                 RETURNING t.id, c.token",
                 err = with_error("t.errors", "c.attempt", "c.message"),
                 pending = status::PENDING,
             ),
@@ -345,6 +348,7 @@ fn insert_params<'a>(
     sql: &'a Sql,
     how: &Insert<'a>,
     task: &'a NewTask,
+    columns: &'a SettingsColumns,
     payload: &'a str,
 ) -> Vec<Param<'a>> {
     let (run_at, delay_ms) = task.due.columns();
@@ -353,14 +357,14 @@ fn insert_params<'a>(
         Param::Text(Some(payload)),
         Param::Timestamptz(run_at),
         Param::Int8(Some(delay_ms)),
-        Param::Int8(Some(task.timeout_ms)),
-        Param::Int8Array(task.retry.intervals_ms.as_deref()),
-        Param::Bool(task.retry.always),
-        Param::Int4(task.retry.max_retries),
-        Param::Text(task.on_failed.as_deref()),
+        Param::Int8(Some(columns.timeout_ms)),
+        Param::Int8Array(columns.intervals_ms.as_deref()),
+        Param::Bool(columns.always),
+        Param::Int4(columns.max_retries),
+        Param::Text(columns.on_failed.as_deref()),
         Param::Text(task.unique_tag.as_deref()),
         Param::Int8(task.parent_id.map(TaskId::get)),
-        Param::Int4(task.max_rescues),
+        Param::Int4(columns.max_rescues),
     ];
     match *how {
         Insert::Pending | Insert::Handler => {}
@@ -389,7 +393,8 @@ pub(crate) async fn insert(
     payload: &str,
 ) -> Result<Option<TaskId>> {
     let context = format!("cannot enqueue task {}", task.name);
-    let params = insert_params(sql, &how, task, payload);
+    let columns = SettingsColumns::of(&task.settings);
+    let params = insert_params(sql, &how, task, &columns, payload);
     let ids = conn
         .query_ids(how.statement(sql), &params, &context)
         .await?;
@@ -423,17 +428,18 @@ pub(crate) async fn insert_many(
 ) -> Result<Vec<TaskId>> {
     let context = format!("cannot enqueue {} tasks of {}", payloads.len(), task.name);
     let (run_at, delay_ms) = task.due.columns();
+    let columns = SettingsColumns::of(&task.settings);
     let params = [
         Param::Text(Some(&task.name)),
         Param::TextArray(payloads),
         Param::Timestamptz(run_at),
         Param::Int8(Some(delay_ms)),
-        Param::Int8(Some(task.timeout_ms)),
-        Param::Int8Array(task.retry.intervals_ms.as_deref()),
-        Param::Bool(task.retry.always),
-        Param::Int4(task.retry.max_retries),
-        Param::Text(task.on_failed.as_deref()),
-        Param::Int4(task.max_rescues),
+        Param::Int8(Some(columns.timeout_ms)),
+        Param::Int8Array(columns.intervals_ms.as_deref()),
+        Param::Bool(columns.always),
+        Param::Int4(columns.max_retries),
+        Param::Text(columns.on_failed.as_deref()),
+        Param::Int4(columns.max_rescues),
     ];
     let mut ids: Vec<TaskId> = conn
         .query_ids(&sql.tasks.insert_many, &params, &context)
@@ -484,16 +490,17 @@ fn claimed_from_row(
         payload: col!(2, "payload"),
         attempt: u32::try_from(attempts).unwrap_or(0).saturating_add(1),
         failures: u32::try_from(failures).unwrap_or(0),
-        timeout_ms: col!(5, "timeout_ms"),
-        retry: RetryColumns {
+        settings: SettingsColumns {
+            timeout_ms: col!(5, "timeout_ms"),
             intervals_ms: col!(6, "retry_intervals_ms"),
             always: col!(7, "retry_always"),
             max_retries: col!(8, "max_retries"),
-        },
-        on_failed: col!(9, "on_failed"),
+            on_failed: col!(9, "on_failed"),
+            max_rescues: col!(12, "max_rescues"),
+        }
+        .settings(),
         parent_id: col!(10, "parent_id"),
         rescues: u32::try_from(rescues).unwrap_or(0),
-        max_rescues: col!(12, "max_rescues"),
         token,
         leased_at,
     };
@@ -551,12 +558,13 @@ pub(crate) struct OutcomeRow {
 
 /// Writes the outcomes of many runs with one lease-fenced statement, prepared and cached on
 /// the connection, so that a transaction on it (with the failures' `onFailed` handlers)
-/// runs the same statement. Returns the ids whose lease still held, the rows written.
+/// runs the same statement. Returns the (id, token) of each outcome whose lease still
+/// held: the rows written.
 pub(crate) async fn set_outcomes(
     conn: &impl Caching,
     sql: &Sql,
     outcomes: &[OutcomeRow],
-) -> Result<HashSet<TaskId>> {
+) -> Result<HashSet<(TaskId, i64)>> {
     let ids: Vec<TaskId> = outcomes.iter().map(|o| o.id).collect();
     let tokens: Vec<i64> = outcomes.iter().map(|o| o.token).collect();
     let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
@@ -577,7 +585,10 @@ pub(crate) async fn set_outcomes(
         )
         .await
         .map_err(|e| db_error("cannot record task outcomes", e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()
+        .map_err(|e| db_error("cannot read the recorded outcomes", e))
 }
 
 /// What a failure written by [`fail`] does to the error history.
@@ -786,10 +797,6 @@ fn non_negative(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
-fn ms(v: i64) -> Duration {
-    Duration::from_millis(u64::try_from(v).unwrap_or(0))
-}
-
 /// Reads task `id`; `None` when no task has that id.
 pub(crate) async fn get<C: PooledClient>(
     conn: &Pooled<'_, C>,
@@ -840,9 +847,15 @@ pub(crate) async fn get<C: PooledClient>(
             err,
         )
     })?;
-    let intervals: Option<Vec<i64>> = col!("retry_intervals_ms");
-    let max_retries: Option<i32> = col!("max_retries");
-    let max_rescues: Option<i32> = col!("max_rescues");
+    let settings = SettingsColumns {
+        timeout_ms: col!("timeout_ms"),
+        intervals_ms: col!("retry_intervals_ms"),
+        always: col!("retry_always"),
+        max_retries: col!("max_retries"),
+        on_failed: col!("on_failed"),
+        max_rescues: col!("max_rescues"),
+    }
+    .settings();
     Ok(Some(TaskRecord {
         id: col!("id"),
         name: col!("name"),
@@ -851,7 +864,6 @@ pub(crate) async fn get<C: PooledClient>(
         attempts: non_negative(col!("attempts")),
         failures: non_negative(col!("failures")),
         rescues: non_negative(col!("rescues")),
-        max_rescues: max_rescues.map(non_negative),
         errors,
         created_at: col!("created_at"),
         run_after: col!("run_after"),
@@ -860,11 +872,7 @@ pub(crate) async fn get<C: PooledClient>(
         updated_at: col!("updated_at"),
         parent_id: col!("parent_id"),
         unique_tag: col!("unique_tag"),
-        timeout: ms(col!("timeout_ms")),
-        retry_intervals: intervals.map(|v| v.into_iter().map(ms).collect()),
-        retry_always: col!("retry_always"),
-        max_retries: max_retries.map(non_negative),
-        on_failed: col!("on_failed"),
+        settings,
         lease_owner: col!("lease_owner"),
         lease_expires_at: col!("lease_expires_at"),
     }))

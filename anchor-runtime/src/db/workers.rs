@@ -6,10 +6,10 @@
 
 use tokio_postgres::Row;
 
-use super::{db_error, quote_ident, status, tagged, Caching, Sql};
+use super::{db_error, quote_ident, status, tagged, Caching, SettingsColumns, Sql};
 use crate::definition::TaskDefinition;
 use crate::error::{Error, ErrorKind, Result};
-use crate::settings::RetryColumns;
+use crate::settings::TaskSettings;
 use crate::task::TaskId;
 
 /// The statements on `workers` and `task_definitions` for one schema.
@@ -199,10 +199,7 @@ pub(crate) async fn store_definitions<'a>(
 /// A task's settings as some worker that knows the task stored them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredDefinition {
-    pub timeout_ms: i64,
-    pub retry: RetryColumns,
-    pub max_rescues: Option<i32>,
-    pub on_failed: Option<String>,
+    pub settings: TaskSettings,
     /// The default parameters, a JSON object as text.
     pub default_params: String,
 }
@@ -223,14 +220,15 @@ pub(crate) async fn stored_definition(
     };
     let read = |row: &Row| -> std::result::Result<StoredDefinition, tokio_postgres::Error> {
         Ok(StoredDefinition {
-            timeout_ms: row.try_get(0)?,
-            retry: RetryColumns {
+            settings: SettingsColumns {
+                timeout_ms: row.try_get(0)?,
                 intervals_ms: row.try_get(1)?,
                 always: row.try_get(2)?,
                 max_retries: row.try_get(3)?,
-            },
-            max_rescues: row.try_get(4)?,
-            on_failed: row.try_get(5)?,
+                max_rescues: row.try_get(4)?,
+                on_failed: row.try_get(5)?,
+            }
+            .settings(),
             default_params: row.try_get(6)?,
         })
     };

@@ -16,7 +16,7 @@ use super::{execute, lease, Backoff, Shared};
 use crate::claimed::{ClaimedTask, UnreadableRow};
 use crate::db;
 use crate::error::Result;
-use crate::settings::RetryColumns;
+use crate::settings::TaskSettings;
 
 /// What one claim returned: tasks to run, and rows that cannot be read (failed at once by
 /// the producer, fenced by the claim's token).
@@ -268,12 +268,12 @@ async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: 
             payload: String::new(),
             attempt: 0,
             failures: 0,
-            timeout_ms: 1,
-            retry: RetryColumns::default(),
-            on_failed: row.on_failed,
+            settings: TaskSettings {
+                on_failed: row.on_failed,
+                ..TaskSettings::unknown()
+            },
             parent_id: None,
             rescues: 0,
-            max_rescues: None,
             token,
             leased_at: Instant::now(),
         };

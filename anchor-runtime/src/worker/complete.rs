@@ -307,7 +307,7 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
         .iter()
         .map(|f| match f.outcome {
             Outcome::Completed => Decision::Complete,
-            _ => decide(&f.outcome, f.task.policy().as_ref(), f.task.failures),
+            _ => decide(&f.outcome, f.task.settings.retry.as_ref(), f.task.failures),
         })
         .collect();
     let rows: Vec<OutcomeRow> = batch
@@ -315,10 +315,10 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
         .zip(&decisions)
         .map(|(f, d)| outcome_row(f, d))
         .collect();
-    let with_handler = |(f, d): (&Finished, &Decision)| {
-        matches!(d, Decision::Fail { .. }) && f.task.on_failed.is_some()
-    };
-    let needs_handlers = batch.iter().zip(&decisions).any(with_handler);
+    let needs_handlers = batch
+        .iter()
+        .zip(&decisions)
+        .any(|(f, d)| with_handler(f, d));
     let sql = shared.client.sql();
     let mut conn = shared.client.conn().await?;
     // The statement is prepared (and cached) on the connection, in or out of the
@@ -326,12 +326,7 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
     let (applied, handlers) = if needs_handlers {
         let tx = db::begin(&mut conn, "cannot begin the outcome transaction").await?;
         let applied = db::tasks::set_outcomes(&tx, sql, &rows).await?;
-        let failed: Vec<(TaskId, &str)> = batch
-            .iter()
-            .zip(&decisions)
-            .filter(|pair| with_handler(*pair) && applied.contains(&pair.0.task.id))
-            .filter_map(|(f, _)| Some((f.task.id, f.task.on_failed.as_deref()?)))
-            .collect();
+        let failed = handlers_for(batch, &decisions, &applied);
         let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
         db::commit(tx, "cannot commit task outcomes").await?;
         (applied, handlers)
@@ -346,18 +341,37 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `finished`, so decided, fails for good and has a handler to enqueue.
+fn with_handler(finished: &Finished, decision: &Decision) -> bool {
+    matches!(decision, Decision::Fail { .. }) && finished.task.settings.on_failed.is_some()
+}
+
+/// The `onFailed` handlers a written batch enqueues: one per failure the statement applied.
+fn handlers_for<'a>(
+    batch: &'a [Finished],
+    decisions: &[Decision],
+    applied: &HashSet<(TaskId, i64)>,
+) -> Vec<(TaskId, &'a str)> {
+    batch
+        .iter()
+        .zip(decisions)
+        .filter(|(f, d)| with_handler(f, d) && applied.contains(&(f.task.id, f.task.token)))
+        .filter_map(|(f, _)| Some((f.task.id, f.task.settings.on_failed.as_deref()?)))
+        .collect()
+}
+
 /// Logs what a written batch did and wakes the producer for the retries due soon.
 fn report(
     shared: &Arc<Shared>,
     batch: &[Finished],
     decisions: &[Decision],
-    applied: &HashSet<TaskId>,
+    applied: &HashSet<(TaskId, i64)>,
 ) {
     let mut retry_delays = std::collections::BTreeSet::new();
     let mut completed = 0;
     for (finished, decision) in batch.iter().zip(decisions) {
         let task = &finished.task;
-        if !applied.contains(&task.id) {
+        if !applied.contains(&(task.id, task.token)) {
             tracing::warn!(
                 task.id = %task.id,
                 task.name = %task.name,
@@ -417,6 +431,50 @@ mod tests {
             message: "boom".into(),
             fatal,
         }
+    }
+
+    fn finished(id: i64, token: i64, on_failed: Option<&str>) -> Finished {
+        let mut task = crate::claimed::ClaimedTask {
+            id: TaskId::new(id),
+            name: "T".to_string(),
+            payload: String::new(),
+            attempt: 1,
+            failures: 0,
+            settings: crate::settings::TaskSettings::unknown(),
+            parent_id: None,
+            rescues: 0,
+            token,
+            leased_at: std::time::Instant::now(),
+        };
+        task.settings.on_failed = on_failed.map(str::to_string);
+        Finished {
+            task,
+            outcome: failed(true),
+        }
+    }
+
+    /// A batch can hold a stale outcome of a task (written late for a lease the task lost:
+    /// it was rescued) next to the outcome of its new lease, when this worker claimed it
+    /// again. Both may be failures; the fenced statement applies only the new one, and only
+    /// that one may enqueue a handler: a failed task has exactly one. (Seen in the chaos
+    /// suite's database restarts as two handlers for one failure.)
+    #[test]
+    fn a_stale_failure_beside_the_new_one_enqueues_no_second_handler() {
+        let batch = [
+            finished(1, 111, Some("Handler")),
+            finished(2, 222, Some("Handler")),
+            finished(1, 333, Some("Handler")),
+        ];
+        let decisions: Vec<Decision> = batch.iter().map(|f| decide(&f.outcome, None, 0)).collect();
+        // The statement applied task 1 under its new token 333 and task 2.
+        let applied = [(TaskId::new(1), 333), (TaskId::new(2), 222)]
+            .into_iter()
+            .collect();
+        let handlers = handlers_for(&batch, &decisions, &applied);
+        assert_eq!(
+            handlers,
+            [(TaskId::new(2), "Handler"), (TaskId::new(1), "Handler")]
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -98,8 +97,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     };
     let guard = slot.unwrap_or_else(|| SlotGuard::take(shared));
     // Bounded, so that no deadline arithmetic can overflow whatever the row holds.
-    let timeout = Duration::from_millis(u64::try_from(task.timeout_ms).unwrap_or(1).max(1))
-        .min(anchor_core::MAX_DURATION);
+    let timeout = task.settings.timeout.min(anchor_core::MAX_DURATION);
     let ctx = TaskContext {
         id: task.id,
         name: task.name.clone(),

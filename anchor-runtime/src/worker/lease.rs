@@ -262,8 +262,8 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
             }
         };
         let max = task
+            .settings
             .max_rescues
-            .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(shared.config.max_rescues);
         let rescue = task.rescues.saturating_add(1);
@@ -273,7 +273,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
             let updated = db::tasks::rescue_fail(&tx, sql, task.id, &message).await?;
             tracing::warn!(task.id = %task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
             if updated == 1 {
-                if let Some(handler) = task.on_failed {
+                if let Some(handler) = task.settings.on_failed {
                     poisoned.push((task.id, handler));
                 }
             }

@@ -867,12 +867,9 @@ mod tests {
             payload: "{}".to_string(),
             attempt: 1,
             failures: 0,
-            timeout_ms: 1000,
-            retry: crate::settings::RetryColumns::default(),
-            on_failed: None,
+            settings: crate::settings::TaskSettings::unknown(),
             parent_id: None,
             rescues: 0,
-            max_rescues: None,
             token,
             leased_at: Instant::now(),
         }

@@ -12,12 +12,8 @@ use crate::definition::TaskDefinition;
 use crate::enqueue::{insert_one, resolve, Inserted};
 use crate::error::{ErrorKind, Result};
 use crate::registry::Registry;
-use crate::settings::{Due, NewTask, RetryColumns};
+use crate::settings::{Due, NewTask, TaskSettings};
 use crate::task::TaskId;
-
-/// The timeout of an `onFailed` handler whose definition this worker does not know
-/// (the default timeout of every task).
-const DEFAULT_TIMEOUT_MS: i64 = anchor_core::DEFAULT_TIMEOUT.as_millis() as i64;
 
 /// Inserts the `onFailed` handler of each `(failed task, handler name)` through `tx`, the
 /// transaction that records those failures; returns how many were inserted.
@@ -52,12 +48,9 @@ pub(crate) fn on_failed_task(
     let mut task = NewTask {
         name: handler.to_string(),
         due: Due::Now,
-        timeout_ms: DEFAULT_TIMEOUT_MS,
-        retry: RetryColumns::default(),
-        on_failed: None,
+        settings: TaskSettings::unknown(),
         unique_tag: None,
         parent_id: Some(failed_id),
-        max_rescues: None,
     };
     let mut defaults = "{}";
     match def {
@@ -123,12 +116,9 @@ async fn stored_handler_task(
         let task = NewTask {
             name: handler.to_string(),
             due: Due::Now,
-            timeout_ms: stored.timeout_ms.max(1),
-            retry: stored.retry,
-            on_failed: stored.on_failed,
+            settings: stored.settings,
             unique_tag: None,
             parent_id: Some(failed_id),
-            max_rescues: stored.max_rescues,
         };
         let payload = handler_payload(handler, &stored.default_params, failed_id);
         (task, payload)
@@ -181,9 +171,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(v, serde_json::json!({"channel": "ops", "taskID": 42}));
         assert_eq!(task.parent_id, Some(TaskId::new(42)));
-        assert_eq!(task.timeout_ms, 5000);
+        assert_eq!(task.settings.timeout, std::time::Duration::from_secs(5));
         let (task, payload) = on_failed_task(None, "Unknown", TaskId::new(7));
         assert_eq!(payload, r#"{"taskID":7}"#);
-        assert_eq!(task.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(task.settings, TaskSettings::unknown());
     }
 }

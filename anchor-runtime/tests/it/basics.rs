@@ -96,10 +96,11 @@ async fn enqueue_stores_defaults_and_overrides() -> Result<()> {
     assert_eq!(task.payload, serde_json::json!({"text": "note 7", "n": 7}));
     assert_eq!(task.attempts, 0);
     assert!(task.errors.is_empty());
-    assert_eq!(task.timeout, Duration::from_secs(5));
-    assert_eq!(task.retry_intervals, Some(vec![Duration::from_secs(60)]));
-    assert_eq!(task.max_retries, Some(2));
-    assert_eq!(task.on_failed.as_deref(), Some("NoteFailed"));
+    assert_eq!(task.settings.timeout, Duration::from_secs(5));
+    let policy = task.settings.retry.as_ref().expect("a retry policy");
+    assert_eq!(policy.intervals, [Duration::from_secs(60)]);
+    assert_eq!(policy.max_retries, Some(2));
+    assert_eq!(task.settings.on_failed.as_deref(), Some("NoteFailed"));
     assert!(task.run_after <= chrono::Utc::now() + chrono::Duration::seconds(1));
 
     let later = db
@@ -117,12 +118,14 @@ async fn enqueue_stores_defaults_and_overrides() -> Result<()> {
         .await?;
     let task = db.client.get_task(later).await?.expect("task exists");
     assert_eq!(
-        task.retry_intervals,
-        Some(vec![Duration::from_secs(1), Duration::from_secs(2)])
+        task.settings.retry,
+        Some(RetryPolicy {
+            intervals: vec![Duration::from_secs(1), Duration::from_secs(2)],
+            always_retry_on_failure: true,
+            max_retries: Some(9),
+        })
     );
-    assert!(task.retry_always);
-    assert_eq!(task.max_retries, Some(9));
-    assert_eq!(task.timeout, Duration::from_millis(1500));
+    assert_eq!(task.settings.timeout, Duration::from_millis(1500));
     assert!(task.run_after > chrono::Utc::now() + chrono::Duration::minutes(59));
 
     let at = chrono::Utc::now() + chrono::Duration::days(1);
@@ -273,7 +276,7 @@ async fn enqueue_many_returns_ids_in_order() -> Result<()> {
     for (i, id) in ids.iter().enumerate().step_by(199) {
         let task = db.client.get_task(*id).await?.expect("task exists");
         assert_eq!(task.payload_as::<NoteParams>()?.n, i as i64);
-        assert_eq!(task.max_retries, Some(2));
+        assert_eq!(task.settings.retry.expect("a policy").max_retries, Some(2));
     }
     assert!(db
         .client

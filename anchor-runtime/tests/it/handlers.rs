@@ -90,13 +90,14 @@ async fn a_handler_unknown_to_the_failing_worker_gets_its_own_settings() -> Resu
         .await?
         .context("row exists")?;
     assert_eq!(handler.name, "NotifyOps");
-    assert_eq!(handler.timeout, Duration::from_secs(5));
+    assert_eq!(handler.settings.timeout, Duration::from_secs(5));
+    let policy = handler.settings.retry.as_ref().context("a retry policy")?;
     assert_eq!(
-        handler.retry_intervals,
-        Some(vec![Duration::from_millis(250), Duration::from_millis(500)])
+        policy.intervals,
+        [Duration::from_millis(250), Duration::from_millis(500)]
     );
-    assert_eq!(handler.max_retries, Some(2));
-    assert_eq!(handler.max_rescues, Some(2));
+    assert_eq!(policy.max_retries, Some(2));
+    assert_eq!(handler.settings.max_rescues, Some(2));
     assert_eq!(
         handler.payload,
         serde_json::json!({"channel": "ops", "taskID": id})

@@ -814,7 +814,7 @@ impl Demo {
             }
         }
         for task in &records {
-            let handler = match (&task.on_failed, task.parent_id) {
+            let handler = match (&task.settings.on_failed, task.parent_id) {
                 (_, Some(parent)) => format!("handles #{parent}"),
                 (Some(name), None) => match records.iter().find(|t| t.parent_id == Some(task.id)) {
                     Some(child) => format!("{name} → #{}", child.id),

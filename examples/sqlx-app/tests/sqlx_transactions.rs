@@ -132,7 +132,11 @@ async fn bulk_and_overrides_in_an_sqlx_transaction_and_on_a_bare_connection() ->
     for (id, p) in ids.iter().zip(&params) {
         let task = app.client.get_task(*id).await?.context("task")?;
         ensure!(task.status == TaskStatus::Pending);
-        ensure!(task.timeout == Duration::from_secs(7), "{:?}", task.timeout);
+        ensure!(
+            task.settings.timeout == Duration::from_secs(7),
+            "{:?}",
+            task.settings.timeout
+        );
         ensure!(task.run_after > task.created_at + chrono_minutes(59));
         ensure!(task.payload["email"] == p.email.as_str());
     }
