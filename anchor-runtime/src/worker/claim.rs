@@ -200,7 +200,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                             tracing::trace!(count = batch.len(), "claimed tasks");
                         }
                         // Buffered tasks hold leases too: the renewer must keep them alive.
-                        shared.track_leases(&batch);
+                        shared.leases.track(&batch);
                         let now = Instant::now();
                         buffer.extend(batch.into_iter().map(|t| (now, t)));
                     }
@@ -242,7 +242,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             token,
         }) = claim.await
         {
-            shared.track_leases(&tasks);
+            shared.leases.track(&tasks);
             unstarted.extend(tasks);
             fail_unreadable(&shared, unreadable, token).await;
         }
@@ -277,7 +277,7 @@ async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: 
             token,
             leased_at: Instant::now(),
         };
-        shared.track_leases(std::slice::from_ref(&task));
+        shared.leases.track(std::slice::from_ref(&task));
         let finished = Finished {
             task,
             outcome: Outcome::Failed {

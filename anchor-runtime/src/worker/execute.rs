@@ -73,7 +73,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     // only while the lease is still held and before its deadline, and it is spawned and its
     // abort handle recorded under one lock, so the renewer and the fencer always see either
     // no run or a run they can stop.
-    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+    let mut leases = shared.leases.lock();
     let deadline = match leases.get_mut(&task.id) {
         Some(lease) if lease.token == task.token && !lease.deadline.passed() => {
             lease.started = Some(std::time::Instant::now());
@@ -186,7 +186,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
                 "lease not renewed in time (was this process paused?); the run is \
                      stopped and the task returns to pending when the lease expires"
             );
-            _guard.0.forget_lease(id, token);
+            _guard.0.leases.forget(id, token);
             return;
         };
         match &outcome {

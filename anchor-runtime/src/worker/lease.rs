@@ -17,7 +17,7 @@
 //!   records nothing: the rescuer that takes the expired lease counts the attempt. A task
 //!   therefore never runs here and on a rescuer's worker at once. Each lease carries the
 //!   local deadline derived from the last statement that wrote its expiry (the claim or a
-//!   renewal; see `Shared::lease_deadline`).
+//!   renewal; see `LeaseTable::deadline`).
 //! - At shutdown, leases of tasks that did not finish within the grace period are released:
 //!   `pending` at once, the interrupted run not counted.
 
@@ -78,7 +78,7 @@ pub(crate) async fn run_renewer(shared: Arc<Shared>) {
 }
 
 async fn renew(shared: &Shared) -> Result<()> {
-    let (ids, tokens) = shared.lease_snapshot();
+    let (ids, tokens) = shared.leases.snapshot();
     if ids.is_empty() {
         return Ok(());
     }
@@ -97,8 +97,8 @@ async fn renew(shared: &Shared) -> Result<()> {
     {
         // Only a written expiry moves a lease's deadline; a skipped (locked) row keeps the
         // deadline of its last successful write.
-        let deadline = shared.lease_deadline(sent);
-        let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = shared.leases.deadline(sent);
+        let mut leases = shared.leases.lock();
         for (id, token) in ids.iter().zip(&tokens) {
             if let Some(lease) = leases.get_mut(id) {
                 if lease.token == *token && renewed.contains(id) {
@@ -126,7 +126,7 @@ async fn renew(shared: &Shared) -> Result<()> {
         )
         .await?;
     renewed.extend(held);
-    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+    let mut leases = shared.leases.lock();
     for (id, token) in ids.iter().zip(&tokens) {
         if renewed.contains(id) {
             continue;
@@ -167,7 +167,7 @@ pub(crate) async fn run_fencer(shared: Arc<Shared>) {
 /// Drops every lease whose deadline is past and aborts its run; returns the earliest
 /// deadline still ahead.
 fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
-    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+    let mut leases = shared.leases.lock();
     let mut next: Option<Instant> = None;
     let mut expired = Vec::new();
     for (id, lease) in leases.iter() {
@@ -317,7 +317,7 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
     };
     match result.await {
         Ok(true) => {
-            shared.starts_recorded([(task.id, task.token)]);
+            shared.leases.starts_recorded([(task.id, task.token)]);
             true
         }
         Ok(false) => {
@@ -325,7 +325,7 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
                 task.id = %task.id,
                 "lease lost before the run started; not running it"
             );
-            shared.forget_lease(task.id, task.token);
+            shared.leases.forget(task.id, task.token);
             false
         }
         Err(err) => {
@@ -341,7 +341,7 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
 pub(crate) async fn run_start_recorder(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(START_RECORD_DELAY).await;
-        let starts = shared.unrecorded_starts(START_RECORD_DELAY);
+        let starts = shared.leases.unrecorded_starts(START_RECORD_DELAY);
         if starts.is_empty() {
             continue;
         }
@@ -372,7 +372,7 @@ async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Resu
     let recorded = conn
         .bounded(shared, "cannot record run starts", starts)
         .await?;
-    shared.starts_recorded(
+    shared.leases.starts_recorded(
         ids.into_iter()
             .zip(tokens)
             .filter(|(id, _)| recorded.contains(id)),
@@ -388,7 +388,7 @@ pub(crate) async fn release_ended(shared: &Shared) -> Vec<(TaskId, i64)> {
     let mut still_running = Vec::new();
     let mut release = Releases::default();
     {
-        let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let leases = shared.leases.lock();
         for (id, lease) in leases.iter() {
             if lease.started.is_some() && !lease.run_ended() {
                 still_running.push((*id, lease.token));
@@ -449,7 +449,7 @@ async fn release_leases(shared: &Shared, release: Releases) {
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(n)) => {
             tracing::info!(worker = %shared.worker_id, released = n, "unstarted or unfinished tasks released");
-            shared.forget_leases(release.ids.into_iter().zip(release.tokens));
+            shared.leases.forget_all(release.ids.into_iter().zip(release.tokens));
             shared.client.announce_new_tasks();
         }
         Ok(Err(err)) => tracing::warn!(

@@ -98,7 +98,7 @@ impl LocalSlot {
             token,
             leased_at: sent,
         };
-        shared.track_leases(std::slice::from_ref(&claimed));
+        shared.leases.track(std::slice::from_ref(&claimed));
         if shared.stopping() {
             // Shutdown has begun; the worker takes nothing new. The slot is freed first so
             // that shutdown need not wait for the release.

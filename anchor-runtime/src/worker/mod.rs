@@ -23,21 +23,21 @@ mod heartbeat;
 mod lease;
 mod listen;
 mod local;
+mod lease_table;
 mod on_failed;
 mod prune;
 mod scheduler;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::registry::Registry;
-use crate::task::TaskId;
+use lease_table::LeaseTable;
 
 /// How a worker runs. Build it from [`WorkerConfig::default`] and the `with_*` setters.
 ///
@@ -261,63 +261,6 @@ impl WorkerConfig {
     }
 }
 
-/// A lease this worker holds: the token that fences its writes, the running execution, and
-/// the local time by which the execution must stop unless the lease is renewed.
-struct Lease {
-    token: i64,
-    /// The number of the run this lease is for.
-    attempt: i32,
-    abort: Option<AbortHandle>,
-    /// When the run started here (`None` while the task waits in the buffer).
-    started: Option<Instant>,
-    /// Whether the run's start is recorded in the row (`run_started`), so that a rescue
-    /// after this worker dies counts the run.
-    start_recorded: bool,
-    deadline: Arc<LeaseDeadline>,
-}
-
-impl Lease {
-    /// Whether a run was started and has ended (or was stopped).
-    fn run_ended(&self) -> bool {
-        self.abort.as_ref().is_some_and(AbortHandle::is_finished)
-    }
-}
-
-/// A lease's local deadline, shared by the renewer (which moves it), the fencer (which
-/// aborts runs past it) and the run itself (which is not polled past it, see `execute.rs`).
-pub(crate) struct LeaseDeadline(AtomicU64);
-
-impl LeaseDeadline {
-    /// One origin for every deadline of this process, so that they fit in a `u64`.
-    fn origin() -> Instant {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *ORIGIN.get_or_init(Instant::now)
-    }
-
-    fn nanos(at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(Self::origin()).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn new(at: Instant) -> LeaseDeadline {
-        LeaseDeadline(AtomicU64::new(Self::nanos(at)))
-    }
-
-    /// The deadline now.
-    pub(crate) fn get(&self) -> Instant {
-        Self::origin() + Duration::from_nanos(self.0.load(Ordering::Acquire))
-    }
-
-    /// Moves the deadline to `at` unless it is already later.
-    fn extend(&self, at: Instant) {
-        self.0.fetch_max(Self::nanos(at), Ordering::AcqRel);
-    }
-
-    /// Whether the deadline has passed.
-    pub(crate) fn passed(&self) -> bool {
-        Self::nanos(Instant::now()) >= self.0.load(Ordering::Acquire)
-    }
-}
-
 /// State shared by a worker's tasks.
 pub(crate) struct Shared {
     client: Client,
@@ -339,7 +282,8 @@ pub(crate) struct Shared {
     /// in its buffer and no wake-up came since: a task enqueued now would be the next to
     /// run, so local dispatch may start it here (see `local.rs`).
     queue_drained: AtomicBool,
-    leases: Mutex<HashMap<TaskId, Lease>>,
+    /// The leases this worker holds.
+    leases: Arc<LeaseTable>,
     /// The listener's connection while it is up; renewals and heartbeats run on it (see
     /// `control.rs`).
     control: Mutex<Option<Arc<tokio_postgres::Client>>>,
@@ -357,6 +301,10 @@ impl Shared {
         stop: watch::Sender<bool>,
         completer: mpsc::Sender<complete::Message>,
     ) -> Arc<Shared> {
+        let leases = Arc::new(LeaseTable::new(
+            config.lease_duration,
+            config.fence_margin(),
+        ));
         Arc::new(Shared {
             client,
             registry,
@@ -369,7 +317,7 @@ impl Shared {
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             queue_drained: AtomicBool::new(false),
-            leases: Mutex::new(HashMap::new()),
+            leases,
             control: Mutex::new(None),
             stop,
             completer,
@@ -377,7 +325,7 @@ impl Shared {
     }
 
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.config.lease_duration.as_millis()).unwrap_or(i64::MAX)
+        self.leases.lease_ms()
     }
 
     /// Tells the producer that new work may be due. Until it has looked, the queue does not
@@ -391,96 +339,6 @@ impl Shared {
         *self.stop.borrow()
     }
 
-    /// The leases held now, as parallel id and token arrays.
-    fn lease_snapshot(&self) -> (Vec<TaskId>, Vec<i64>) {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.iter().map(|(id, l)| (*id, l.token)).unzip()
-    }
-
-    /// How many runs started here have not ended yet.
-    fn runs_going(&self) -> usize {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases
-            .values()
-            .filter(|l| l.started.is_some() && !l.run_ended())
-            .count()
-    }
-
-    /// The runs started at least `after` ago whose start is not recorded yet, as
-    /// `(id, token, attempt)`.
-    fn unrecorded_starts(&self, after: Duration) -> Vec<(TaskId, i64, i32)> {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases
-            .iter()
-            .filter(|(_, l)| {
-                !l.start_recorded
-                    && !l.run_ended()
-                    && l.started.is_some_and(|at| at.elapsed() >= after)
-            })
-            .map(|(id, l)| (*id, l.token, l.attempt))
-            .collect()
-    }
-
-    /// Notes that the starts of these `(id, token)` runs are recorded.
-    fn starts_recorded(&self, recorded: impl IntoIterator<Item = (TaskId, i64)>) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, token) in recorded {
-            if let Some(lease) = leases.get_mut(&id).filter(|l| l.token == token) {
-                lease.start_recorded = true;
-            }
-        }
-    }
-
-    /// The local time by which a run must stop unless its lease is renewed, for a lease
-    /// written by a statement sent at `sent`.
-    ///
-    /// The claim and the renewal both write `lease_expires_at = now() + lease`, so the
-    /// expiry is exactly one lease after the database's `now()` for that statement, and that
-    /// `now()` is read after the statement was sent. A rescuer acts only once the
-    /// database's clock is past the expiry, so stopping by `sent + lease - margin` on this
-    /// process's monotonic clock stops before any rescue; the margin absorbs clock rate
-    /// differences, wall-clock steps on the database host and scheduling delays here.
-    fn lease_deadline(&self, sent: Instant) -> Instant {
-        sent + self
-            .config
-            .lease_duration
-            .saturating_sub(self.config.fence_margin())
-    }
-
-    fn track_leases(&self, tasks: &[crate::claimed::ClaimedTask]) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for task in tasks {
-            leases.insert(
-                task.id,
-                Lease {
-                    token: task.token,
-                    attempt: task.attempt_i32(),
-                    abort: None,
-                    started: None,
-                    start_recorded: false,
-                    deadline: Arc::new(LeaseDeadline::new(self.lease_deadline(task.leased_at))),
-                },
-            );
-        }
-    }
-
-    /// Forgets the lease of `id` if it is still the one under `token` (the task may have
-    /// been claimed again since, under a new token).
-    fn forget_lease(&self, id: TaskId, token: i64) {
-        self.forget_leases([(id, token)]);
-    }
-
-    /// Forgets each `(id, token)` lease that is still the one under that token: a stale
-    /// write for an older lease of a task claimed again since must not drop the new lease
-    /// (it would then never be renewed or fenced).
-    fn forget_leases(&self, leases_to_forget: impl IntoIterator<Item = (TaskId, i64)>) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, token) in leases_to_forget {
-            if leases.get(&id).is_some_and(|l| l.token == token) {
-                leases.remove(&id);
-            }
-        }
-    }
 }
 
 /// A worker: runs the tasks of a [`Registry`] from the database behind a [`Client`].
@@ -683,18 +541,11 @@ impl WorkerHandle {
                 tasks = left,
                 "shutdown grace expired; stopping and releasing the tasks still running"
             );
-            {
-                let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-                for lease in leases.values() {
-                    if let Some(abort) = &lease.abort {
-                        abort.abort();
-                    }
-                }
-            }
+            shared.leases.abort_runs();
             // An aborted run ends the next time the runtime gets to it; one blocked in
             // synchronous code does not, and is kept (see `lease::release_ended`).
             let stopped_by = tokio::time::Instant::now() + Duration::from_secs(1);
-            while tokio::time::Instant::now() < stopped_by && shared.runs_going() > 0 {
+            while tokio::time::Instant::now() < stopped_by && shared.leases.runs_going() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -753,12 +604,7 @@ impl WorkerHandle {
         for task in self.background.drain(..).chain(self.renewer.take()) {
             task.abort();
         }
-        let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for lease in leases.values() {
-            if let Some(abort) = &lease.abort {
-                abort.abort();
-            }
-        }
+        self.shared.leases.abort_runs();
     }
 }
 
@@ -858,45 +704,5 @@ mod tests {
         ] {
             assert!(Worker::new(client.clone(), Registry::new(), config).is_ok());
         }
-    }
-
-    fn claimed(id: TaskId, token: i64) -> crate::claimed::ClaimedTask {
-        crate::claimed::ClaimedTask {
-            id,
-            name: "T".to_string(),
-            payload: "{}".to_string(),
-            attempt: 1,
-            failures: 0,
-            timeout_ms: 1000,
-            retry: crate::settings::RetryColumns::default(),
-            on_failed: None,
-            parent_id: None,
-            rescues: 0,
-            max_rescues: None,
-            token,
-            leased_at: Instant::now(),
-        }
-    }
-
-    /// An outcome written late for an old lease of a task that was rescued and claimed
-    /// again by this worker (under a new token) must not drop the new lease: it would
-    /// then never be renewed or fenced, and another worker could run the task at once.
-    /// (The completer used to forget leases by id alone.)
-    #[tokio::test]
-    async fn a_stale_outcome_does_not_forget_the_task_s_newer_lease() {
-        let shared = shared().await;
-        let (one, two) = (TaskId::new(1), TaskId::new(2));
-        shared.track_leases(&[claimed(one, 111), claimed(two, 222)]);
-        // Task 1 is rescued and claimed again here, under a new token.
-        shared.track_leases(&[claimed(one, 333)]);
-        // The stale outcome of the first lease is written, and forgotten by (id, token).
-        shared.forget_leases([(one, 111), (two, 222)]);
-        let (ids, tokens) = shared.lease_snapshot();
-        assert_eq!(ids, vec![one]);
-        assert_eq!(
-            tokens,
-            vec![333],
-            "the newer lease is still held and renewed"
-        );
     }
 }
