@@ -50,7 +50,7 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
         }
         // Housekeeping on the same cadence: give back pooled connections the load no
         // longer needs.
-        let closed = super::control::prune_idle_connections(&shared);
+        let closed = super::control::prune_idle_connections(&shared.client);
         if closed > 0 {
             tracing::debug!(worker = %shared.worker_id, closed, "closed idle pooled connections");
         }
@@ -59,7 +59,7 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>) {
 }
 
 async fn beat(shared: &Shared) -> Result<()> {
-    let conn = shared.control_conn().await?;
+    let conn = shared.control.conn().await?;
     let beat = db::workers::heartbeat(
         &conn,
         conn.tag(),
@@ -67,7 +67,7 @@ async fn beat(shared: &Shared) -> Result<()> {
         &shared.worker_id,
         &shared.names,
     );
-    conn.bounded(shared, "cannot write the worker heartbeat", beat)
+    conn.bounded(&shared.control, "cannot write the worker heartbeat", beat)
         .await
 }
 

@@ -84,12 +84,12 @@ async fn renew(shared: &Shared) -> Result<()> {
     }
     // Not a pooled connection: tasks holding every pooled connection must not starve the
     // renewal of their own leases (see `control.rs`).
-    let conn = shared.control_conn().await?;
+    let conn = shared.control.conn().await?;
     let sql = shared.client.sql();
     let sent = Instant::now();
     let mut renewed = conn
         .bounded(
-            shared,
+            &shared.control,
             "cannot renew leases",
             db::tasks::renew(&conn, conn.tag(), sql, &ids, &tokens, shared.lease_ms()),
         )
@@ -120,7 +120,7 @@ async fn renew(shared: &Shared) -> Result<()> {
         .unzip();
     let held = conn
         .bounded(
-            shared,
+            &shared.control,
             "cannot check leases the renewal skipped",
             db::tasks::lease_held(&conn, conn.tag(), sql, &missing_ids, &missing_tokens),
         )
@@ -303,7 +303,7 @@ pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
 /// handed back or will come back when its lease expires).
 pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
     let result = async {
-        let conn = shared.control_conn().await?;
+        let conn = shared.control.conn().await?;
         let start = db::tasks::mark_started(
             &conn,
             conn.tag(),
@@ -312,7 +312,7 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
             task.token,
             task.attempt_i32(),
         );
-        conn.bounded(shared, "cannot record the start of a run", start)
+        conn.bounded(&shared.control, "cannot record the start of a run", start)
             .await
     };
     match result.await {
@@ -360,7 +360,7 @@ async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Resu
         tokens.push(token);
         attempts.push(attempt);
     }
-    let conn = shared.control_conn().await?;
+    let conn = shared.control.conn().await?;
     let starts = db::tasks::mark_all_started(
         &conn,
         conn.tag(),
@@ -370,7 +370,7 @@ async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Resu
         &attempts,
     );
     let recorded = conn
-        .bounded(shared, "cannot record run starts", starts)
+        .bounded(&shared.control, "cannot record run starts", starts)
         .await?;
     shared.leases.starts_recorded(
         ids.into_iter()

@@ -85,7 +85,7 @@ async fn listen_once(
         }
         tracing::debug!(worker = %shared.worker_id, "listening for new tasks");
         // From now on lease renewals and heartbeats run on this connection too.
-        shared.set_control(client.clone());
+        shared.control.set(client.clone());
         // Tasks may have arrived while this connection was down.
         shared.wake_producer();
         std::future::pending::<Result<(), tokio_postgres::Error>>().await
@@ -95,8 +95,8 @@ async fn listen_once(
         result = listen => result,
         // A renewal or heartbeat on it got no answer in time: give it up (the socket may
         // be half-open, with nothing ever to arrive) and connect afresh.
-        _ = shared.control_hung.notified() => Ok(()),
+        _ = shared.control.hung() => Ok(()),
     };
-    shared.clear_control(&client);
+    shared.control.clear(&client);
     result
 }

@@ -29,7 +29,7 @@ mod prune;
 mod scheduler;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::registry::Registry;
+use control::Control;
 use lease_table::LeaseTable;
 
 /// How a worker runs. Build it from [`WorkerConfig::default`] and the `with_*` setters.
@@ -272,9 +273,6 @@ pub(crate) struct Shared {
     wake: Notify,
     /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
     schedules_changed: Notify,
-    /// A statement on the control connection got no answer in time: the listener drops
-    /// that connection and opens a new one (see `control.rs`).
-    control_hung: Notify,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
@@ -284,9 +282,9 @@ pub(crate) struct Shared {
     queue_drained: AtomicBool,
     /// The leases this worker holds.
     leases: Arc<LeaseTable>,
-    /// The listener's connection while it is up; renewals and heartbeats run on it (see
-    /// `control.rs`).
-    control: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// The listener's connection while it is up, else the pool; renewals, start records
+    /// and heartbeats run on it (see `control.rs`).
+    control: Arc<Control>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
 }
@@ -305,6 +303,11 @@ impl Shared {
             config.lease_duration,
             config.fence_margin(),
         ));
+        let control = Arc::new(Control::new(
+            client.clone(),
+            Control::timeout_for(config.lease_duration),
+            &worker_id,
+        ));
         Arc::new(Shared {
             client,
             registry,
@@ -313,12 +316,11 @@ impl Shared {
             names,
             wake: Notify::new(),
             schedules_changed: Notify::new(),
-            control_hung: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             queue_drained: AtomicBool::new(false),
             leases,
-            control: Mutex::new(None),
+            control,
             stop,
             completer,
         })
