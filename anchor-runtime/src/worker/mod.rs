@@ -262,24 +262,58 @@ impl WorkerConfig {
     }
 }
 
-/// State shared by a worker's tasks.
+/// The producer's wake-up: whoever makes work due (a notification, a rescue, a cron tick, a
+/// retry timer) calls [`ProducerWake::wake`]; local dispatch reads whether the queue is
+/// drained.
+#[derive(Default)]
+pub(crate) struct ProducerWake {
+    notify: Notify,
+    /// The producer's last claim found no more due tasks than it asked for, nothing waits
+    /// in its buffer and no wake-up came since: a task enqueued now would be the next to
+    /// run, so local dispatch may start it here (see `local.rs`).
+    queue_drained: AtomicBool,
+}
+
+impl ProducerWake {
+    /// Tells the producer that new work may be due. Until it has looked, the queue does not
+    /// count as drained, so local dispatch cannot put a task ahead of that work (`local.rs`).
+    pub(crate) fn wake(&self) {
+        self.queue_drained.store(false, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Returns at the next wake-up.
+    async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Whether the queue counts as drained (see the field).
+    fn drained(&self) -> bool {
+        self.queue_drained.load(Ordering::Acquire)
+    }
+
+    /// Set by the producer after each step of its loop.
+    fn set_drained(&self, drained: bool) {
+        self.queue_drained.store(drained, Ordering::Release);
+    }
+}
+
+/// State shared by the worker's hot path: the producer, the executions, the completer and
+/// local dispatch. The background services get only the parts they use (see `service.rs`).
 pub(crate) struct Shared {
     client: Client,
     registry: Registry,
     config: WorkerConfig,
     worker_id: String,
     names: Vec<String>,
-    /// New work may be due (a notification, a poll, a retry timer).
-    wake: Notify,
+    /// Wakes the producer when new work may be due; shared with the services that make
+    /// work due (the rescuer, the scheduler, the listener).
+    producer: Arc<ProducerWake>,
     /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
     schedules_changed: Notify,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
-    /// The producer's last claim found no more due tasks than it asked for, nothing waits
-    /// in its buffer and no wake-up came since: a task enqueued now would be the next to
-    /// run, so local dispatch may start it here (see `local.rs`).
-    queue_drained: AtomicBool,
     /// The leases this worker holds.
     leases: Arc<LeaseTable>,
     /// The listener's connection while it is up, else the pool; renewals, start records
@@ -314,11 +348,10 @@ impl Shared {
             config,
             worker_id,
             names,
-            wake: Notify::new(),
+            producer: Arc::new(ProducerWake::default()),
             schedules_changed: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
-            queue_drained: AtomicBool::new(false),
             leases,
             control,
             stop,
@@ -330,11 +363,9 @@ impl Shared {
         self.leases.lease_ms()
     }
 
-    /// Tells the producer that new work may be due. Until it has looked, the queue does not
-    /// count as drained, so local dispatch cannot put a task ahead of that work (`local.rs`).
+    /// Tells the producer that new work may be due (see [`ProducerWake::wake`]).
     pub(crate) fn wake_producer(&self) {
-        self.queue_drained.store(false, Ordering::Release);
-        self.wake.notify_one();
+        self.producer.wake();
     }
 
     fn stopping(&self) -> bool {
