@@ -26,7 +26,9 @@ mod local;
 mod lease_table;
 mod on_failed;
 mod prune;
+mod rescue;
 mod scheduler;
+mod service;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use crate::client::Client;
 use crate::registry::Registry;
 use control::Control;
 use lease_table::LeaseTable;
+use service::Stop;
 
 /// How a worker runs. Build it from [`WorkerConfig::default`] and the `with_*` setters.
 ///
@@ -460,21 +463,7 @@ impl Worker {
             concurrency = shared.config.concurrency,
             "worker starting"
         );
-        let renewer = tokio::spawn(lease::run_renewer(shared.clone()));
-        let background = vec![
-            tokio::spawn(complete::run_completer(shared.clone(), completer_rx)),
-            tokio::spawn(lease::run_start_recorder(shared.clone())),
-            tokio::spawn(lease::run_rescuer(shared.clone())),
-            tokio::spawn(lease::run_fencer(shared.clone())),
-            tokio::spawn(heartbeat::run_heartbeat(shared.clone())),
-            tokio::spawn(listen::run_listener(shared.clone())),
-            tokio::spawn(scheduler::run_scheduler(shared.clone())),
-            tokio::spawn(prune::run_pruner(
-                shared.client.clone(),
-                shared.config.retention.clone(),
-                shared.worker_id.clone(),
-            )),
-        ];
+        let (renewer, background) = spawn_services(&shared, completer_rx);
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
         if shared.config.local_dispatch {
             let weak = Arc::downgrade(&shared);
@@ -495,6 +484,74 @@ impl Worker {
         tracing::info!(worker = %handle.worker_id(), "shutdown signal received");
         handle.shutdown().await;
     }
+}
+
+/// Builds the worker's background services, each with its own settings from the
+/// configuration and only the handles it uses, and spawns them. Returns the renewer apart
+/// (shutdown keeps it going while runs that ignored the abort go on) and the others.
+fn spawn_services(
+    shared: &Arc<Shared>,
+    completer: mpsc::Receiver<complete::Message>,
+) -> (JoinHandle<()>, Vec<JoinHandle<()>>) {
+    let config = &shared.config;
+    let client = &shared.client;
+    let id = shared.worker_id.as_str();
+    // These run until shutdown aborts them: the leases, the start records and the
+    // heartbeat must go on while running tasks finish in the grace period.
+    let renewer = service::spawn(
+        lease::Renewer::new(
+            client.clone(),
+            shared.leases.clone(),
+            shared.control.clone(),
+            config.renew_interval(),
+        ),
+        id,
+        Stop::never(),
+    );
+    let start_recorder = lease::StartRecorder::new(
+        client.clone(),
+        shared.leases.clone(),
+        shared.control.clone(),
+    );
+    let fencer = lease::Fencer::new(shared.leases.clone(), config.fence_margin(), id);
+    let rescuer = rescue::Rescuer::new(
+        client.clone(),
+        shared.registry.clone(),
+        config.max_rescues,
+        config.rescue_interval(),
+        shared.producer.clone(),
+    );
+    let note = heartbeat::UnregisteredNote::new(
+        client.clone(),
+        shared.names.clone(),
+        config.heartbeat_interval,
+        config.unregistered_grace,
+        config.rescue_interval(),
+    );
+    let heartbeat = heartbeat::Heartbeat::new(
+        client.clone(),
+        shared.control.clone(),
+        id,
+        shared.names.clone(),
+        shared.registry.definitions().collect(),
+        config.heartbeat_interval,
+    );
+    let mut background = vec![
+        tokio::spawn(complete::run_completer(shared.clone(), completer)),
+        service::spawn(start_recorder, id, Stop::never()),
+        service::spawn(rescuer, id, Stop::never()),
+        service::spawn(note, id, Stop::never()),
+        service::spawn(fencer, id, Stop::never()),
+        service::spawn(heartbeat, id, Stop::never()),
+        tokio::spawn(listen::run_listener(shared.clone())),
+        tokio::spawn(scheduler::run_scheduler(shared.clone())),
+    ];
+    background.push(tokio::spawn(prune::run_pruner(
+        client.clone(),
+        config.retention.clone(),
+        shared.worker_id.clone(),
+    )));
+    (renewer, background)
 }
 
 async fn wait_for_signal() {
@@ -622,7 +679,7 @@ impl WorkerHandle {
             });
         }
         // After the heartbeat loop stopped, so that it cannot write the row again.
-        heartbeat::remove(&shared).await;
+        heartbeat::remove(&shared.client, &shared.worker_id).await;
         tracing::info!(worker = %shared.worker_id, "worker stopped");
     }
 
