@@ -96,7 +96,14 @@ impl Renewer {
             .bounded(
                 &self.control,
                 "cannot renew leases",
-                db::tasks::renew(&conn, conn.tag(), sql, &ids, &tokens, self.leases.lease_ms()),
+                db::tasks::renew(
+                    &conn,
+                    conn.tag(),
+                    sql,
+                    &ids,
+                    &tokens,
+                    self.leases.lease_ms(),
+                ),
             )
             .await?;
         {
@@ -418,7 +425,9 @@ async fn release_leases(shared: &Shared, release: Releases) {
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(n)) => {
             tracing::info!(worker = %shared.worker_id, released = n, "unstarted or unfinished tasks released");
-            shared.leases.forget_all(release.ids.into_iter().zip(release.tokens));
+            shared
+                .leases
+                .forget_all(release.ids.into_iter().zip(release.tokens));
             shared.client.announce_new_tasks();
         }
         Ok(Err(err)) => tracing::warn!(

@@ -34,9 +34,8 @@ impl LocalWorker for Shared {
     }
 
     fn reserve(self: Arc<Self>, name: &str) -> Option<Box<dyn ReservedSlot>> {
-        let idle = !self.stopping()
-            && self.producer.drained()
-            && self.registry.handler(name).is_some();
+        let idle =
+            !self.stopping() && self.producer.drained() && self.registry.handler(name).is_some();
         if !idle {
             return None;
         }

@@ -21,9 +21,9 @@ mod control;
 mod execute;
 mod heartbeat;
 mod lease;
+mod lease_table;
 mod listen;
 mod local;
-mod lease_table;
 mod on_failed;
 mod prune;
 mod rescue;
@@ -312,8 +312,6 @@ pub(crate) struct Shared {
     /// Wakes the producer when new work may be due; shared with the services that make
     /// work due (the rescuer, the scheduler, the listener).
     producer: Arc<ProducerWake>,
-    /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
-    schedules_changed: Notify,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
@@ -352,7 +350,6 @@ impl Shared {
             worker_id,
             names,
             producer: Arc::new(ProducerWake::default()),
-            schedules_changed: Notify::new(),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
             leases,
@@ -374,7 +371,6 @@ impl Shared {
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
-
 }
 
 /// A worker: runs the tasks of a [`Registry`] from the database behind a [`Client`].
@@ -489,6 +485,11 @@ impl Worker {
 /// Builds the worker's background services, each with its own settings from the
 /// configuration and only the handles it uses, and spawns them. Returns the renewer apart
 /// (shutdown keeps it going while runs that ignored the abort go on) and the others.
+///
+/// Only the scheduler watches the stop signal, like the producer: no new occurrences once
+/// shutdown begins. The others run until shutdown aborts them, at its end: the leases, the
+/// start records and the heartbeat must go on while running tasks finish in the grace
+/// period.
 fn spawn_services(
     shared: &Arc<Shared>,
     completer: mpsc::Receiver<complete::Message>,
@@ -496,30 +497,26 @@ fn spawn_services(
     let config = &shared.config;
     let client = &shared.client;
     let id = shared.worker_id.as_str();
-    // These run until shutdown aborts them: the leases, the start records and the
-    // heartbeat must go on while running tasks finish in the grace period.
-    let renewer = service::spawn(
-        lease::Renewer::new(
-            client.clone(),
-            shared.leases.clone(),
-            shared.control.clone(),
-            config.renew_interval(),
-        ),
-        id,
-        Stop::never(),
-    );
-    let start_recorder = lease::StartRecorder::new(
+    let leases = &shared.leases;
+    let control = &shared.control;
+    let producer = &shared.producer;
+    // Schedule changes arrive on the LISTEN connection: the listener tells the scheduler.
+    let schedules_changed = Arc::new(Notify::new());
+
+    let renewer = lease::Renewer::new(
         client.clone(),
-        shared.leases.clone(),
-        shared.control.clone(),
+        leases.clone(),
+        control.clone(),
+        config.renew_interval(),
     );
-    let fencer = lease::Fencer::new(shared.leases.clone(), config.fence_margin(), id);
+    let fencer = lease::Fencer::new(leases.clone(), config.fence_margin(), id);
+    let start_recorder = lease::StartRecorder::new(client.clone(), leases.clone(), control.clone());
     let rescuer = rescue::Rescuer::new(
         client.clone(),
         shared.registry.clone(),
         config.max_rescues,
         config.rescue_interval(),
-        shared.producer.clone(),
+        producer.clone(),
     );
     let note = heartbeat::UnregisteredNote::new(
         client.clone(),
@@ -530,12 +527,30 @@ fn spawn_services(
     );
     let heartbeat = heartbeat::Heartbeat::new(
         client.clone(),
-        shared.control.clone(),
+        control.clone(),
         id,
         shared.names.clone(),
         shared.registry.definitions().collect(),
         config.heartbeat_interval,
     );
+    let listener = listen::Listener::new(
+        client.clone(),
+        control.clone(),
+        producer.clone(),
+        schedules_changed.clone(),
+        id,
+    );
+    let scheduler = scheduler::Scheduler::new(
+        client.clone(),
+        shared.registry.clone(),
+        &shared.names,
+        id,
+        producer.clone(),
+        schedules_changed,
+    );
+    let pruner = prune::Pruner::new(client.clone(), config.retention.clone(), id);
+
+    let renewer = service::spawn(renewer, id, Stop::never());
     let mut background = vec![
         tokio::spawn(complete::run_completer(shared.clone(), completer)),
         service::spawn(start_recorder, id, Stop::never()),
@@ -543,14 +558,11 @@ fn spawn_services(
         service::spawn(note, id, Stop::never()),
         service::spawn(fencer, id, Stop::never()),
         service::spawn(heartbeat, id, Stop::never()),
-        tokio::spawn(listen::run_listener(shared.clone())),
-        tokio::spawn(scheduler::run_scheduler(shared.clone())),
+        tokio::spawn(listener.run()),
+        service::spawn(scheduler, id, Stop::on(shared.stop.subscribe())),
     ];
-    background.push(tokio::spawn(prune::run_pruner(
-        client.clone(),
-        config.retention.clone(),
-        shared.worker_id.clone(),
-    )));
+    // None when retention prunes nothing.
+    background.extend(pruner.map(|pruner| service::spawn(pruner, id, Stop::never())));
     (renewer, background)
 }
 

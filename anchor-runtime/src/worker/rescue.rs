@@ -142,7 +142,8 @@ impl Rescuer {
             db::tasks::rescue_to_pending(&tx, sql, task.id, message.as_deref()).await?;
             tracing::warn!(task.id = %task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
         }
-        let failed: Vec<(TaskId, &str)> = poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
+        let failed: Vec<(TaskId, &str)> =
+            poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
         let handlers = on_failed::enqueue_handlers(&self.registry, sql, &tx, &failed).await?;
         db::commit(tx, "cannot commit the rescue").await?;
         // Rescued tasks are due at once.
