@@ -69,7 +69,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
         tracing::error!(task.id = %task.id, task.name = %task.name, "claimed a task without a handler");
         return;
     };
-    // The lease was recorded at claim time (`Shared::track_leases`). The execution starts
+    // The lease was recorded at claim time (`LeaseTable::track`). The execution starts
     // only while the lease is still held and before its deadline, and it is spawned and its
     // abort handle recorded under one lock, so the renewer and the fencer always see either
     // no run or a run they can stop.
@@ -124,7 +124,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
         let _guard = guard;
         // A task whose worker was lost before may be what kills its workers (poison): its
         // start is recorded before it runs, so that every such loss is counted. Other runs
-        // have their start recorded shortly after it (`lease::run_start_recorder`).
+        // have their start recorded shortly after it (`lease::StartRecorder`).
         if task.rescues > 0 && !super::lease::record_start(_guard.shared(), &task).await {
             return;
         }

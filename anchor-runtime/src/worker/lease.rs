@@ -1,14 +1,13 @@
-//! Leases: renewing this worker's, rescuing expired ones, releasing them at shutdown.
+//! This worker's leases: renewing them, fencing runs whose lease lapses, recording run
+//! starts, releasing them at shutdown. (Other workers' expired leases are the rescuer's,
+//! `rescue.rs`.) The renewer, the fencer and the start recorder are services
+//! (`service.rs`) holding the lease table (`lease_table.rs`), the renewer and the start
+//! recorder also the control connection (`control.rs`), not the worker's whole state.
 //!
 //! - The renewer extends every lease this worker holds with one statement per tick. A lease
 //!   the statement no longer finds (a rescuer took the task after this worker stalled) is
 //!   dropped and its execution aborted, so the task does not keep running here while
 //!   another worker runs it too.
-//! - The rescuer, which every worker runs (no leader), locks running tasks whose lease has
-//!   expired with `SKIP LOCKED` and returns them to `pending` whatever their retry policy:
-//!   a lost worker is not a failure of the task, uses up no retry and keeps the task's place
-//!   in the queue. Only a task whose worker was lost `max_rescues` times while its run had
-//!   started fails, as poison, with its `onFailed` handler enqueued in the same transaction.
 //! - The start recorder writes that a run has started (`run_started`, `attempts`) shortly
 //!   after it did, many runs per statement, so that a rescue knows whether the lost run had
 //!   started: a claimed task that never started counts no attempt and no loss.

@@ -1,19 +1,25 @@
 //! The worker: claims due tasks, runs them, records their outcomes, keeps their leases and
 //! rescues the tasks of workers that died.
 //!
-//! A running worker is a handful of tokio tasks sharing one [`Shared`] state:
+//! A running worker is a handful of tokio tasks. The hot path shares one [`Shared`] state:
 //! - the *producer* (`claim.rs`) claims batches up to free capacity and spawns executions;
 //! - each *execution* (`execute.rs`) runs one task's handler under its timeout and hands
 //!   the outcome to the completer;
-//! - the *completer* (`complete.rs`) writes outcomes, successes many per statement;
-//! - the *renewer* and the *rescuer* (`lease.rs`) extend this worker's leases and return
-//!   other workers' expired tasks to `pending`;
-//! - the *fencer* (`lease.rs`) stops a run whose lease is about to expire unrenewed, before
-//!   a rescuer can hand the task to another worker;
-//! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer;
-//!   the same connection carries renewals and heartbeats (`control.rs`);
-//! - the *heartbeat* (`heartbeat.rs`), the cron *scheduler* (`scheduler.rs`) and the
-//!   *pruner* (`prune.rs`, deleting finished tasks past their retention).
+//! - the *completer* (`complete.rs`) writes outcomes, many per statement.
+//!
+//! Around it run the background services, each a small type given its own settings and
+//! only the handles it uses (the client, the lease table, the control connection, the
+//! producer's wake-up), and all run by one loop with backoff (`service.rs`):
+//! - the *renewer*, the *fencer* and the *start recorder* (`lease.rs`) extend this worker's
+//!   leases, stop a run whose lease is about to expire unrenewed before a rescuer can hand
+//!   the task to another worker, and record that runs started;
+//! - the *rescuer* (`rescue.rs`) returns other workers' expired tasks to `pending`;
+//! - the *heartbeat* and the *unregistered-name note* (`heartbeat.rs`), the cron
+//!   *scheduler* (`scheduler.rs`) and the *pruner* (`prune.rs`, deleting finished tasks
+//!   past their retention);
+//! - the *listener* (`listen.rs`, its own reconnect loop) holds a dedicated LISTEN
+//!   connection and wakes the producer; the same connection carries renewals, start
+//!   records and heartbeats (`control.rs`).
 
 mod claim;
 mod complete;
@@ -690,7 +696,8 @@ impl WorkerHandle {
                 }
             });
         }
-        // After the heartbeat loop stopped, so that it cannot write the row again.
+        // After the heartbeat was aborted with the other services, so that it cannot write the
+        // row again.
         heartbeat::remove(&shared.client, &shared.worker_id).await;
         tracing::info!(worker = %shared.worker_id, "worker stopped");
     }
