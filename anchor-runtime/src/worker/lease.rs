@@ -61,26 +61,8 @@ impl Renewer {
             interval,
         }
     }
-}
 
-impl Service for Renewer {
-    const NAME: &'static str = "renewer";
-
-    fn pace(&self) -> Pace {
-        Pace::every(self.interval)
-    }
-
-    async fn round(&mut self) -> Result<Next> {
-        self.renew().await?;
-        Ok(Next::Interval)
-    }
-
-    fn failure(&self) -> &'static str {
-        "renewing leases failed"
-    }
-}
-
-impl Renewer {
+    /// Renews every lease held; a lease a rescuer took is dropped and its run stopped.
     async fn renew(&self) -> Result<()> {
         let (ids, tokens) = self.leases.snapshot();
         if ids.is_empty() {
@@ -163,10 +145,27 @@ impl Renewer {
     }
 }
 
+impl Service for Renewer {
+    const NAME: &'static str = "renewer";
+
+    fn pace(&self) -> Pace {
+        Pace::every(self.interval)
+    }
+
+    async fn round(&mut self) -> Result<Next> {
+        self.renew().await?;
+        Ok(Next::Interval)
+    }
+
+    fn failure(&self) -> &'static str {
+        "renewing leases failed"
+    }
+}
+
 /// The fencer: stops runs whose lease deadline passed without a renewal.
 ///
-/// Each round sleeps until the earliest deadline, at most half the fence margin at a time
-/// so that leases claimed meanwhile (whose deadlines lie a lease ahead) are never
+/// After each round it sleeps until the earliest deadline, at most half the fence margin
+/// at a time so that leases claimed meanwhile (whose deadlines lie a lease ahead) are never
 /// overslept.
 pub(crate) struct Fencer {
     leases: Arc<LeaseTable>,

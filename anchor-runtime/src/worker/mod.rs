@@ -323,8 +323,9 @@ pub(crate) struct Shared {
     executing: AtomicUsize,
     /// The leases this worker holds.
     leases: Arc<LeaseTable>,
-    /// The listener's connection while it is up, else the pool; renewals, start records
-    /// and heartbeats run on it (see `control.rs`).
+    /// The listener's connection while it is up, else the pool (see `control.rs`): here
+    /// for the start record an execution writes before it runs; the renewer, the start
+    /// recorder, the heartbeat and the listener hold it too.
     control: Arc<Control>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
