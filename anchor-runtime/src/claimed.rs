@@ -23,7 +23,7 @@ pub(crate) struct ClaimedTask {
     pub rescues: u32,
     pub token: i64,
     /// The local time just before the statement that leased the task was sent: the lease
-    /// runs from a database time no earlier than this (see `Shared::lease_deadline`).
+    /// runs from a database time no earlier than this (see `LeaseTable::deadline`).
     pub leased_at: Instant,
 }
 
@@ -38,7 +38,7 @@ pub(crate) struct UnreadableRow {
     pub message: String,
 }
 
-/// What `rescue_batch` needs besides the claimed-task columns.
+/// What the rescuer (`Rescuer::rescue_batch`) needs besides the claimed-task columns.
 #[derive(Debug, Clone)]
 pub(crate) struct LostRun {
     /// Whether the lost run's start had been recorded (`run_started`).

@@ -276,6 +276,15 @@ impl Client {
         &self.inner.sql
     }
 
+    /// Closes the pooled connections unused for `max_idle`; returns how many.
+    pub(crate) fn close_idle_connections(&self, max_idle: Duration) -> usize {
+        self.inner
+            .pool
+            .retain(|_, metrics| metrics.last_used() < max_idle)
+            .removed
+            .len()
+    }
+
     /// Takes a connection from the pool, with an error that says what was being attempted.
     pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
         self.check_config()?;

@@ -176,10 +176,9 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             // claim's snapshot misses: it sets the flag again and is honoured afterwards.
             should_claim = false;
         }
-        shared.queue_drained.store(
-            buffer.is_empty() && !backlog && !should_claim && in_flight.is_none(),
-            Ordering::Release,
-        );
+        shared
+            .producer
+            .set_drained(buffer.is_empty() && !backlog && !should_claim && in_flight.is_none());
         tokio::select! {
             result = async {
                 match in_flight.as_mut() {
@@ -200,7 +199,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                             tracing::trace!(count = batch.len(), "claimed tasks");
                         }
                         // Buffered tasks hold leases too: the renewer must keep them alive.
-                        shared.track_leases(&batch);
+                        shared.leases.track(&batch);
                         let now = Instant::now();
                         buffer.extend(batch.into_iter().map(|t| (now, t)));
                     }
@@ -226,13 +225,13 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                 retry_at = None;
                 should_claim = true;
             }
-            _ = shared.wake.notified() => should_claim = true,
+            _ = shared.producer.notified() => should_claim = true,
             _ = shared.slot_freed.notified() => should_claim |= backlog,
             _ = tokio::time::sleep(shared.config.poll_interval) => should_claim = true,
             _ = stop.changed() => {}
         }
     }
-    shared.queue_drained.store(false, Ordering::Release);
+    shared.producer.set_drained(false);
     // A claim already sent may have leased tasks: wait for it so they can be handed back.
     let mut unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
     if let Some((_, claim)) = in_flight.take() {
@@ -242,7 +241,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
             token,
         }) = claim.await
         {
-            shared.track_leases(&tasks);
+            shared.leases.track(&tasks);
             unstarted.extend(tasks);
             fail_unreadable(&shared, unreadable, token).await;
         }
@@ -277,7 +276,7 @@ async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: 
             token,
             leased_at: Instant::now(),
         };
-        shared.track_leases(std::slice::from_ref(&task));
+        shared.leases.track(std::slice::from_ref(&task));
         let finished = Finished {
             task,
             outcome: Outcome::Failed {

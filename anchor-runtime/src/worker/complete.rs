@@ -198,7 +198,9 @@ async fn write_batch(shared: &Arc<Shared>, batch: &mut Vec<Finished>) -> Result<
                     batch.push(finished);
                     return Err(outage);
                 }
-                shared.forget_leases([(finished.task.id, finished.task.token)]);
+                shared
+                    .leases
+                    .forget_all([(finished.task.id, finished.task.token)]);
             }
             Err(err) => {
                 batch.push(finished);
@@ -334,7 +336,9 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
         (db::tasks::set_outcomes(&conn, sql, &rows).await?, 0)
     };
     report(shared, batch, &decisions, &applied);
-    shared.forget_leases(rows.iter().map(|r| (r.id, r.token)));
+    shared
+        .leases
+        .forget_all(rows.iter().map(|r| (r.id, r.token)));
     if handlers > 0 {
         shared.client.announce_new_tasks();
     }

@@ -11,12 +11,30 @@
 
 use std::future::Future;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Shared;
+use tokio::sync::Notify;
+
+use crate::client::Client;
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
+
+/// The control connection, shared by the listener (which opens it) and the services that
+/// run statements on it (renewer, start recorder, heartbeat).
+pub(crate) struct Control {
+    /// The pool to fall back on while the dedicated connection is down.
+    client: Client,
+    /// The listener's connection while it is up.
+    dedicated: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// A statement on the dedicated connection got no answer in time: the listener drops
+    /// that connection and opens a new one.
+    hung: Notify,
+    /// The time limit of a statement on it.
+    timeout: Duration,
+    /// This worker, for the logs.
+    worker_id: String,
+}
 
 /// A connection for bookkeeping statements: the control connection or a pooled one.
 pub(crate) enum ControlConn {
@@ -48,8 +66,8 @@ impl ControlConn {
         }
     }
 
-    /// Runs `call`, a statement on this connection, with a client-side time limit
-    /// ([`Shared::control_timeout`]); `context` names it should the limit pass. A
+    /// Runs `call`, a statement on this connection, with `control`'s time limit
+    /// ([`Control::timeout`]); `context` names it should the limit pass. A
     /// connection that stops answering without closing (a network partition that sends no
     /// reset, a frozen proxy) would otherwise hold the renewals and heartbeats for as long
     /// as the operating system keeps retransmitting, minutes; on the time limit the
@@ -57,18 +75,18 @@ impl ControlConn {
     /// use the pool meanwhile.
     pub(crate) async fn bounded<T>(
         &self,
-        shared: &Shared,
+        control: &Control,
         context: &str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let limit = shared.control_timeout();
+        let limit = control.timeout;
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result,
             Err(_) => {
                 if let ControlConn::Dedicated(client) = self {
-                    tracing::warn!(worker = %shared.worker_id, "the control connection stopped answering; reconnecting");
-                    shared.clear_control(client);
-                    shared.control_hung.notify_one();
+                    tracing::warn!(worker = %control.worker_id, "the control connection stopped answering; reconnecting");
+                    control.clear(client);
+                    control.hung.notify_one();
                 }
                 Err(Error::new(
                     ErrorKind::Database,
@@ -82,18 +100,31 @@ impl ControlConn {
     }
 }
 
-impl Shared {
-    /// The time limit of a statement on the control connection: a quarter of the lease,
-    /// between 200 ms and 5 s, so that a hung connection is given up well before the
-    /// fencer would stop runs whose leases it could not renew.
-    pub(crate) fn control_timeout(&self) -> Duration {
-        (self.config.lease_duration / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+impl Control {
+    /// No dedicated connection yet; statements use `client`'s pool until the listener
+    /// publishes one. A statement on the dedicated connection may take `timeout`.
+    pub(crate) fn new(client: Client, timeout: Duration, worker_id: &str) -> Control {
+        Control {
+            client,
+            dedicated: Mutex::new(None),
+            hung: Notify::new(),
+            timeout,
+            worker_id: worker_id.to_string(),
+        }
+    }
+
+    /// The time limit of a statement on the control connection for a lease of
+    /// `lease_duration`: a quarter of the lease, between 200 ms and 5 s, so that a hung
+    /// connection is given up well before the fencer would stop runs whose leases it could
+    /// not renew.
+    pub(crate) fn timeout_for(lease_duration: Duration) -> Duration {
+        (lease_duration / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
     }
 
     /// The control connection when it is up, else a pooled one.
-    pub(crate) async fn control_conn(&self) -> Result<ControlConn> {
+    pub(crate) async fn conn(&self) -> Result<ControlConn> {
         let dedicated = self
-            .control
+            .dedicated
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -105,16 +136,21 @@ impl Shared {
     }
 
     /// Publishes the listener's connection once it is listening.
-    pub(crate) fn set_control(&self, client: Arc<tokio_postgres::Client>) {
-        *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    pub(crate) fn set(&self, client: Arc<tokio_postgres::Client>) {
+        *self.dedicated.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
     }
 
     /// Withdraws `client` when its connection ended (unless a newer one replaced it).
-    pub(crate) fn clear_control(&self, client: &Arc<tokio_postgres::Client>) {
-        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
-        if control.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
-            *control = None;
+    pub(crate) fn clear(&self, client: &Arc<tokio_postgres::Client>) {
+        let mut dedicated = self.dedicated.lock().unwrap_or_else(|e| e.into_inner());
+        if dedicated.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+            *dedicated = None;
         }
+    }
+
+    /// Returns once a statement on the dedicated connection got no answer in time.
+    pub(crate) async fn hung(&self) {
+        self.hung.notified().await
     }
 }
 
@@ -126,13 +162,7 @@ impl Shared {
 /// what the load needs stay unused and are closed after this long.
 pub(crate) const POOL_IDLE_MAX: Duration = Duration::from_secs(30);
 
-/// Closes pooled connections unused for [`POOL_IDLE_MAX`]; returns how many.
-pub(crate) fn prune_idle_connections(shared: &Shared) -> usize {
-    shared
-        .client
-        .inner
-        .pool
-        .retain(|_, metrics| metrics.last_used() < POOL_IDLE_MAX)
-        .removed
-        .len()
+/// Closes pooled connections of `client` unused for [`POOL_IDLE_MAX`]; returns how many.
+pub(crate) fn prune_idle_connections(client: &Client) -> usize {
+    client.close_idle_connections(POOL_IDLE_MAX)
 }

@@ -68,11 +68,11 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
         tracing::error!(task.id = %task.id, task.name = %task.name, "claimed a task without a handler");
         return;
     };
-    // The lease was recorded at claim time (`Shared::track_leases`). The execution starts
+    // The lease was recorded at claim time (`LeaseTable::track`). The execution starts
     // only while the lease is still held and before its deadline, and it is spawned and its
     // abort handle recorded under one lock, so the renewer and the fencer always see either
     // no run or a run they can stop.
-    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+    let mut leases = shared.leases.lock();
     let deadline = match leases.get_mut(&task.id) {
         Some(lease) if lease.token == task.token && !lease.deadline.passed() => {
             lease.started = Some(std::time::Instant::now());
@@ -122,7 +122,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
         let _guard = guard;
         // A task whose worker was lost before may be what kills its workers (poison): its
         // start is recorded before it runs, so that every such loss is counted. Other runs
-        // have their start recorded shortly after it (`lease::run_start_recorder`).
+        // have their start recorded shortly after it (`lease::StartRecorder`).
         if task.rescues > 0 && !super::lease::record_start(_guard.shared(), &task).await {
             return;
         }
@@ -184,7 +184,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
                 "lease not renewed in time (was this process paused?); the run is \
                      stopped and the task returns to pending when the lease expires"
             );
-            _guard.0.forget_lease(id, token);
+            _guard.0.leases.forget(id, token);
             return;
         };
         match &outcome {

@@ -1,14 +1,13 @@
-//! Leases: renewing this worker's, rescuing expired ones, releasing them at shutdown.
+//! This worker's leases: renewing them, fencing runs whose lease lapses, recording run
+//! starts, releasing them at shutdown. (Other workers' expired leases are the rescuer's,
+//! `rescue.rs`.) The renewer, the fencer and the start recorder are services
+//! (`service.rs`) holding the lease table (`lease_table.rs`), the renewer and the start
+//! recorder also the control connection (`control.rs`), not the worker's whole state.
 //!
 //! - The renewer extends every lease this worker holds with one statement per tick. A lease
 //!   the statement no longer finds (a rescuer took the task after this worker stalled) is
 //!   dropped and its execution aborted, so the task does not keep running here while
 //!   another worker runs it too.
-//! - The rescuer, which every worker runs (no leader), locks running tasks whose lease has
-//!   expired with `SKIP LOCKED` and returns them to `pending` whatever their retry policy:
-//!   a lost worker is not a failure of the task, uses up no retry and keeps the task's place
-//!   in the queue. Only a task whose worker was lost `max_rescues` times while its run had
-//!   started fails, as poison, with its `onFailed` handler enqueued in the same transaction.
 //! - The start recorder writes that a run has started (`run_started`, `attempts`) shortly
 //!   after it did, many runs per statement, so that a rescue knows whether the lost run had
 //!   started: a claimed task that never started counts no attempt and no loss.
@@ -17,16 +16,19 @@
 //!   records nothing: the rescuer that takes the expired lease counts the attempt. A task
 //!   therefore never runs here and on a rescuer's worker at once. Each lease carries the
 //!   local deadline derived from the last statement that wrote its expiry (the claim or a
-//!   renewal; see `Shared::lease_deadline`).
+//!   renewal; see `LeaseTable::deadline`).
 //! - At shutdown, leases of tasks that did not finish within the grace period are released:
 //!   `pending` at once, the interrupted run not counted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::on_failed;
-use super::{Backoff, Shared};
+use super::control::Control;
+use super::lease_table::LeaseTable;
+use super::service::{Next, Pace, Service};
+use super::Shared;
 use crate::claimed::ClaimedTask;
+use crate::client::Client;
 use crate::db;
 use crate::error::Result;
 use crate::task::TaskId;
@@ -35,139 +37,175 @@ use crate::task::TaskId;
 /// start recorded with their outcome, in the same statement, at no extra cost.
 pub(crate) const START_RECORD_DELAY: Duration = Duration::from_millis(100);
 
-/// The error history entry of a run whose worker was lost, `rescue` of at most `max`.
-fn worker_lost_message(owner: Option<&str>, rescue: u32, max: u32) -> String {
-    format!(
-        "worker lost: the lease of worker {} expired during the run; rescue {rescue} of {max}, \
-         the task runs again",
-        owner.unwrap_or("(unknown)")
-    )
+/// The renewer: extends every lease this worker holds, one statement a round, on the
+/// control connection. A failed renewal is retried with backoff, soon, not a whole interval
+/// later: the fencer stops runs whose leases go unrenewed for most of a lease.
+pub(crate) struct Renewer {
+    client: Client,
+    leases: Arc<LeaseTable>,
+    control: Arc<Control>,
+    interval: Duration,
 }
 
-/// The error of a task failed as poison.
-fn poison_message(owner: Option<&str>, rescues: u32, max: u32) -> String {
-    format!(
-        "worker lost {rescues} times (max_rescues {max}); last worker {}: the task is failed \
-         because every worker running it was lost",
-        owner.unwrap_or("(unknown)")
-    )
-}
-
-/// How many expired tasks one rescue transaction handles.
-const RESCUE_BATCH: i64 = 100;
-
-/// The renewer loop.
-pub(crate) async fn run_renewer(shared: Arc<Shared>) {
-    let interval = shared.config.renew_interval();
-    let mut backoff = Backoff::new();
-    loop {
-        match renew(&shared).await {
-            Ok(()) => {
-                backoff.reset();
-                tokio::time::sleep(interval).await;
-            }
-            Err(err) => {
-                // A failed renewal is retried soon, not a whole interval later: the fencer
-                // stops runs whose leases go unrenewed for most of a lease.
-                let delay = backoff.next_delay().min(interval);
-                tracing::warn!(worker = %shared.worker_id, error = %err, "renewing leases failed");
-                tokio::time::sleep(delay).await;
-            }
+impl Renewer {
+    pub(crate) fn new(
+        client: Client,
+        leases: Arc<LeaseTable>,
+        control: Arc<Control>,
+        interval: Duration,
+    ) -> Renewer {
+        Renewer {
+            client,
+            leases,
+            control,
+            interval,
         }
     }
-}
 
-async fn renew(shared: &Shared) -> Result<()> {
-    let (ids, tokens) = shared.lease_snapshot();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    // Not a pooled connection: tasks holding every pooled connection must not starve the
-    // renewal of their own leases (see `control.rs`).
-    let conn = shared.control_conn().await?;
-    let sql = shared.client.sql();
-    let sent = Instant::now();
-    let mut renewed = conn
-        .bounded(
-            shared,
-            "cannot renew leases",
-            db::tasks::renew(&conn, conn.tag(), sql, &ids, &tokens, shared.lease_ms()),
-        )
-        .await?;
-    {
-        // Only a written expiry moves a lease's deadline; a skipped (locked) row keeps the
-        // deadline of its last successful write.
-        let deadline = shared.lease_deadline(sent);
-        let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, token) in ids.iter().zip(&tokens) {
-            if let Some(lease) = leases.get_mut(id) {
-                if lease.token == *token && renewed.contains(id) {
-                    lease.deadline.extend(deadline);
-                }
-            }
+    /// Renews every lease held; a lease a rescuer took is dropped and its run stopped.
+    async fn renew(&self) -> Result<()> {
+        let (ids, tokens) = self.leases.snapshot();
+        if ids.is_empty() {
+            return Ok(());
         }
-    }
-    if renewed.len() == ids.len() {
-        return Ok(());
-    }
-    // A lease the renewal skipped because another session holds the row's lock is still
-    // this worker's: only a changed token means the task was taken.
-    let (missing_ids, missing_tokens): (Vec<TaskId>, Vec<i64>) = ids
-        .iter()
-        .zip(&tokens)
-        .filter(|(id, _)| !renewed.contains(id))
-        .map(|(id, token)| (*id, *token))
-        .unzip();
-    let held = conn
-        .bounded(
-            shared,
-            "cannot check leases the renewal skipped",
-            db::tasks::lease_held(&conn, conn.tag(), sql, &missing_ids, &missing_tokens),
-        )
-        .await?;
-    renewed.extend(held);
-    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-    for (id, token) in ids.iter().zip(&tokens) {
-        if renewed.contains(id) {
-            continue;
-        }
-        // A lease missing from the result was either just finalised by the completer (and
-        // forgotten, or about to be) or taken by a rescuer. Only the latter is still here
-        // with the same token and a running execution.
-        if leases.get(id).is_some_and(|l| l.token == *token) {
-            if let Some(lease) = leases.remove(id) {
-                if let Some(abort) = lease.abort {
-                    if !abort.is_finished() {
-                        tracing::warn!(
-                            task.id = %id,
-                            "lease lost (the task was rescued by another worker); stopping it here"
-                        );
-                        abort.abort();
+        // Not a pooled connection: tasks holding every pooled connection must not starve the
+        // renewal of their own leases (see `control.rs`).
+        let conn = self.control.conn().await?;
+        let sql = self.client.sql();
+        let sent = Instant::now();
+        let mut renewed = conn
+            .bounded(
+                &self.control,
+                "cannot renew leases",
+                db::tasks::renew(
+                    &conn,
+                    conn.tag(),
+                    sql,
+                    &ids,
+                    &tokens,
+                    self.leases.lease_ms(),
+                ),
+            )
+            .await?;
+        {
+            // Only a written expiry moves a lease's deadline; a skipped (locked) row keeps the
+            // deadline of its last successful write.
+            let deadline = self.leases.deadline(sent);
+            let mut leases = self.leases.lock();
+            for (id, token) in ids.iter().zip(&tokens) {
+                if let Some(lease) = leases.get_mut(id) {
+                    if lease.token == *token && renewed.contains(id) {
+                        lease.deadline.extend(deadline);
                     }
                 }
             }
         }
+        if renewed.len() == ids.len() {
+            return Ok(());
+        }
+        // A lease the renewal skipped because another session holds the row's lock is still
+        // this worker's: only a changed token means the task was taken.
+        let (missing_ids, missing_tokens): (Vec<TaskId>, Vec<i64>) = ids
+            .iter()
+            .zip(&tokens)
+            .filter(|(id, _)| !renewed.contains(id))
+            .map(|(id, token)| (*id, *token))
+            .unzip();
+        let held = conn
+            .bounded(
+                &self.control,
+                "cannot check leases the renewal skipped",
+                db::tasks::lease_held(&conn, conn.tag(), sql, &missing_ids, &missing_tokens),
+            )
+            .await?;
+        renewed.extend(held);
+        let mut leases = self.leases.lock();
+        for (id, token) in ids.iter().zip(&tokens) {
+            if renewed.contains(id) {
+                continue;
+            }
+            // A lease missing from the result was either just finalised by the completer (and
+            // forgotten, or about to be) or taken by a rescuer. Only the latter is still here
+            // with the same token and a running execution.
+            if leases.get(id).is_some_and(|l| l.token == *token) {
+                if let Some(lease) = leases.remove(id) {
+                    if let Some(abort) = lease.abort {
+                        if !abort.is_finished() {
+                            tracing::warn!(
+                                task.id = %id,
+                                "lease lost (the task was rescued by another worker); stopping it here"
+                            );
+                            abort.abort();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
-/// The fencer loop: stops runs whose lease deadline passed without a renewal.
+impl Service for Renewer {
+    const NAME: &'static str = "renewer";
+
+    fn pace(&self) -> Pace {
+        Pace::every(self.interval)
+    }
+
+    async fn round(&mut self) -> Result<Next> {
+        self.renew().await?;
+        Ok(Next::Interval)
+    }
+
+    fn failure(&self) -> &'static str {
+        "renewing leases failed"
+    }
+}
+
+/// The fencer: stops runs whose lease deadline passed without a renewal.
 ///
-/// It sleeps until the earliest deadline, at most half the fence margin at a time so that
-/// leases claimed meanwhile (whose deadlines lie a lease ahead) are never overslept.
-pub(crate) async fn run_fencer(shared: Arc<Shared>) {
-    let tick = (shared.config.fence_margin() / 2).max(Duration::from_millis(10));
-    loop {
+/// After each round it sleeps until the earliest deadline, at most half the fence margin
+/// at a time so that leases claimed meanwhile (whose deadlines lie a lease ahead) are never
+/// overslept.
+pub(crate) struct Fencer {
+    leases: Arc<LeaseTable>,
+    tick: Duration,
+    worker_id: String,
+}
+
+impl Fencer {
+    pub(crate) fn new(leases: Arc<LeaseTable>, fence_margin: Duration, worker_id: &str) -> Fencer {
+        Fencer {
+            leases,
+            tick: (fence_margin / 2).max(Duration::from_millis(10)),
+            worker_id: worker_id.to_string(),
+        }
+    }
+}
+
+impl Service for Fencer {
+    const NAME: &'static str = "fencer";
+
+    fn pace(&self) -> Pace {
+        Pace::every(self.tick)
+    }
+
+    async fn round(&mut self) -> Result<Next> {
         let now = Instant::now();
-        let next = fence(&shared, now).map_or(now + tick, |d| d.min(now + tick));
-        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+        let next = fence(&self.leases, &self.worker_id, now)
+            .map_or(now + self.tick, |d| d.min(now + self.tick));
+        Ok(Next::After(next.saturating_duration_since(now)))
+    }
+
+    fn failure(&self) -> &'static str {
+        "fencing leases failed"
     }
 }
 
 /// Drops every lease whose deadline is past and aborts its run; returns the earliest
 /// deadline still ahead.
-fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
-    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+fn fence(leases: &LeaseTable, worker_id: &str, now: Instant) -> Option<Instant> {
+    let mut leases = leases.lock();
     let mut next: Option<Instant> = None;
     let mut expired = Vec::new();
     for (id, lease) in leases.iter() {
@@ -188,7 +226,7 @@ fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
             match lease.abort {
                 Some(abort) => {
                     tracing::warn!(
-                        worker = %shared.worker_id,
+                        worker = %worker_id,
                         task.id = %id,
                         "lease not renewed in time; stopping the run before it can expire \
                          (the task returns to pending when the lease expires)"
@@ -197,7 +235,7 @@ fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
                 }
                 // A claimed task still waiting in the buffer: it will not be started.
                 None => tracing::warn!(
-                    worker = %shared.worker_id,
+                    worker = %worker_id,
                     task.id = %id,
                     "lease not renewed in time; the claimed task will not be started here"
                 ),
@@ -207,103 +245,12 @@ fn fence(shared: &Shared, now: Instant) -> Option<Instant> {
     next
 }
 
-/// The rescuer loop.
-pub(crate) async fn run_rescuer(shared: Arc<Shared>) {
-    let interval = shared.config.rescue_interval();
-    loop {
-        // Jitter keeps the workers of one deployment from rescuing in lockstep.
-        let jitter = interval.mul_f64(0.5 * rand::random::<f64>());
-        tokio::time::sleep(interval + jitter).await;
-        loop {
-            match shared
-                .client
-                .bounded("rescuing expired tasks", rescue_batch(&shared))
-                .await
-            {
-                Ok(n) if n as i64 == RESCUE_BATCH => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::warn!(worker = %shared.worker_id, error = %err, "rescuing expired tasks failed");
-                    break;
-                }
-            }
-        }
-        // Maintenance on the same cadence; it never touches the claim path.
-        let noted = shared.client.bounded(
-            "looking for tasks no worker has registered",
-            super::heartbeat::note_unregistered(&shared),
-        );
-        if let Err(err) = noted.await {
-            tracing::warn!(worker = %shared.worker_id, error = %err, "looking for tasks no worker has registered failed");
-        }
-    }
-}
-
-/// Rescues up to [`RESCUE_BATCH`] tasks whose lease expired; returns how many.
-pub(crate) async fn rescue_batch(shared: &Shared) -> Result<usize> {
-    let sql = shared.client.sql();
-    let mut conn = shared.client.conn().await?;
-    let tx = db::begin(&mut conn, "cannot begin the rescue transaction").await?;
-    let expired = db::tasks::lock_expired(&tx, sql, RESCUE_BATCH).await?;
-    if expired.is_empty() {
-        return Ok(0);
-    }
-    let rescued = expired.len();
-    let mut poisoned: Vec<(TaskId, String)> = Vec::new();
-    for row in expired {
-        let (task, lost) = match row {
-            Ok(read) => read,
-            Err(bad) => {
-                // Returned to pending all the same; the claim that takes it next records
-                // the unreadable row as the task's failure.
-                tracing::warn!(task.id = %bad.id, error = %bad.message, "rescuing a task whose row cannot be read");
-                db::tasks::rescue_to_pending(&tx, sql, bad.id, None).await?;
-                continue;
-            }
-        };
-        let max = task
-            .settings
-            .max_rescues
-            .filter(|n| *n > 0)
-            .unwrap_or(shared.config.max_rescues);
-        let rescue = task.rescues.saturating_add(1);
-        let owner = lost.owner.as_deref();
-        if lost.started && rescue >= max {
-            let message = poison_message(owner, rescue, max);
-            let updated = db::tasks::rescue_fail(&tx, sql, task.id, &message).await?;
-            tracing::warn!(task.id = %task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
-            if updated == 1 {
-                if let Some(handler) = task.settings.on_failed {
-                    poisoned.push((task.id, handler));
-                }
-            }
-            continue;
-        }
-        // A run that had not started (or whose start was not recorded yet) leaves no
-        // entry: a task claimed but never run has nothing to report.
-        let message = lost
-            .started
-            .then(|| worker_lost_message(owner, rescue, max));
-        db::tasks::rescue_to_pending(&tx, sql, task.id, message.as_deref()).await?;
-        tracing::warn!(task.id = %task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
-    }
-    let failed: Vec<(TaskId, &str)> = poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
-    let handlers = on_failed::enqueue_handlers(&shared.registry, sql, &tx, &failed).await?;
-    db::commit(tx, "cannot commit the rescue").await?;
-    // Rescued tasks are due at once.
-    shared.wake_producer();
-    if handlers > 0 {
-        shared.client.announce_new_tasks();
-    }
-    Ok(rescued)
-}
-
 /// Records the start of `task`'s run before it begins; returns whether the run may go on
 /// (false: the lease is lost, or the database cannot be reached, and the task has been
 /// handed back or will come back when its lease expires).
 pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
     let result = async {
-        let conn = shared.control_conn().await?;
+        let conn = shared.control.conn().await?;
         let start = db::tasks::mark_started(
             &conn,
             conn.tag(),
@@ -312,12 +259,12 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
             task.token,
             task.attempt_i32(),
         );
-        conn.bounded(shared, "cannot record the start of a run", start)
+        conn.bounded(&shared.control, "cannot record the start of a run", start)
             .await
     };
     match result.await {
         Ok(true) => {
-            shared.starts_recorded([(task.id, task.token)]);
+            shared.leases.starts_recorded([(task.id, task.token)]);
             true
         }
         Ok(false) => {
@@ -325,7 +272,7 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
                 task.id = %task.id,
                 "lease lost before the run started; not running it"
             );
-            shared.forget_lease(task.id, task.token);
+            shared.leases.forget(task.id, task.token);
             false
         }
         Err(err) => {
@@ -336,48 +283,75 @@ pub(crate) async fn record_start(shared: &Shared, task: &ClaimedTask) -> bool {
     }
 }
 
-/// The start recorder loop: every [`START_RECORD_DELAY`], records the starts of the runs
-/// that have gone on that long, in one statement.
-pub(crate) async fn run_start_recorder(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(START_RECORD_DELAY).await;
-        let starts = shared.unrecorded_starts(START_RECORD_DELAY);
-        if starts.is_empty() {
-            continue;
+/// The start recorder: every [`START_RECORD_DELAY`], records the starts of the runs that
+/// have gone on that long, in one statement on the control connection.
+pub(crate) struct StartRecorder {
+    client: Client,
+    leases: Arc<LeaseTable>,
+    control: Arc<Control>,
+}
+
+impl StartRecorder {
+    pub(crate) fn new(
+        client: Client,
+        leases: Arc<LeaseTable>,
+        control: Arc<Control>,
+    ) -> StartRecorder {
+        StartRecorder {
+            client,
+            leases,
+            control,
         }
-        if let Err(err) = record_starts(&shared, starts).await {
-            tracing::warn!(worker = %shared.worker_id, error = %err, "recording run starts failed");
+    }
+
+    async fn record(&self, starts: Vec<(TaskId, i64, i32)>) -> Result<()> {
+        let mut ids = Vec::with_capacity(starts.len());
+        let mut tokens = Vec::with_capacity(starts.len());
+        let mut attempts = Vec::with_capacity(starts.len());
+        for (id, token, attempt) in starts {
+            ids.push(id);
+            tokens.push(token);
+            attempts.push(attempt);
         }
+        let conn = self.control.conn().await?;
+        let starts = db::tasks::mark_all_started(
+            &conn,
+            conn.tag(),
+            self.client.sql(),
+            &ids,
+            &tokens,
+            &attempts,
+        );
+        let recorded = conn
+            .bounded(&self.control, "cannot record run starts", starts)
+            .await?;
+        self.leases.starts_recorded(
+            ids.into_iter()
+                .zip(tokens)
+                .filter(|(id, _)| recorded.contains(id)),
+        );
+        Ok(())
     }
 }
 
-async fn record_starts(shared: &Shared, starts: Vec<(TaskId, i64, i32)>) -> Result<()> {
-    let mut ids = Vec::with_capacity(starts.len());
-    let mut tokens = Vec::with_capacity(starts.len());
-    let mut attempts = Vec::with_capacity(starts.len());
-    for (id, token, attempt) in starts {
-        ids.push(id);
-        tokens.push(token);
-        attempts.push(attempt);
+impl Service for StartRecorder {
+    const NAME: &'static str = "start recorder";
+
+    fn pace(&self) -> Pace {
+        Pace::every(START_RECORD_DELAY).first_after_interval()
     }
-    let conn = shared.control_conn().await?;
-    let starts = db::tasks::mark_all_started(
-        &conn,
-        conn.tag(),
-        shared.client.sql(),
-        &ids,
-        &tokens,
-        &attempts,
-    );
-    let recorded = conn
-        .bounded(shared, "cannot record run starts", starts)
-        .await?;
-    shared.starts_recorded(
-        ids.into_iter()
-            .zip(tokens)
-            .filter(|(id, _)| recorded.contains(id)),
-    );
-    Ok(())
+
+    async fn round(&mut self) -> Result<Next> {
+        let starts = self.leases.unrecorded_starts(START_RECORD_DELAY);
+        if !starts.is_empty() {
+            self.record(starts).await?;
+        }
+        Ok(Next::Interval)
+    }
+
+    fn failure(&self) -> &'static str {
+        "recording run starts failed"
+    }
 }
 
 /// Releases the leases this worker holds whose runs are not going on any more: never
@@ -388,7 +362,7 @@ pub(crate) async fn release_ended(shared: &Shared) -> Vec<(TaskId, i64)> {
     let mut still_running = Vec::new();
     let mut release = Releases::default();
     {
-        let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let leases = shared.leases.lock();
         for (id, lease) in leases.iter() {
             if lease.started.is_some() && !lease.run_ended() {
                 still_running.push((*id, lease.token));
@@ -449,7 +423,9 @@ async fn release_leases(shared: &Shared, release: Releases) {
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(n)) => {
             tracing::info!(worker = %shared.worker_id, released = n, "unstarted or unfinished tasks released");
-            shared.forget_leases(release.ids.into_iter().zip(release.tokens));
+            shared
+                .leases
+                .forget_all(release.ids.into_iter().zip(release.tokens));
             shared.client.announce_new_tasks();
         }
         Ok(Err(err)) => tracing::warn!(

@@ -8,95 +8,133 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::AsyncMessage;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Notification};
 
+use super::control::Control;
+use super::{Backoff, ProducerWake};
+use crate::client::Client;
 use crate::connect::{connection_hint, ConnectOptions};
-
-use super::{Backoff, Shared};
 use crate::db;
 
 /// How long the `LISTEN` statement may take on a fresh connection.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The listener loop; without connection settings (a client built from a pool only) the
-/// worker relies on polling.
-pub(crate) async fn run_listener(shared: Arc<Shared>) {
-    let Some(options) = shared.client.listen_options().cloned() else {
-        tracing::info!(
-            worker = %shared.worker_id,
-            "no connection settings for LISTEN (client built from a pool); polling only"
-        );
-        return;
-    };
-    let mut backoff = Backoff::new();
-    loop {
-        let started = tokio::time::Instant::now();
-        match listen_once(&shared, &options).await {
-            Ok(()) => {
-                tracing::warn!(worker = %shared.worker_id, "LISTEN connection closed; reconnecting")
-            }
-            Err(err) => tracing::warn!(
-                worker = %shared.worker_id,
-                error = %crate::error::error_chain(&err),
-                hint = connection_hint(&err, Some(&options)).unwrap_or_default(),
-                "LISTEN connection failed; reconnecting"
-            ),
-        }
-        // A connection that lived a while was healthy: start the backoff afresh.
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff.reset();
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+/// The listener of a worker. Not a periodic [`Service`](super::service::Service): it holds
+/// one connection for as long as it lives and reconnects with backoff when it ends.
+pub(crate) struct Listener {
+    client: Client,
+    /// Where the connection is published for renewals and heartbeats.
+    control: Arc<Control>,
+    /// Woken by every notification on the tasks channel, and after every (re)connect.
+    producer: Arc<ProducerWake>,
+    /// Notified on the cron channel.
+    schedules_changed: Arc<Notify>,
+    worker_id: String,
 }
 
-/// Connects, listens and forwards notifications until the connection ends.
-async fn listen_once(
-    shared: &Shared,
-    options: &ConnectOptions,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = options.postgres_config().connect(options.tls()).await?;
-    let client = Arc::new(client);
-    // The connection must be polled for the LISTEN to complete, so drive it and the
-    // statement together.
-    // One connection listens for new tasks and for cron schedule changes.
-    let sql = shared.client.sql();
-    let drive = async {
+impl Listener {
+    pub(crate) fn new(
+        client: Client,
+        control: Arc<Control>,
+        producer: Arc<ProducerWake>,
+        schedules_changed: Arc<Notify>,
+        worker_id: &str,
+    ) -> Listener {
+        Listener {
+            client,
+            control,
+            producer,
+            schedules_changed,
+            worker_id: worker_id.to_string(),
+        }
+    }
+
+    /// The listener loop; without connection settings (a client built from a pool only)
+    /// the worker relies on polling.
+    pub(crate) async fn run(self) {
+        let Some(options) = self.client.listen_options().cloned() else {
+            tracing::info!(
+                worker = %self.worker_id,
+                "no connection settings for LISTEN (client built from a pool); polling only"
+            );
+            return;
+        };
+        let mut backoff = Backoff::new();
         loop {
-            match poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    super::scheduler::route_notification(shared, &n)
+            let started = tokio::time::Instant::now();
+            match self.listen_once(&options).await {
+                Ok(()) => {
+                    tracing::warn!(worker = %self.worker_id, "LISTEN connection closed; reconnecting")
                 }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err),
-                None => return Ok(()),
+                Err(err) => tracing::warn!(
+                    worker = %self.worker_id,
+                    error = %crate::error::error_chain(&err),
+                    hint = connection_hint(&err, Some(&options)).unwrap_or_default(),
+                    "LISTEN connection failed; reconnecting"
+                ),
             }
-        }
-    };
-    let listen = async {
-        // Bounded like every statement of the runtime's own: a half-open connection would
-        // leave the LISTEN waiting for ever.
-        match tokio::time::timeout(LISTEN_TIMEOUT, db::notify::listen(&client, sql)).await {
-            Ok(result) => result?,
-            Err(_) => {
-                tracing::warn!(worker = %shared.worker_id, "LISTEN got no answer in time; reconnecting");
-                return Ok(());
+            // A connection that lived a while was healthy: start the backoff afresh.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff.reset();
             }
+            tokio::time::sleep(backoff.next_delay()).await;
         }
-        tracing::debug!(worker = %shared.worker_id, "listening for new tasks");
-        // From now on lease renewals and heartbeats run on this connection too.
-        shared.set_control(client.clone());
-        // Tasks may have arrived while this connection was down.
-        shared.wake_producer();
-        std::future::pending::<Result<(), tokio_postgres::Error>>().await
-    };
-    let result = tokio::select! {
-        result = drive => result,
-        result = listen => result,
-        // A renewal or heartbeat on it got no answer in time: give it up (the socket may
-        // be half-open, with nothing ever to arrive) and connect afresh.
-        _ = shared.control_hung.notified() => Ok(()),
-    };
-    shared.clear_control(&client);
-    result
+    }
+
+    /// Routes a notification: schedule changes wake the scheduler, everything else the
+    /// producer.
+    fn route(&self, notification: &Notification) {
+        if db::notify::is_schedule_change(self.client.sql(), notification.channel()) {
+            self.schedules_changed.notify_one();
+        } else {
+            self.producer.wake();
+        }
+    }
+
+    /// Connects, listens and forwards notifications until the connection ends.
+    async fn listen_once(&self, options: &ConnectOptions) -> Result<(), tokio_postgres::Error> {
+        let (client, mut connection) = options.postgres_config().connect(options.tls()).await?;
+        let client = Arc::new(client);
+        // The connection must be polled for the LISTEN to complete, so drive it and the
+        // statement together.
+        // One connection listens for new tasks and for cron schedule changes.
+        let sql = self.client.sql();
+        let drive = async {
+            loop {
+                match poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => self.route(&n),
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => return Err(err),
+                    None => return Ok(()),
+                }
+            }
+        };
+        let listen = async {
+            // Bounded like every statement of the runtime's own: a half-open connection
+            // would leave the LISTEN waiting for ever.
+            match tokio::time::timeout(LISTEN_TIMEOUT, db::notify::listen(&client, sql)).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    tracing::warn!(worker = %self.worker_id, "LISTEN got no answer in time; reconnecting");
+                    return Ok(());
+                }
+            }
+            tracing::debug!(worker = %self.worker_id, "listening for new tasks");
+            // From now on lease renewals and heartbeats run on this connection too.
+            self.control.set(client.clone());
+            // Tasks may have arrived while this connection was down.
+            self.producer.wake();
+            std::future::pending::<Result<(), tokio_postgres::Error>>().await
+        };
+        let result = tokio::select! {
+            result = drive => result,
+            result = listen => result,
+            // A renewal or heartbeat on it got no answer in time: give it up (the socket
+            // may be half-open, with nothing ever to arrive) and connect afresh.
+            _ = self.control.hung() => Ok(()),
+        };
+        self.control.clear(&client);
+        result
+    }
 }

@@ -12,13 +12,12 @@
 //!
 //! It only happens when it cannot change which task runs first or where: the worker has a
 //! free slot and its last claim found no more due tasks than it asked for, with no wake-up
-//! since (`Shared::queue_drained`), it runs tasks of that name, and it is not stopping.
+//! since (`ProducerWake::queue_drained`), it runs tasks of that name, and it is not stopping.
 //! Otherwise, or with [`WorkerConfig::local_dispatch`](super::WorkerConfig) off, the task is
 //! inserted `pending` and claimed as usual.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,9 +34,8 @@ impl LocalWorker for Shared {
     }
 
     fn reserve(self: Arc<Self>, name: &str) -> Option<Box<dyn ReservedSlot>> {
-        let idle = !self.stopping()
-            && self.queue_drained.load(Ordering::Acquire)
-            && self.registry.handler(name).is_some();
+        let idle =
+            !self.stopping() && self.producer.drained() && self.registry.handler(name).is_some();
         if !idle {
             return None;
         }
@@ -95,7 +93,7 @@ impl LocalSlot {
             token,
             leased_at: sent,
         };
-        shared.track_leases(std::slice::from_ref(&claimed));
+        shared.leases.track(std::slice::from_ref(&claimed));
         if shared.stopping() {
             // Shutdown has begun; the worker takes nothing new. The slot is freed first so
             // that shutdown need not wait for the release.

@@ -1,19 +1,25 @@
 //! The worker: claims due tasks, runs them, records their outcomes, keeps their leases and
 //! rescues the tasks of workers that died.
 //!
-//! A running worker is a handful of tokio tasks sharing one [`Shared`] state:
+//! A running worker is a handful of tokio tasks. The hot path shares one [`Shared`] state:
 //! - the *producer* (`claim.rs`) claims batches up to free capacity and spawns executions;
 //! - each *execution* (`execute.rs`) runs one task's handler under its timeout and hands
 //!   the outcome to the completer;
-//! - the *completer* (`complete.rs`) writes outcomes, successes many per statement;
-//! - the *renewer* and the *rescuer* (`lease.rs`) extend this worker's leases and return
-//!   other workers' expired tasks to `pending`;
-//! - the *fencer* (`lease.rs`) stops a run whose lease is about to expire unrenewed, before
-//!   a rescuer can hand the task to another worker;
-//! - the *listener* (`listen.rs`) holds a dedicated LISTEN connection and wakes the producer;
-//!   the same connection carries renewals and heartbeats (`control.rs`);
-//! - the *heartbeat* (`heartbeat.rs`), the cron *scheduler* (`scheduler.rs`) and the
-//!   *pruner* (`prune.rs`, deleting finished tasks past their retention).
+//! - the *completer* (`complete.rs`) writes outcomes, many per statement.
+//!
+//! Around it run the background services, each a small type given its own settings and
+//! only the handles it uses (the client, the lease table, the control connection, the
+//! producer's wake-up), and all run by one loop with backoff (`service.rs`):
+//! - the *renewer*, the *fencer* and the *start recorder* (`lease.rs`) extend this worker's
+//!   leases, stop a run whose lease is about to expire unrenewed before a rescuer can hand
+//!   the task to another worker, and record that runs started;
+//! - the *rescuer* (`rescue.rs`) returns other workers' expired tasks to `pending`;
+//! - the *heartbeat* and the *unregistered-name note* (`heartbeat.rs`), the cron
+//!   *scheduler* (`scheduler.rs`) and the *pruner* (`prune.rs`, deleting finished tasks
+//!   past their retention);
+//! - the *listener* (`listen.rs`, its own reconnect loop) holds a dedicated LISTEN
+//!   connection and wakes the producer; the same connection carries renewals, start
+//!   records and heartbeats (`control.rs`).
 
 mod claim;
 mod complete;
@@ -21,23 +27,27 @@ mod control;
 mod execute;
 mod heartbeat;
 mod lease;
+mod lease_table;
 mod listen;
 mod local;
 mod on_failed;
 mod prune;
+mod rescue;
 mod scheduler;
+mod service;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::registry::Registry;
-use crate::task::TaskId;
+use control::Control;
+use lease_table::LeaseTable;
+use service::Stop;
 
 /// How a worker runs. Build it from [`WorkerConfig::default`] and the `with_*` setters.
 ///
@@ -261,88 +271,62 @@ impl WorkerConfig {
     }
 }
 
-/// A lease this worker holds: the token that fences its writes, the running execution, and
-/// the local time by which the execution must stop unless the lease is renewed.
-struct Lease {
-    token: i64,
-    /// The number of the run this lease is for.
-    attempt: i32,
-    abort: Option<AbortHandle>,
-    /// When the run started here (`None` while the task waits in the buffer).
-    started: Option<Instant>,
-    /// Whether the run's start is recorded in the row (`run_started`), so that a rescue
-    /// after this worker dies counts the run.
-    start_recorded: bool,
-    deadline: Arc<LeaseDeadline>,
+/// The producer's wake-up: whoever makes work due (a notification, a rescue, a cron tick, a
+/// retry timer) calls [`ProducerWake::wake`]; local dispatch reads whether the queue is
+/// drained.
+#[derive(Default)]
+pub(crate) struct ProducerWake {
+    notify: Notify,
+    /// The producer's last claim found no more due tasks than it asked for, nothing waits
+    /// in its buffer and no wake-up came since: a task enqueued now would be the next to
+    /// run, so local dispatch may start it here (see `local.rs`).
+    queue_drained: AtomicBool,
 }
 
-impl Lease {
-    /// Whether a run was started and has ended (or was stopped).
-    fn run_ended(&self) -> bool {
-        self.abort.as_ref().is_some_and(AbortHandle::is_finished)
-    }
-}
-
-/// A lease's local deadline, shared by the renewer (which moves it), the fencer (which
-/// aborts runs past it) and the run itself (which is not polled past it, see `execute.rs`).
-pub(crate) struct LeaseDeadline(AtomicU64);
-
-impl LeaseDeadline {
-    /// One origin for every deadline of this process, so that they fit in a `u64`.
-    fn origin() -> Instant {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *ORIGIN.get_or_init(Instant::now)
+impl ProducerWake {
+    /// Tells the producer that new work may be due. Until it has looked, the queue does not
+    /// count as drained, so local dispatch cannot put a task ahead of that work (`local.rs`).
+    pub(crate) fn wake(&self) {
+        self.queue_drained.store(false, Ordering::Release);
+        self.notify.notify_one();
     }
 
-    fn nanos(at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(Self::origin()).as_nanos()).unwrap_or(u64::MAX)
+    /// Returns at the next wake-up.
+    async fn notified(&self) {
+        self.notify.notified().await
     }
 
-    fn new(at: Instant) -> LeaseDeadline {
-        LeaseDeadline(AtomicU64::new(Self::nanos(at)))
+    /// Whether the queue counts as drained (see the field).
+    fn drained(&self) -> bool {
+        self.queue_drained.load(Ordering::Acquire)
     }
 
-    /// The deadline now.
-    pub(crate) fn get(&self) -> Instant {
-        Self::origin() + Duration::from_nanos(self.0.load(Ordering::Acquire))
-    }
-
-    /// Moves the deadline to `at` unless it is already later.
-    fn extend(&self, at: Instant) {
-        self.0.fetch_max(Self::nanos(at), Ordering::AcqRel);
-    }
-
-    /// Whether the deadline has passed.
-    pub(crate) fn passed(&self) -> bool {
-        Self::nanos(Instant::now()) >= self.0.load(Ordering::Acquire)
+    /// Set by the producer after each step of its loop.
+    fn set_drained(&self, drained: bool) {
+        self.queue_drained.store(drained, Ordering::Release);
     }
 }
 
-/// State shared by a worker's tasks.
+/// State shared by the worker's hot path: the producer, the executions, the completer and
+/// local dispatch. The background services get only the parts they use (see `service.rs`).
 pub(crate) struct Shared {
     client: Client,
     registry: Registry,
     config: WorkerConfig,
     worker_id: String,
     names: Vec<String>,
-    /// New work may be due (a notification, a poll, a retry timer).
-    wake: Notify,
-    /// A cron schedule changed (a notification on `<schema>_cron`): the scheduler re-plans.
-    schedules_changed: Notify,
-    /// A statement on the control connection got no answer in time: the listener drops
-    /// that connection and opens a new one (see `control.rs`).
-    control_hung: Notify,
+    /// Wakes the producer when new work may be due; shared with the services that make
+    /// work due (the rescuer, the scheduler, the listener).
+    producer: Arc<ProducerWake>,
     /// An execution ended, so capacity is free.
     slot_freed: Notify,
     executing: AtomicUsize,
-    /// The producer's last claim found no more due tasks than it asked for, nothing waits
-    /// in its buffer and no wake-up came since: a task enqueued now would be the next to
-    /// run, so local dispatch may start it here (see `local.rs`).
-    queue_drained: AtomicBool,
-    leases: Mutex<HashMap<TaskId, Lease>>,
-    /// The listener's connection while it is up; renewals and heartbeats run on it (see
-    /// `control.rs`).
-    control: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// The leases this worker holds.
+    leases: Arc<LeaseTable>,
+    /// The listener's connection while it is up, else the pool (see `control.rs`): here
+    /// for the start record an execution writes before it runs; the renewer, the start
+    /// recorder, the heartbeat and the listener hold it too.
+    control: Arc<Control>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
 }
@@ -357,129 +341,42 @@ impl Shared {
         stop: watch::Sender<bool>,
         completer: mpsc::Sender<complete::Message>,
     ) -> Arc<Shared> {
+        let leases = Arc::new(LeaseTable::new(
+            config.lease_duration,
+            config.fence_margin(),
+        ));
+        let control = Arc::new(Control::new(
+            client.clone(),
+            Control::timeout_for(config.lease_duration),
+            &worker_id,
+        ));
         Arc::new(Shared {
             client,
             registry,
             config,
             worker_id,
             names,
-            wake: Notify::new(),
-            schedules_changed: Notify::new(),
-            control_hung: Notify::new(),
+            producer: Arc::new(ProducerWake::default()),
             slot_freed: Notify::new(),
             executing: AtomicUsize::new(0),
-            queue_drained: AtomicBool::new(false),
-            leases: Mutex::new(HashMap::new()),
-            control: Mutex::new(None),
+            leases,
+            control,
             stop,
             completer,
         })
     }
 
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.config.lease_duration.as_millis()).unwrap_or(i64::MAX)
+        self.leases.lease_ms()
     }
 
-    /// Tells the producer that new work may be due. Until it has looked, the queue does not
-    /// count as drained, so local dispatch cannot put a task ahead of that work (`local.rs`).
+    /// Tells the producer that new work may be due (see [`ProducerWake::wake`]).
     pub(crate) fn wake_producer(&self) {
-        self.queue_drained.store(false, Ordering::Release);
-        self.wake.notify_one();
+        self.producer.wake();
     }
 
     fn stopping(&self) -> bool {
         *self.stop.borrow()
-    }
-
-    /// The leases held now, as parallel id and token arrays.
-    fn lease_snapshot(&self) -> (Vec<TaskId>, Vec<i64>) {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.iter().map(|(id, l)| (*id, l.token)).unzip()
-    }
-
-    /// How many runs started here have not ended yet.
-    fn runs_going(&self) -> usize {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases
-            .values()
-            .filter(|l| l.started.is_some() && !l.run_ended())
-            .count()
-    }
-
-    /// The runs started at least `after` ago whose start is not recorded yet, as
-    /// `(id, token, attempt)`.
-    fn unrecorded_starts(&self, after: Duration) -> Vec<(TaskId, i64, i32)> {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases
-            .iter()
-            .filter(|(_, l)| {
-                !l.start_recorded
-                    && !l.run_ended()
-                    && l.started.is_some_and(|at| at.elapsed() >= after)
-            })
-            .map(|(id, l)| (*id, l.token, l.attempt))
-            .collect()
-    }
-
-    /// Notes that the starts of these `(id, token)` runs are recorded.
-    fn starts_recorded(&self, recorded: impl IntoIterator<Item = (TaskId, i64)>) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, token) in recorded {
-            if let Some(lease) = leases.get_mut(&id).filter(|l| l.token == token) {
-                lease.start_recorded = true;
-            }
-        }
-    }
-
-    /// The local time by which a run must stop unless its lease is renewed, for a lease
-    /// written by a statement sent at `sent`.
-    ///
-    /// The claim and the renewal both write `lease_expires_at = now() + lease`, so the
-    /// expiry is exactly one lease after the database's `now()` for that statement, and that
-    /// `now()` is read after the statement was sent. A rescuer acts only once the
-    /// database's clock is past the expiry, so stopping by `sent + lease - margin` on this
-    /// process's monotonic clock stops before any rescue; the margin absorbs clock rate
-    /// differences, wall-clock steps on the database host and scheduling delays here.
-    fn lease_deadline(&self, sent: Instant) -> Instant {
-        sent + self
-            .config
-            .lease_duration
-            .saturating_sub(self.config.fence_margin())
-    }
-
-    fn track_leases(&self, tasks: &[crate::claimed::ClaimedTask]) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for task in tasks {
-            leases.insert(
-                task.id,
-                Lease {
-                    token: task.token,
-                    attempt: task.attempt_i32(),
-                    abort: None,
-                    started: None,
-                    start_recorded: false,
-                    deadline: Arc::new(LeaseDeadline::new(self.lease_deadline(task.leased_at))),
-                },
-            );
-        }
-    }
-
-    /// Forgets the lease of `id` if it is still the one under `token` (the task may have
-    /// been claimed again since, under a new token).
-    fn forget_lease(&self, id: TaskId, token: i64) {
-        self.forget_leases([(id, token)]);
-    }
-
-    /// Forgets each `(id, token)` lease that is still the one under that token: a stale
-    /// write for an older lease of a task claimed again since must not drop the new lease
-    /// (it would then never be renewed or fenced).
-    fn forget_leases(&self, leases_to_forget: impl IntoIterator<Item = (TaskId, i64)>) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, token) in leases_to_forget {
-            if leases.get(&id).is_some_and(|l| l.token == token) {
-                leases.remove(&id);
-            }
-        }
     }
 }
 
@@ -569,21 +466,7 @@ impl Worker {
             concurrency = shared.config.concurrency,
             "worker starting"
         );
-        let renewer = tokio::spawn(lease::run_renewer(shared.clone()));
-        let background = vec![
-            tokio::spawn(complete::run_completer(shared.clone(), completer_rx)),
-            tokio::spawn(lease::run_start_recorder(shared.clone())),
-            tokio::spawn(lease::run_rescuer(shared.clone())),
-            tokio::spawn(lease::run_fencer(shared.clone())),
-            tokio::spawn(heartbeat::run_heartbeat(shared.clone())),
-            tokio::spawn(listen::run_listener(shared.clone())),
-            tokio::spawn(scheduler::run_scheduler(shared.clone())),
-            tokio::spawn(prune::run_pruner(
-                shared.client.clone(),
-                shared.config.retention.clone(),
-                shared.worker_id.clone(),
-            )),
-        ];
+        let (renewer, background) = spawn_services(&shared, completer_rx);
         let producer = tokio::spawn(claim::run_producer(shared.clone()));
         if shared.config.local_dispatch {
             let weak = Arc::downgrade(&shared);
@@ -604,6 +487,90 @@ impl Worker {
         tracing::info!(worker = %handle.worker_id(), "shutdown signal received");
         handle.shutdown().await;
     }
+}
+
+/// Builds the worker's background services, each with its own settings from the
+/// configuration and only the handles it uses, and spawns them. Returns the renewer apart
+/// (shutdown keeps it going while runs that ignored the abort go on) and the others.
+///
+/// Only the scheduler watches the stop signal, like the producer: no new occurrences once
+/// shutdown begins. The others run until shutdown aborts them, at its end: the leases, the
+/// start records and the heartbeat must go on while running tasks finish in the grace
+/// period.
+fn spawn_services(
+    shared: &Arc<Shared>,
+    completer: mpsc::Receiver<complete::Message>,
+) -> (JoinHandle<()>, Vec<JoinHandle<()>>) {
+    let config = &shared.config;
+    let client = &shared.client;
+    let id = shared.worker_id.as_str();
+    let leases = &shared.leases;
+    let control = &shared.control;
+    let producer = &shared.producer;
+    // Schedule changes arrive on the LISTEN connection: the listener tells the scheduler.
+    let schedules_changed = Arc::new(Notify::new());
+
+    let renewer = lease::Renewer::new(
+        client.clone(),
+        leases.clone(),
+        control.clone(),
+        config.renew_interval(),
+    );
+    let fencer = lease::Fencer::new(leases.clone(), config.fence_margin(), id);
+    let start_recorder = lease::StartRecorder::new(client.clone(), leases.clone(), control.clone());
+    let rescuer = rescue::Rescuer::new(
+        client.clone(),
+        shared.registry.clone(),
+        config.max_rescues,
+        config.rescue_interval(),
+        producer.clone(),
+    );
+    let note = heartbeat::UnregisteredNote::new(
+        client.clone(),
+        shared.names.clone(),
+        config.heartbeat_interval,
+        config.unregistered_grace,
+        config.rescue_interval(),
+    );
+    let heartbeat = heartbeat::Heartbeat::new(
+        client.clone(),
+        control.clone(),
+        id,
+        shared.names.clone(),
+        shared.registry.definitions().collect(),
+        config.heartbeat_interval,
+    );
+    let listener = listen::Listener::new(
+        client.clone(),
+        control.clone(),
+        producer.clone(),
+        schedules_changed.clone(),
+        id,
+    );
+    let scheduler = scheduler::Scheduler::new(
+        client.clone(),
+        shared.registry.clone(),
+        &shared.names,
+        id,
+        producer.clone(),
+        schedules_changed,
+    );
+    let pruner = prune::Pruner::new(client.clone(), config.retention.clone(), id);
+
+    let renewer = service::spawn(renewer, id, Stop::never());
+    let mut background = vec![
+        tokio::spawn(complete::run_completer(shared.clone(), completer)),
+        service::spawn(start_recorder, id, Stop::never()),
+        service::spawn(rescuer, id, Stop::never()),
+        service::spawn(note, id, Stop::never()),
+        service::spawn(fencer, id, Stop::never()),
+        service::spawn(heartbeat, id, Stop::never()),
+        tokio::spawn(listener.run()),
+        service::spawn(scheduler, id, Stop::on(shared.stop.subscribe())),
+    ];
+    // None when retention prunes nothing.
+    background.extend(pruner.map(|pruner| service::spawn(pruner, id, Stop::never())));
+    (renewer, background)
 }
 
 async fn wait_for_signal() {
@@ -683,18 +650,11 @@ impl WorkerHandle {
                 tasks = left,
                 "shutdown grace expired; stopping and releasing the tasks still running"
             );
-            {
-                let leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-                for lease in leases.values() {
-                    if let Some(abort) = &lease.abort {
-                        abort.abort();
-                    }
-                }
-            }
+            shared.leases.abort_runs();
             // An aborted run ends the next time the runtime gets to it; one blocked in
             // synchronous code does not, and is kept (see `lease::release_ended`).
             let stopped_by = tokio::time::Instant::now() + Duration::from_secs(1);
-            while tokio::time::Instant::now() < stopped_by && shared.runs_going() > 0 {
+            while tokio::time::Instant::now() < stopped_by && shared.leases.runs_going() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -737,8 +697,9 @@ impl WorkerHandle {
                 }
             });
         }
-        // After the heartbeat loop stopped, so that it cannot write the row again.
-        heartbeat::remove(&shared).await;
+        // After the heartbeat was aborted with the other services, so that it cannot write the
+        // row again.
+        heartbeat::remove(&shared.client, &shared.worker_id).await;
         tracing::info!(worker = %shared.worker_id, "worker stopped");
     }
 
@@ -753,12 +714,7 @@ impl WorkerHandle {
         for task in self.background.drain(..).chain(self.renewer.take()) {
             task.abort();
         }
-        let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for lease in leases.values() {
-            if let Some(abort) = &lease.abort {
-                abort.abort();
-            }
-        }
+        self.shared.leases.abort_runs();
     }
 }
 
@@ -858,42 +814,5 @@ mod tests {
         ] {
             assert!(Worker::new(client.clone(), Registry::new(), config).is_ok());
         }
-    }
-
-    fn claimed(id: TaskId, token: i64) -> crate::claimed::ClaimedTask {
-        crate::claimed::ClaimedTask {
-            id,
-            name: "T".to_string(),
-            payload: "{}".to_string(),
-            attempt: 1,
-            failures: 0,
-            settings: crate::settings::TaskSettings::unknown(),
-            parent_id: None,
-            rescues: 0,
-            token,
-            leased_at: Instant::now(),
-        }
-    }
-
-    /// An outcome written late for an old lease of a task that was rescued and claimed
-    /// again by this worker (under a new token) must not drop the new lease: it would
-    /// then never be renewed or fenced, and another worker could run the task at once.
-    /// (The completer used to forget leases by id alone.)
-    #[tokio::test]
-    async fn a_stale_outcome_does_not_forget_the_task_s_newer_lease() {
-        let shared = shared().await;
-        let (one, two) = (TaskId::new(1), TaskId::new(2));
-        shared.track_leases(&[claimed(one, 111), claimed(two, 222)]);
-        // Task 1 is rescued and claimed again here, under a new token.
-        shared.track_leases(&[claimed(one, 333)]);
-        // The stale outcome of the first lease is written, and forgotten by (id, token).
-        shared.forget_leases([(one, 111), (two, 222)]);
-        let (ids, tokens) = shared.lease_snapshot();
-        assert_eq!(ids, vec![one]);
-        assert_eq!(
-            tokens,
-            vec![333],
-            "the newer lease is still held and renewed"
-        );
     }
 }

@@ -4,25 +4,57 @@
 
 use std::time::Duration;
 
+use super::service::{Next, Pace, Service};
 use crate::client::Client;
+use crate::error::Result;
 use crate::retention::RetentionConfig;
 
-/// The pruner loop a worker runs; it ends when the worker aborts it at shutdown.
-pub(crate) async fn run_pruner(client: Client, retention: RetentionConfig, worker_id: String) {
-    if !retention.enabled || retention.rules().next().is_none() {
-        return;
-    }
-    let interval = retention.interval.max(Duration::from_millis(10));
-    loop {
-        let jitter = interval.mul_f64(0.5 * rand::random::<f64>());
-        tokio::time::sleep(interval + jitter).await;
-        match client.prune_finished(&retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(worker = %worker_id, deleted = n, "finished tasks pruned"),
-            // The next round tries again; nothing depends on a round succeeding.
-            Err(err) => {
-                tracing::warn!(worker = %worker_id, error = %err, "pruning finished tasks failed")
-            }
+/// Deletes finished tasks past their retention every `RetentionConfig::interval` (with
+/// jitter), the first time one interval after the worker starts. Nothing depends on a
+/// round succeeding: a failed one is tried again.
+pub(crate) struct Pruner {
+    client: Client,
+    retention: RetentionConfig,
+    worker_id: String,
+}
+
+impl Pruner {
+    /// The pruner of a worker, or `None` when `retention` prunes nothing (disabled, or no
+    /// status has an age).
+    pub(crate) fn new(
+        client: Client,
+        retention: RetentionConfig,
+        worker_id: &str,
+    ) -> Option<Pruner> {
+        if !retention.enabled || retention.rules().next().is_none() {
+            return None;
         }
+        Some(Pruner {
+            client,
+            retention,
+            worker_id: worker_id.to_string(),
+        })
+    }
+}
+
+impl Service for Pruner {
+    const NAME: &'static str = "pruner";
+
+    fn pace(&self) -> Pace {
+        Pace::every(self.retention.interval.max(Duration::from_millis(10)))
+            .jittered()
+            .first_after_interval()
+    }
+
+    async fn round(&mut self) -> Result<Next> {
+        let deleted = self.client.prune_finished(&self.retention).await?;
+        if deleted > 0 {
+            tracing::debug!(worker = %self.worker_id, deleted, "finished tasks pruned");
+        }
+        Ok(Next::Interval)
+    }
+
+    fn failure(&self) -> &'static str {
+        "pruning finished tasks failed"
     }
 }

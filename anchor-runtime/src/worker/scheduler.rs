@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_postgres::Notification;
 
-use super::{Backoff, Shared};
+use super::service::{Next, Pace, Service};
+use super::ProducerWake;
+use crate::client::Client;
 use crate::cron;
-use crate::db;
+use crate::registry::Registry;
 
 /// The longest the scheduler sleeps without looking at the table: a safety net for a lost
 /// notification (e.g. while the LISTEN connection reconnects) or a worker without LISTEN.
@@ -46,140 +48,132 @@ impl LockedBackoff {
     }
 }
 
-/// Routes a notification from the worker's LISTEN connection: schedule changes wake the
-/// scheduler, everything else the producer.
-pub(crate) fn route_notification(shared: &Shared, notification: &Notification) {
-    if db::notify::is_schedule_change(shared.client.sql(), notification.channel()) {
-        shared.schedules_changed.notify_one();
-    } else {
-        shared.wake_producer();
+/// The cron scheduler of a worker: registers the `default` schedules of its cron tasks
+/// (until that succeeds nothing of ours could fire correctly anyway), then fires due ticks
+/// and sleeps until the next, woken early when schedules change.
+pub(crate) struct Scheduler {
+    client: Client,
+    registry: Registry,
+    /// The cron tasks this worker has handlers for: only their schedules fire here.
+    names: Vec<String>,
+    worker_id: String,
+    /// Occurrences fired are due at once.
+    producer: Arc<ProducerWake>,
+    /// Notified (by the listener) when a schedule changed.
+    schedules_changed: Arc<Notify>,
+    /// Whether the `default` schedules are registered.
+    registered: bool,
+    /// When schedules that no live worker fires are looked for next.
+    next_sweep: Instant,
+    contended: LockedBackoff,
+}
+
+impl Scheduler {
+    /// The scheduler of a worker running `names`.
+    pub(crate) fn new(
+        client: Client,
+        registry: Registry,
+        names: &[String],
+        worker_id: &str,
+        producer: Arc<ProducerWake>,
+        schedules_changed: Arc<Notify>,
+    ) -> Scheduler {
+        // Only schedules of cron tasks this worker has handlers for fire here; a task that
+        // lost its `cronjob` in tasks.yaml no longer fires, even with a schedule left in the
+        // table.
+        let names = names
+            .iter()
+            .filter(|name| {
+                registry
+                    .definition(name)
+                    .is_some_and(|def| def.cron.is_some())
+            })
+            .cloned()
+            .collect();
+        Scheduler {
+            client,
+            registry,
+            names,
+            worker_id: worker_id.to_string(),
+            producer,
+            schedules_changed,
+            registered: false,
+            next_sweep: Instant::now(),
+            contended: LockedBackoff::default(),
+        }
+    }
+
+    /// Fires what is due and returns how long to sleep (`None`: go again at once).
+    async fn fire(&mut self) -> crate::Result<Option<Duration>> {
+        let (client, names) = (&self.client, &self.names);
+        if !names.is_empty() {
+            let fired = cron::fire_due(client, &self.registry, names, &self.worker_id).await?;
+            if fired.fired > 0 {
+                // The occurrences are due now: start ours at once, and tell the other
+                // workers.
+                self.producer.wake();
+                client.announce_new_tasks();
+            }
+            if fired.locked as i64 == cron::BATCH {
+                return Ok(None);
+            }
+        }
+        if Instant::now() >= self.next_sweep {
+            cron::disable_orphans(client, names, &self.worker_id).await?;
+            self.next_sweep = Instant::now() + ORPHAN_SWEEP_INTERVAL;
+        }
+        if names.is_empty() {
+            return Ok(Some(ORPHAN_SWEEP_INTERVAL));
+        }
+        let delay = cron::next_due(client, names)
+            .await?
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        Ok(Some(delay))
     }
 }
 
-/// The scheduler loop; returns when the worker stops.
-pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
-    // Only schedules of cron tasks this worker has handlers for fire here; a task that lost
-    // its `cronjob` in tasks.yaml no longer fires, even with a schedule left in the table.
-    let names: Vec<String> = shared
-        .names
-        .iter()
-        .filter(|name| {
-            shared
-                .registry
-                .definition(name)
-                .is_some_and(|def| def.cron.is_some())
-        })
-        .cloned()
-        .collect();
-    let mut stop = shared.stop.subscribe();
-    let mut backoff = Backoff::new();
-    // Registration first: until it succeeds nothing of ours could fire correctly anyway.
-    loop {
-        if shared.stopping() {
-            return;
-        }
-        let registered = shared.client.bounded(
-            "registering cron schedules",
-            cron::register_at_start(&shared.client, &shared.registry, &names, &shared.worker_id),
-        );
-        match registered.await {
-            Ok(()) => break,
-            Err(err) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    worker = %shared.worker_id,
-                    error = %err,
-                    retry_in = ?delay,
-                    "cannot register cron schedules; retrying"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        }
+impl Service for Scheduler {
+    const NAME: &'static str = "scheduler";
+
+    fn pace(&self) -> Pace {
+        // Every round says how long to sleep; the interval only bounds the backoff.
+        Pace::every(MAX_SLEEP).woken_by(self.schedules_changed.clone())
     }
-    backoff.reset();
-    let mut next_sweep = Instant::now();
-    let mut contended = LockedBackoff::default();
-    loop {
-        if shared.stopping() {
-            break;
+
+    async fn round(&mut self) -> crate::Result<Next> {
+        let client = self.client.clone();
+        if !self.registered {
+            let registered =
+                cron::register_at_start(&client, &self.registry, &self.names, &self.worker_id);
+            client
+                .bounded("registering cron schedules", registered)
+                .await?;
+            self.registered = true;
+            return Ok(Next::Now);
         }
         // Bounded like every call of the runtime's own: a connection that went silent
         // without closing must not stop the schedules for good.
-        let round = shared.client.bounded(
-            "firing cron schedules",
-            round(&shared, &names, &mut next_sweep),
-        );
-        match round.await {
-            Ok(Some(delay)) => {
-                backoff.reset();
-                // Zero means a due schedule is locked by another session: usually a worker
-                // firing it right now (its commit advances the schedule within
-                // milliseconds), but possibly an application transaction left open on the
-                // row. Look again soon, then less and less often, never in a tight loop.
-                let delay = if delay.is_zero() {
-                    contended.next_delay()
-                } else {
-                    contended.reset();
-                    delay
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shared.schedules_changed.notified() => {}
-                    _ = stop.changed() => {}
-                }
+        let next = match client.bounded("firing cron schedules", self.fire()).await? {
+            None => Next::Now,
+            // A due schedule is locked by another session: usually a worker firing it
+            // right now (its commit advances the schedule within milliseconds), but
+            // possibly an application transaction left open on the row. Look again soon,
+            // then less and less often, never in a tight loop.
+            Some(delay) if delay.is_zero() => Next::After(self.contended.next_delay()),
+            Some(delay) => {
+                self.contended.reset();
+                Next::After(delay)
             }
-            Ok(None) => {
-                backoff.reset();
-            }
-            Err(err) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    worker = %shared.worker_id,
-                    error = %err,
-                    retry_in = ?delay,
-                    "cron scheduling failed; backing off"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        }
+        };
+        Ok(next)
     }
-    tracing::debug!(worker = %shared.worker_id, "scheduler stopped");
-}
 
-/// Fires what is due and returns how long to sleep (`None`: go again at once).
-async fn round(
-    shared: &Shared,
-    names: &[String],
-    next_sweep: &mut Instant,
-) -> crate::Result<Option<Duration>> {
-    if !names.is_empty() {
-        let fired =
-            cron::fire_due(&shared.client, &shared.registry, names, &shared.worker_id).await?;
-        if fired.fired > 0 {
-            // The occurrences are due now: start ours at once, and tell the other workers.
-            shared.wake_producer();
-            shared.client.announce_new_tasks();
-        }
-        if fired.locked as i64 == cron::BATCH {
-            return Ok(None);
+    fn failure(&self) -> &'static str {
+        if self.registered {
+            "cron scheduling failed; backing off"
+        } else {
+            "cannot register cron schedules; retrying"
         }
     }
-    if Instant::now() >= *next_sweep {
-        cron::disable_orphans(&shared.client, names, &shared.worker_id).await?;
-        *next_sweep = Instant::now() + ORPHAN_SWEEP_INTERVAL;
-    }
-    if names.is_empty() {
-        return Ok(Some(ORPHAN_SWEEP_INTERVAL));
-    }
-    let delay = cron::next_due(&shared.client, names)
-        .await?
-        .unwrap_or(MAX_SLEEP)
-        .min(MAX_SLEEP);
-    Ok(Some(delay))
 }
