@@ -4,7 +4,7 @@
 //! Every worker runs the pruner (no leader). Each round deletes in bounded batches with one
 //! statement per batch that locks its victims with `FOR UPDATE SKIP LOCKED`, so two workers
 //! pruning at once take different rows instead of waiting for each other, and no transaction
-//! ever holds more than [`RetentionConfig::batch_size`] row locks. The victims are found
+//! ever holds more than [`RetentionConfig::batch_size()`] row locks. The victims are found
 //! through `tasks_finished_idx` (`migrations/V3__retention.sql`), a partial index that
 //! pending and running rows never enter, so the claim path does not pay for it. The
 //! statements are in `db/retention.rs`.
@@ -30,28 +30,28 @@ use crate::error::Result;
 /// let retention = RetentionConfig::default()
 ///     .with_completed(Some(Duration::from_secs(24 * 3600)))
 ///     .with_failed(None);
-/// assert_eq!(retention.failed, None);
+/// assert_eq!(retention.failed(), None);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetentionConfig {
     /// How long `completed` tasks are kept after they finish; `None` keeps them forever
     /// (default 7 days).
-    pub completed: Option<Duration>,
+    pub(crate) completed: Option<Duration>,
     /// How long `failed` tasks are kept after they finish; `None` keeps them forever
     /// (default 30 days).
-    pub failed: Option<Duration>,
+    pub(crate) failed: Option<Duration>,
     /// How long `cancelled` tasks are kept after they are cancelled; `None` keeps them
     /// forever (default 7 days).
-    pub cancelled: Option<Duration>,
+    pub(crate) cancelled: Option<Duration>,
     /// How often a worker prunes (default 1 minute, plus up to half of it as jitter so the
     /// workers of one deployment do not prune in lockstep).
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// The most rows one statement deletes (default 1000): short transactions, few locks.
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Whether workers prune at all (default `true`). With `false`, call
     /// [`Client::prune_finished`] yourself, or keep everything.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -70,32 +70,69 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// Sets [`RetentionConfig::completed`].
+    /// How long `completed` tasks are kept after they finish; `None` keeps them forever
+    /// (default 7 days).
+    pub fn completed(&self) -> Option<Duration> {
+        self.completed
+    }
+
+    /// How long `failed` tasks are kept after they finish; `None` keeps them forever
+    /// (default 30 days).
+    pub fn failed(&self) -> Option<Duration> {
+        self.failed
+    }
+
+    /// How long `cancelled` tasks are kept after they are cancelled; `None` keeps them
+    /// forever (default 7 days).
+    pub fn cancelled(&self) -> Option<Duration> {
+        self.cancelled
+    }
+
+    /// How often a worker prunes (default 1 minute, plus up to half of it as jitter so the
+    /// workers of one deployment do not prune in lockstep).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The most rows one statement deletes (default 1000): short transactions, few locks.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Whether workers prune at all (default `true`). With `false`, call
+    /// [`Client::prune_finished`] yourself, or keep everything.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+impl RetentionConfig {
+    /// Sets [`RetentionConfig::completed()`].
     pub fn with_completed(mut self, age: Option<Duration>) -> Self {
         self.completed = age;
         self
     }
-    /// Sets [`RetentionConfig::failed`].
+    /// Sets [`RetentionConfig::failed()`].
     pub fn with_failed(mut self, age: Option<Duration>) -> Self {
         self.failed = age;
         self
     }
-    /// Sets [`RetentionConfig::cancelled`].
+    /// Sets [`RetentionConfig::cancelled()`].
     pub fn with_cancelled(mut self, age: Option<Duration>) -> Self {
         self.cancelled = age;
         self
     }
-    /// Sets [`RetentionConfig::interval`].
+    /// Sets [`RetentionConfig::interval()`].
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
-    /// Sets [`RetentionConfig::batch_size`].
+    /// Sets [`RetentionConfig::batch_size()`].
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
         self
     }
-    /// Sets [`RetentionConfig::enabled`].
+    /// Sets [`RetentionConfig::is_enabled()`].
     pub fn with_enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
@@ -130,8 +167,8 @@ async fn prune_batch(
 
 impl Client {
     /// Deletes finished tasks older than `retention` allows, in batches of
-    /// [`RetentionConfig::batch_size`]; returns how many were deleted. Workers do this on
-    /// their own every [`RetentionConfig::interval`]; call it yourself when no worker runs
+    /// [`RetentionConfig::batch_size()`]; returns how many were deleted. Workers do this on
+    /// their own every [`RetentionConfig::interval()`]; call it yourself when no worker runs
     /// or retention is disabled in the workers.
     pub async fn prune_finished(&self, retention: &RetentionConfig) -> Result<u64> {
         let limit = i64::try_from(retention.batch_size.max(1)).unwrap_or(i64::MAX);

@@ -100,7 +100,7 @@ fn a_task_that_crashes_its_worker_every_time_fails_after_the_bound_and_nothing_e
         let bound = record
             .settings
             .max_rescues
-            .unwrap_or(WorkerConfig::default().max_rescues);
+            .unwrap_or(WorkerConfig::default().max_rescues());
         let last_error = record
             .errors
             .last()

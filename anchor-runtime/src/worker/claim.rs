@@ -101,7 +101,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut backoff = Backoff::new();
     let concurrency = shared.config.concurrency;
-    let base_prefetch = shared.config.prefetch();
+    let base_prefetch = shared.config.effective_prefetch();
     // Without an explicit prefetch the buffer adapts to how fast tasks drain (see
     // `adapt_prefetch`); an explicit one is kept as given.
     let max_prefetch = if shared.config.prefetch.is_some() {

@@ -56,58 +56,58 @@ use service::Stop;
 /// let config = anchor_runtime::WorkerConfig::default()
 ///     .with_concurrency(20)
 ///     .with_poll_interval(Duration::from_millis(500));
-/// assert_eq!(config.concurrency, 20);
+/// assert_eq!(config.concurrency(), 20);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerConfig {
     /// How many tasks run at once (default 10).
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How many claimed tasks may wait locally for a free slot, beyond `concurrency`
     /// (default: 4 × concurrency, growing up to 500 while a backlog of short tasks drains
     /// fast, and back as soon as tasks drain slowly; a value set here is kept fixed).
     /// Larger batches mean fewer round trips for short tasks; a task that waits over a
     /// second behind busy slots is handed back.
-    pub prefetch: Option<usize>,
+    pub(crate) prefetch: Option<usize>,
     /// How often to look for due tasks when no notification arrives (default 1 s).
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// How long a claim holds a task without renewal (default 30 s). A worker that dies is
     /// noticed this long after its last renewal.
-    pub lease_duration: Duration,
+    pub(crate) lease_duration: Duration,
     /// How often leases are renewed (default: a third of the lease). It must be shorter than
     /// the lease minus the fence margin (a tenth of the lease, at least 200 ms), or a lease
     /// would lapse between two renewals and every run would be stopped:
     /// [`Worker::new`] refuses such a configuration.
-    pub lease_renew_interval: Option<Duration>,
+    pub(crate) lease_renew_interval: Option<Duration>,
     /// How often expired leases are looked for (default: half the lease, with jitter).
-    pub rescue_interval: Option<Duration>,
+    pub(crate) rescue_interval: Option<Duration>,
     /// How long shutdown waits for running tasks before releasing them (default 30 s).
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// Do not run at all: [`Worker::start`] returns a handle that does nothing. For
     /// processes that only enqueue.
-    pub disable: bool,
+    pub(crate) disable: bool,
     /// This worker's name in `lease_owner` (default: host name, process id and a random
     /// suffix).
-    pub worker_id: Option<String>,
+    pub(crate) worker_id: Option<String>,
     /// How long finished tasks are kept before this worker prunes them (default: completed
     /// and cancelled 7 days, failed 30 days; see [`RetentionConfig`](crate::RetentionConfig)).
-    pub retention: crate::RetentionConfig,
+    pub(crate) retention: crate::RetentionConfig,
     /// How often this worker records in the `workers` table that it is alive and which task
     /// names it runs (default 5 s). A worker not seen for three intervals counts as gone.
-    pub heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// How long a task may be due with a name no live worker has registered before that is
     /// noted in its error history (default 60 s). The task stays `pending`.
-    pub unregistered_grace: Duration,
+    pub(crate) unregistered_grace: Duration,
     /// Whether a due task enqueued through this worker's [`Client`] (outside a transaction)
     /// while the worker is idle is inserted already leased to it and started at once, instead
     /// of being inserted `pending`, announced and claimed (default true). It saves the claim's
     /// round trip and disk flush. Off, every task goes through the claim.
-    pub local_dispatch: bool,
+    pub(crate) local_dispatch: bool,
     /// The bound on lost-worker rescues for tasks whose definition sets no `maxRescues`
     /// (default 5). Every rescue counts in `rescues`; a task fails as poison when its worker
     /// is lost while its run had started and that loss brings `rescues` to this bound. A
     /// loss before the run started never fails the task.
-    pub max_rescues: u32,
+    pub(crate) max_rescues: u32,
 }
 
 impl Default for WorkerConfig {
@@ -131,81 +131,173 @@ impl Default for WorkerConfig {
     }
 }
 
-/// The default of [`WorkerConfig::max_rescues`].
+/// What each setting is; every one is set with its `with_*` method.
+impl WorkerConfig {
+    /// How many tasks run at once (default 10).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// How many claimed tasks may wait locally for a free slot, beyond `concurrency`
+    /// (default: 4 × concurrency, growing up to 500 while a backlog of short tasks drains
+    /// fast, and back as soon as tasks drain slowly; a value set here is kept fixed).
+    /// Larger batches mean fewer round trips for short tasks; a task that waits over a
+    /// second behind busy slots is handed back.
+    pub fn prefetch(&self) -> Option<usize> {
+        self.prefetch
+    }
+
+    /// How often to look for due tasks when no notification arrives (default 1 s).
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// How long a claim holds a task without renewal (default 30 s). A worker that dies is
+    /// noticed this long after its last renewal.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
+    }
+
+    /// How often leases are renewed (default: a third of the lease). It must be shorter than
+    /// the lease minus the fence margin (a tenth of the lease, at least 200 ms), or a lease
+    /// would lapse between two renewals and every run would be stopped:
+    /// [`Worker::new`] refuses such a configuration.
+    pub fn lease_renew_interval(&self) -> Option<Duration> {
+        self.lease_renew_interval
+    }
+
+    /// How often expired leases are looked for (default: half the lease, with jitter).
+    pub fn rescue_interval(&self) -> Option<Duration> {
+        self.rescue_interval
+    }
+
+    /// How long shutdown waits for running tasks before releasing them (default 30 s).
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+
+    /// Do not run at all: [`Worker::start`] returns a handle that does nothing. For
+    /// processes that only enqueue.
+    pub fn is_disabled(&self) -> bool {
+        self.disable
+    }
+
+    /// This worker's name in `lease_owner` (default: host name, process id and a random
+    /// suffix).
+    pub fn worker_id(&self) -> Option<&str> {
+        self.worker_id.as_deref()
+    }
+
+    /// How long finished tasks are kept before this worker prunes them (default: completed
+    /// and cancelled 7 days, failed 30 days; see [`RetentionConfig`](crate::RetentionConfig)).
+    pub fn retention(&self) -> &crate::RetentionConfig {
+        &self.retention
+    }
+
+    /// How often this worker records in the `workers` table that it is alive and which task
+    /// names it runs (default 5 s). A worker not seen for three intervals counts as gone.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// How long a task may be due with a name no live worker has registered before that is
+    /// noted in its error history (default 60 s). The task stays `pending`.
+    pub fn unregistered_grace(&self) -> Duration {
+        self.unregistered_grace
+    }
+
+    /// Whether a due task enqueued through this worker's [`Client`] (outside a transaction)
+    /// while the worker is idle is inserted already leased to it and started at once, instead
+    /// of being inserted `pending`, announced and claimed (default true). It saves the claim's
+    /// round trip and disk flush. Off, every task goes through the claim.
+    pub fn local_dispatch(&self) -> bool {
+        self.local_dispatch
+    }
+
+    /// The bound on lost-worker rescues for tasks whose definition sets no `maxRescues`
+    /// (default 5). Every rescue counts in `rescues`; a task fails as poison when its worker
+    /// is lost while its run had started and that loss brings `rescues` to this bound. A
+    /// loss before the run started never fails the task.
+    pub fn max_rescues(&self) -> u32 {
+        self.max_rescues
+    }
+}
+
+/// The default of [`WorkerConfig::max_rescues()`].
 pub const DEFAULT_MAX_RESCUES: u32 = 5;
 
 impl WorkerConfig {
-    /// Sets [`WorkerConfig::concurrency`].
+    /// Sets [`WorkerConfig::concurrency()`].
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
         self
     }
-    /// Sets [`WorkerConfig::max_rescues`] (at least 1).
+    /// Sets [`WorkerConfig::max_rescues()`] (at least 1).
     pub fn with_max_rescues(mut self, max_rescues: u32) -> Self {
         self.max_rescues = max_rescues;
         self
     }
-    /// Sets [`WorkerConfig::prefetch`](field@WorkerConfig::prefetch) (0 claims only what
+    /// Sets [`WorkerConfig::prefetch()`](0 claims only what
     /// free slots can start at once).
     pub fn with_prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch);
         self
     }
-    /// Sets [`WorkerConfig::poll_interval`].
+    /// Sets [`WorkerConfig::poll_interval()`].
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
-    /// Sets [`WorkerConfig::lease_duration`].
+    /// Sets [`WorkerConfig::lease_duration()`].
     pub fn with_lease_duration(mut self, lease: Duration) -> Self {
         self.lease_duration = lease;
         self
     }
-    /// Sets [`WorkerConfig::lease_renew_interval`].
+    /// Sets [`WorkerConfig::lease_renew_interval()`].
     pub fn with_lease_renew_interval(mut self, interval: Duration) -> Self {
         self.lease_renew_interval = Some(interval);
         self
     }
-    /// Sets [`WorkerConfig::rescue_interval`](field@WorkerConfig::rescue_interval).
+    /// Sets [`WorkerConfig::rescue_interval()`].
     pub fn with_rescue_interval(mut self, interval: Duration) -> Self {
         self.rescue_interval = Some(interval);
         self
     }
-    /// Sets [`WorkerConfig::shutdown_grace`].
+    /// Sets [`WorkerConfig::shutdown_grace()`].
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
     }
-    /// Sets [`WorkerConfig::disable`].
+    /// Sets [`WorkerConfig::is_disabled()`].
     pub fn with_disable(mut self, disable: bool) -> Self {
         self.disable = disable;
         self
     }
-    /// Sets [`WorkerConfig::worker_id`].
+    /// Sets [`WorkerConfig::worker_id()`].
     pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
         self.worker_id = Some(id.into());
         self
     }
 
-    /// Sets [`WorkerConfig::retention`].
+    /// Sets [`WorkerConfig::retention()`].
     pub fn with_retention(mut self, retention: crate::RetentionConfig) -> Self {
         self.retention = retention;
         self
     }
 
-    /// Sets [`WorkerConfig::heartbeat_interval`].
+    /// Sets [`WorkerConfig::heartbeat_interval()`].
     pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
         self
     }
 
-    /// Sets [`WorkerConfig::unregistered_grace`].
+    /// Sets [`WorkerConfig::unregistered_grace()`].
     pub fn with_unregistered_grace(mut self, grace: Duration) -> Self {
         self.unregistered_grace = grace;
         self
     }
 
-    /// Sets [`WorkerConfig::local_dispatch`].
+    /// Sets [`WorkerConfig::local_dispatch()`].
     pub fn with_local_dispatch(mut self, local_dispatch: bool) -> Self {
         self.local_dispatch = local_dispatch;
         self
@@ -244,18 +336,18 @@ impl WorkerConfig {
         Ok(())
     }
 
-    fn prefetch(&self) -> usize {
+    fn effective_prefetch(&self) -> usize {
         self.prefetch
             .unwrap_or_else(|| (self.concurrency * 4).min(500))
     }
 
-    fn renew_interval(&self) -> Duration {
+    fn effective_renew_interval(&self) -> Duration {
         self.lease_renew_interval
             .unwrap_or(self.lease_duration / 3)
             .max(Duration::from_millis(10))
     }
 
-    fn rescue_interval(&self) -> Duration {
+    fn effective_rescue_interval(&self) -> Duration {
         self.rescue_interval
             .unwrap_or(self.lease_duration / 2)
             .max(Duration::from_millis(10))
@@ -514,7 +606,7 @@ fn spawn_services(
         client.clone(),
         leases.clone(),
         control.clone(),
-        config.renew_interval(),
+        config.effective_renew_interval(),
     );
     let fencer = lease::Fencer::new(leases.clone(), config.fence_margin(), id);
     let start_recorder = lease::StartRecorder::new(client.clone(), leases.clone(), control.clone());
@@ -522,7 +614,7 @@ fn spawn_services(
         client.clone(),
         shared.registry.clone(),
         config.max_rescues,
-        config.rescue_interval(),
+        config.effective_rescue_interval(),
         producer.clone(),
     );
     let note = heartbeat::UnregisteredNote::new(
@@ -530,7 +622,7 @@ fn spawn_services(
         shared.names.clone(),
         config.heartbeat_interval,
         config.unregistered_grace,
-        config.rescue_interval(),
+        config.effective_rescue_interval(),
     );
     let heartbeat = heartbeat::Heartbeat::new(
         client.clone(),
