@@ -53,3 +53,22 @@ impl ClaimedTask {
         i32::try_from(self.attempt).unwrap_or(i32::MAX)
     }
 }
+
+#[cfg(test)]
+impl ClaimedTask {
+    /// A claimed task for unit tests: task `id` under lease `token`, nothing else set.
+    pub(crate) fn for_test(id: TaskId, token: i64) -> ClaimedTask {
+        ClaimedTask {
+            id,
+            name: "T".to_string(),
+            payload: "{}".to_string(),
+            attempt: 1,
+            failures: 0,
+            settings: TaskSettings::unknown(),
+            parent_id: None,
+            rescues: 0,
+            token,
+            leased_at: Instant::now(),
+        }
+    }
+}

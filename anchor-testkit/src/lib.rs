@@ -130,24 +130,14 @@ impl Cluster {
             return;
         };
         let stop = if is_root() { "sudo -u postgres " } else { "" };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             {stop}'{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; \
-             rm -rf '{temp}'",
-            pid = std::process::id(),
+        // Best effort: without a watchdog the cluster outlives the test binary, which
+        // wastes resources but breaks nothing.
+        on_exit(&format!(
+            "{stop}'{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{temp}'",
             pg_ctl = pg_ctl_path().display(),
             data = data_dir.display(),
             temp = temp_dir.display(),
-        );
-        // Best effort: without a watchdog the cluster outlives the test binary, which
-        // wastes resources but breaks nothing.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        ));
     }
 
     /// The URL of database `name` in this cluster.
@@ -317,6 +307,22 @@ fn server_bin_dir() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+}
+
+/// Runs the shell command `cleanup` once this test binary has exited (a process that
+/// watches ours): `static` resources are never dropped. Best effort.
+pub(crate) fn on_exit(cleanup: &str) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {cleanup}",
+        pid = std::process::id()
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 fn pg_ctl_path() -> PathBuf {

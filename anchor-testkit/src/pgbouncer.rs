@@ -118,21 +118,11 @@ impl PgBouncer {
 
     /// Stops PgBouncer when the test binary exits without dropping it (a `static`).
     fn spawn_watchdog(&self) {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill {child} 2>/dev/null; \
-             sleep 1; rm -rf '{dir}'",
-            pid = std::process::id(),
+        crate::on_exit(&format!(
+            "kill {child} 2>/dev/null; sleep 1; rm -rf '{dir}'",
             child = self.child.id(),
             dir = self.dir.display(),
-        );
-        // Best effort, as the cluster's watchdog.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        ));
     }
 
     fn wait_listening(&self) -> Result<()> {

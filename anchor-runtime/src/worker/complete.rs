@@ -438,18 +438,7 @@ mod tests {
     }
 
     fn finished(id: i64, token: i64, on_failed: Option<&str>) -> Finished {
-        let mut task = crate::claimed::ClaimedTask {
-            id: TaskId::new(id),
-            name: "T".to_string(),
-            payload: String::new(),
-            attempt: 1,
-            failures: 0,
-            settings: crate::settings::TaskSettings::unknown(),
-            parent_id: None,
-            rescues: 0,
-            token,
-            leased_at: std::time::Instant::now(),
-        };
+        let mut task = crate::claimed::ClaimedTask::for_test(TaskId::new(id), token);
         task.settings.on_failed = on_failed.map(str::to_string);
         Finished {
             task,

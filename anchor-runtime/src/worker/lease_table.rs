@@ -199,18 +199,7 @@ mod tests {
     use super::*;
 
     fn claimed(id: TaskId, token: i64) -> ClaimedTask {
-        ClaimedTask {
-            id,
-            name: "T".to_string(),
-            payload: "{}".to_string(),
-            attempt: 1,
-            failures: 0,
-            settings: crate::settings::TaskSettings::unknown(),
-            parent_id: None,
-            rescues: 0,
-            token,
-            leased_at: Instant::now(),
-        }
+        ClaimedTask::for_test(id, token)
     }
 
     /// An outcome written late for an old lease of a task that was rescued and claimed
