@@ -153,10 +153,7 @@ async fn invalid_overrides_write_nothing() -> Result<()> {
             always_retry_on_failure: true,
             max_retries: None,
         })],
-        vec![
-            TaskOverride::run_at(chrono::Utc::now()),
-            TaskOverride::run_after(Duration::from_secs(1)),
-        ],
+        vec![TaskOverride::unique_tag(" ")],
     ] {
         let err = db
             .client
