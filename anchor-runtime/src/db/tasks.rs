@@ -38,6 +38,8 @@ pub(crate) struct TaskSql {
     pub rescue_fail: String,
     pub get_task: String,
     pub cancel: String,
+    pub retry_now: String,
+    pub delete_finished: String,
 }
 
 /// The columns a worker needs about a task it claims or rescues (read by
@@ -306,6 +308,32 @@ impl TaskSql {
                  WHERE id = $1 AND status = {pending} RETURNING id",
                 cancelled = status::CANCELLED,
                 pending = status::PENDING,
+            ),
+            // Retry now, by hand: a failed or cancelled task, or a pending one waiting for
+            // its retry delay (or its `run_after`), becomes due at once. `attempts` and the
+            // error history stay (they are the task's past); `failures` starts afresh, so
+            // a task that had used up its retries gets its whole retry policy again. A
+            // failed or cancelled task takes its unique tag back: if another task holds the
+            // tag meanwhile, the unique index refuses the update.
+            retry_now: format!(
+                "UPDATE {tasks} SET status = {pending}, run_after = now(), finished_at = NULL, \
+                   failures = CASE WHEN status = {pending} THEN failures ELSE 0 END, \
+                   updated_at = now() \
+                 WHERE id = $1 AND (status IN ({failed}, {cancelled}) \
+                   OR (status = {pending} AND run_after > now())) \
+                 RETURNING id",
+                pending = status::PENDING,
+                failed = status::FAILED,
+                cancelled = status::CANCELLED,
+            ),
+            // Deletes a finished task (completed, failed or cancelled); a pending or
+            // running one is left alone (cancel it first).
+            delete_finished: format!(
+                "DELETE FROM {tasks} WHERE id = $1 AND status IN ({completed}, {failed}, \
+                 {cancelled}) RETURNING id",
+                completed = status::COMPLETED,
+                failed = status::FAILED,
+                cancelled = status::CANCELLED,
             ),
         }
     }
@@ -885,6 +913,45 @@ pub(crate) async fn free_tag(conn: &mut impl Run, sql: &Sql, tag: &str) -> Resul
         .query_ids(&sql.tasks.free_tag, &[Param::Text(Some(tag))], &context)
         .await?;
     Ok(ids.into_iter().next().map(TaskId::from))
+}
+
+/// Makes task `id` due now if it is failed, cancelled, or pending with a later
+/// `run_after`; returns whether it was. A unique tag another task took meanwhile is an
+/// error of kind [`ErrorKind::InvalidOverride`] naming the tag.
+pub(crate) async fn retry_now(conn: &mut impl Run, sql: &Sql, id: TaskId) -> Result<bool> {
+    let context = format!("cannot retry task {id}");
+    match conn
+        .query_ids(
+            &sql.tasks.retry_now,
+            &[Param::Int8(Some(id.get()))],
+            &context,
+        )
+        .await
+    {
+        Ok(ids) => Ok(!ids.is_empty()),
+        Err(err) if err.db_code() == Some("23505") => Err(Error::with_source(
+            ErrorKind::InvalidOverride,
+            format!(
+                "cannot retry task {id}: another task holds its unique tag now; free the tag \
+                 (Client::free_unique_tag) or let that task finish first"
+            ),
+            err,
+        )),
+        Err(err) => Err(err),
+    }
+}
+
+/// Deletes task `id` if it has finished; returns whether it had.
+pub(crate) async fn delete_finished(conn: &mut impl Run, sql: &Sql, id: TaskId) -> Result<bool> {
+    let context = format!("cannot delete task {id}");
+    let ids = conn
+        .query_ids(
+            &sql.tasks.delete_finished,
+            &[Param::Int8(Some(id.get()))],
+            &context,
+        )
+        .await?;
+    Ok(!ids.is_empty())
 }
 
 /// Cancels task `id` if it is still `pending`; returns whether it was.

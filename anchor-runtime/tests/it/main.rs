@@ -3,6 +3,7 @@
 
 mod at_least_once;
 mod basics;
+mod control;
 mod cron;
 mod explain;
 mod fencing;
