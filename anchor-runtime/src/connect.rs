@@ -273,10 +273,17 @@ fn split_ssl_params(url: &str) -> Result<(String, SslParams)> {
         *slot = Some((value, from));
         true
     };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else {
+    if let Some(authority) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        // The query starts at the first `?` after the credentials, which the driver reads
+        // up to the first `@`: an unencoded `?` in a password is not the query.
+        let from = url.len() - authority.len() + authority.find('@').map_or(0, |at| at + 1);
+        let Some(at) = url[from..].find('?').map(|q| from + q) else {
             return Ok((url.to_string(), ssl));
         };
+        let (base, query) = (&url[..at], &url[at + 1..]);
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -291,6 +298,15 @@ fn split_ssl_params(url: &str) -> Result<(String, SslParams)> {
             format!("{base}?{}", kept.join("&"))
         };
         return Ok((rest, ssl));
+    }
+    // Some other URL (another scheme, a typo): refused without echoing it, since it may
+    // hold a password.
+    if url.contains("://") || url.trim_start().starts_with("postgres") && !url.contains('=') {
+        return Err(config_error(
+            "invalid database URL: it must start with postgres:// or postgresql:// (e.g. \
+             postgres://user:password@host:5432/dbname), or be key=value settings"
+                .to_string(),
+        ));
     }
     // A libpq key=value string: re-emitted without the TLS settings, every value quoted.
     let mut kept = Vec::new();
@@ -332,7 +348,7 @@ fn parse_key_values(text: &str) -> Result<Vec<(String, String)>> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(invalid(&format!("`{key}` has no `=`")));
+            return Err(invalid(&format!("setting {} has no `=`", pairs.len() + 1)));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -347,7 +363,12 @@ fn parse_key_values(text: &str) -> Result<Vec<(String, String)>> {
                     Some('\'') => break,
                     Some('\\') => match chars.next() {
                         Some(c) => value.push(c),
-                        None => return Err(invalid(&format!("the value of `{key}` ends in `\\`"))),
+                        None => {
+                            return Err(invalid(&format!(
+                                "the value of setting {} ends in `\\`",
+                                pairs.len() + 1
+                            )))
+                        }
                     },
                     Some(c) => value.push(c),
                 }
@@ -389,11 +410,32 @@ fn resolve_tls(ssl: &SslParams, home: Option<&Path>) -> Result<(TlsConnector, Ss
         None if system_roots => Mode::VerifyFull,
         None => Mode::Prefer,
     };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    if mode == Mode::Disable {
+        // No TLS, so no certificate file is read (as libpq): a missing one is no error.
+        let verifier = Arc::new(Verifier {
+            check: Check::Nothing,
+            webpki: None,
+            provider: provider.clone(),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| Error::with_source(ErrorKind::Config, "cannot set up TLS", err))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        return Ok((
+            TlsConnector {
+                inner: MakeRustlsConnect::new(config),
+            },
+            SslSummary { mode, roots: None },
+        ));
+    }
     let default_file = |name: &str| home.map(|h| h.join(".postgresql").join(name));
     // The trusted roots: the file named, else libpq's default file when it exists.
     let roots: Option<(RootCertStore, String)> = match &ssl.root_cert {
         Some((value, from)) if value == "system" => {
-            if mode != Mode::VerifyFull && mode != Mode::Disable {
+            if mode != Mode::VerifyFull {
                 return Err(config_error(format!(
                     "{}: the operating system's roots trust any public CA, so they need \
                      sslmode=verify-full (got sslmode={}); set sslmode=verify-full",
@@ -439,7 +481,6 @@ fn resolve_tls(ssl: &SslParams, home: Option<&Path>) -> Result<(TlsConnector, Ss
         Mode::VerifyCa => Check::Chain,
         Mode::VerifyFull => Check::ChainAndHost,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (store, roots_name) = match roots {
         Some((store, name)) => (Some(store), Some(name)),
         None => (None, None),
@@ -591,6 +632,11 @@ fn client_identity(
             )))
         }
     };
+    load_identity(&cert, &key).map(Some)
+}
+
+/// Reads a client certificate and its key, each given as (path, what names it).
+fn load_identity(cert: &(PathBuf, String), key: &(PathBuf, String)) -> Result<Identity> {
     let certs = read_certificates(&cert.0, &cert.1)?;
     let pem = std::fs::read(&key.0).map_err(|err| {
         Error::with_source(
@@ -612,7 +658,7 @@ fn client_identity(
         )
     })?;
     let what = format!("{} with {}", cert.1, key.1);
-    Ok(Some((certs, private, what)))
+    Ok((certs, private, what))
 }
 
 /// What the server's certificate is checked for.
@@ -880,6 +926,42 @@ mod tests {
         assert_eq!(ssl.root_cert.unwrap().0, "/tmp/ca x.pem");
         let (rest, _) = split_ssl_params("postgres://h/db?sslmode=require").unwrap();
         assert_eq!(rest, "postgres://h/db");
+    }
+
+    /// The driver reads a URL's credentials up to its first `@`, so a `?` in an unencoded
+    /// password is not the start of the query: the TLS settings after the real `?` must
+    /// still be found (they were missed, and `require` quietly became `prefer`).
+    #[test]
+    fn a_question_mark_in_the_password_does_not_hide_the_tls_settings() {
+        let (rest, ssl) = split_ssl_params("postgres://app:pa?ss@db/app?sslmode=require").unwrap();
+        assert_eq!(rest, "postgres://app:pa?ss@db/app");
+        assert_eq!(ssl.mode.unwrap().0, "require");
+        let options =
+            ConnectOptions::parse("postgres://app:pa?ss@db/app?sslmode=require", &no_env).unwrap();
+        assert_eq!(options.config.get_ssl_mode(), SslMode::Require);
+    }
+
+    /// A string that is neither a postgres URL nor key=value settings must not come back
+    /// in the error whole: it may hold a password.
+    #[test]
+    fn a_malformed_url_is_not_echoed_into_the_error() {
+        for url in [
+            "postgresql+asyncpg://app:s3cret@db/app",
+            "postgres//app:s3cret@db/app",
+            " postgres://app:s3cret@db/app",
+        ] {
+            let err = ConnectOptions::parse(url, &no_env).unwrap_err();
+            let text = crate::error::error_chain(&err);
+            assert!(!text.contains("s3cret"), "{url}: {text}");
+            assert_eq!(err.kind(), ErrorKind::Config);
+        }
+    }
+
+    #[test]
+    fn tls_files_are_not_read_when_tls_is_off() {
+        let env = |name: &str| (name == "PGSSLROOTCERT").then(|| "/nonexistent/ca.pem".to_string());
+        let options = ConnectOptions::parse("postgres://h/db?sslmode=disable", &env).unwrap();
+        assert_eq!(options.config.get_ssl_mode(), SslMode::Disable);
     }
 
     #[test]
