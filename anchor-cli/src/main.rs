@@ -26,6 +26,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Create or upgrade the runtime's schema in a database.
     Migrate(cmd::migrate::Args),
+    /// Show, retry, cancel or delete one task.
+    Tasks(cmd::tasks::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,12 +49,30 @@ fn main() -> ExitCode {
         Command::Cron(args) => cmd::cron::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Migrate(args) => cmd::migrate::run(args),
+        Command::Tasks(args) => cmd::tasks::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", chain_text(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// `err` and its causes as `outer: inner`, each said once: the runtime's errors already
+/// print their own causes.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }

@@ -4,4 +4,5 @@
 pub mod cron;
 pub mod generate;
 pub mod migrate;
+pub mod tasks;
 pub mod validate;

@@ -1,0 +1,324 @@
+//! `anchor tasks show|retry|cancel|delete ID`: one task, read or acted on by hand.
+//!
+//! Exit codes: 0 done; 1 nothing done (no such task, or not in a state that allows it, with
+//! the reason); 2 usage or connection problems (a bad URL, a database that is down, a
+//! schema that was never migrated). `--json` prints a stable shape instead of text
+//! (documented in `docs/operations.md`).
+
+use std::process::ExitCode;
+
+use anchor_runtime::{Client, TaskId, TaskRecord};
+use anyhow::Context;
+use serde_json::{json, Value};
+
+/// Flags of `anchor tasks`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+    /// The database, e.g. postgres://user:password@host:5432/dbname.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    database_url: Option<String>,
+    /// The schema holding anchor's tables.
+    #[arg(long, default_value = anchor_runtime::DEFAULT_SCHEMA, global = true)]
+    schema: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Show one task: status, attempts, settings, payload, error history.
+    Show {
+        /// The task's id.
+        id: i64,
+    },
+    /// Make a failed, cancelled or delayed task due now (attempts and history are kept,
+    /// failures start from zero).
+    Retry {
+        /// The task's id.
+        id: i64,
+    },
+    /// Cancel a pending task.
+    Cancel {
+        /// The task's id.
+        id: i64,
+    },
+    /// Delete a finished (completed, failed or cancelled) task.
+    Delete {
+        /// The task's id.
+        id: i64,
+    },
+}
+
+/// Runs the action and prints its result.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Some(url) = args.database_url.as_deref() else {
+        anyhow::bail!("no database given: pass --database-url or set DATABASE_URL");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = Client::connect_with_pool_size(url, 1)
+            .await
+            .context("cannot use --database-url")?
+            .try_with_schema(&args.schema)
+            .context("invalid --schema")?;
+        anchor_runtime::check_schema(&client)
+            .await
+            .context("cannot use the task tables")?;
+        match args.action {
+            Action::Show { id } => show(&client, TaskId::new(id), args.json).await,
+            Action::Retry { id } => act(&client, TaskId::new(id), Verb::Retry, args.json).await,
+            Action::Cancel { id } => act(&client, TaskId::new(id), Verb::Cancel, args.json).await,
+            Action::Delete { id } => act(&client, TaskId::new(id), Verb::Delete, args.json).await,
+        }
+    })
+}
+
+async fn show(client: &Client, id: TaskId, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(task) = client.get_task(id).await? else {
+        return not_found(id, json);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&task_json(&task))?);
+    } else {
+        print!("{}", task_text(&task));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Retry,
+    Cancel,
+    Delete,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Retry => "retry",
+            Verb::Cancel => "cancel",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn past(self) -> &'static str {
+        match self {
+            Verb::Retry => "retried: it is due now",
+            Verb::Cancel => "cancelled",
+            Verb::Delete => "deleted",
+        }
+    }
+
+    /// Why a task in `status` was left alone.
+    fn refusal(self, status: &str) -> String {
+        match self {
+            Verb::Retry => format!(
+                "it is {status}; only a failed or cancelled task, or a pending one waiting \
+                 for its run_after, can be retried"
+            ),
+            Verb::Cancel => format!("it is {status}; only a pending task can be cancelled"),
+            Verb::Delete => format!(
+                "it is {status}; only a finished (completed, failed or cancelled) task can be \
+                 deleted; cancel a pending one first"
+            ),
+        }
+    }
+}
+
+async fn act(client: &Client, id: TaskId, verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
+    let done = match verb {
+        Verb::Retry => client.retry_task(id).await,
+        Verb::Cancel => client.cancel_task(id).await,
+        Verb::Delete => client.delete_task(id).await,
+    };
+    let done = match done {
+        Ok(done) => done,
+        // A refusal for what the task is (its unique tag taken): nothing done, exit 1.
+        Err(err) if err.kind() == anchor_runtime::ErrorKind::InvalidOverride => {
+            return refused(id, verb, &err.to_string(), None, json);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let after = client.get_task(id).await?;
+    let status = after.as_ref().map(|t| t.status.to_string());
+    if done {
+        if json {
+            let shape =
+                json!({"id": id.get(), "action": verb.name(), "done": true, "status": status});
+            println!("{shape}");
+        } else {
+            println!("task {id} {}", verb.past());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match status {
+        None => not_found(id, json),
+        Some(status) => refused(id, verb, &verb.refusal(&status), Some(&status), json),
+    }
+}
+
+fn refused(
+    id: TaskId,
+    verb: Verb,
+    reason: &str,
+    status: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        let shape = json!({
+            "id": id.get(), "action": verb.name(), "done": false, "status": status,
+            "reason": reason,
+        });
+        println!("{shape}");
+    } else {
+        eprintln!("task {id} was not {}: {reason}", past_participle(verb));
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn past_participle(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Retry => "retried",
+        Verb::Cancel => "cancelled",
+        Verb::Delete => "deleted",
+    }
+}
+
+fn not_found(id: TaskId, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", json!({"id": id.get(), "error": "no such task"}));
+    } else {
+        eprintln!("no task {id} in this schema (deleted, pruned by retention, or never enqueued)");
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// The `--json` shape of a task (docs/operations.md).
+fn task_json(task: &TaskRecord) -> Value {
+    let settings = &task.settings;
+    json!({
+        "id": task.id.get(),
+        "name": task.name,
+        "status": task.status.to_string(),
+        "attempts": task.attempts,
+        "failures": task.failures,
+        "rescues": task.rescues,
+        "created_at": task.created_at,
+        "run_after": task.run_after,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "updated_at": task.updated_at,
+        "parent_id": task.parent_id.map(TaskId::get),
+        "unique_tag": task.unique_tag,
+        "settings": {
+            "timeout_ms": millis(settings.timeout),
+            "retry": settings.retry.as_ref().map(|p| json!({
+                "intervals_ms": p.intervals.iter().copied().map(millis).collect::<Vec<_>>(),
+                "always_retry_on_failure": p.always_retry_on_failure,
+                "max_retries": p.max_retries,
+            })),
+            "on_failed": settings.on_failed,
+            "max_rescues": settings.max_rescues,
+        },
+        "lease": task.lease_owner.as_ref().map(|owner| json!({
+            "owner": owner, "expires_at": task.lease_expires_at,
+        })),
+        "payload": task.payload,
+        "errors": task.errors.iter().map(|e| json!({
+            "attempt": e.attempt, "at": e.at, "message": e.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The text form of a task, one fact per line.
+fn task_text(task: &TaskRecord) -> String {
+    use std::fmt::Write;
+    let time = |t: Option<anchor_runtime::chrono::DateTime<anchor_runtime::chrono::Utc>>| {
+        t.map_or_else(
+            || "-".to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
+        )
+    };
+    let settings = &task.settings;
+    let retry = match &settings.retry {
+        None => "none".to_string(),
+        Some(p) => {
+            let intervals: Vec<String> = p
+                .intervals
+                .iter()
+                .map(|d| anchor_core::format_duration(*d))
+                .collect();
+            let mut bounds = Vec::new();
+            if let Some(n) = p.max_retries {
+                bounds.push(format!("at most {n}"));
+            }
+            if p.always_retry_on_failure {
+                bounds.push("always".to_string());
+            }
+            if bounds.is_empty() {
+                intervals.join(",")
+            } else {
+                format!("{} ({})", intervals.join(","), bounds.join(", "))
+            }
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "task {} {} ({})", task.id, task.name, task.status);
+    let _ = writeln!(
+        out,
+        "  attempts {}, failures {}, rescues {}",
+        task.attempts, task.failures, task.rescues
+    );
+    let _ = writeln!(out, "  created   {}", time(Some(task.created_at)));
+    let _ = writeln!(out, "  run after {}", time(Some(task.run_after)));
+    let _ = writeln!(out, "  started   {}", time(task.started_at));
+    let _ = writeln!(out, "  finished  {}", time(task.finished_at));
+    let _ = writeln!(
+        out,
+        "  timeout {}, retry {retry}, on failure {}, max rescues {}",
+        anchor_core::format_duration(settings.timeout),
+        settings.on_failed.as_deref().unwrap_or("-"),
+        settings
+            .max_rescues
+            .map_or("worker default".to_string(), |n| n.to_string()),
+    );
+    if let Some(tag) = &task.unique_tag {
+        let _ = writeln!(out, "  unique tag {tag}");
+    }
+    if let Some(parent) = task.parent_id {
+        let _ = writeln!(out, "  handles the failure of task {parent}");
+    }
+    if let Some(owner) = &task.lease_owner {
+        let _ = writeln!(
+            out,
+            "  leased by {owner} until {}",
+            time(task.lease_expires_at)
+        );
+    }
+    let _ = writeln!(out, "  payload {}", task.payload);
+    if task.errors.is_empty() {
+        let _ = writeln!(out, "  no errors");
+    } else {
+        let _ = writeln!(out, "  errors:");
+        for e in &task.errors {
+            let _ = writeln!(
+                out,
+                "    attempt {} at {}: {}",
+                e.attempt,
+                time(Some(e.at)),
+                e.message
+            );
+        }
+    }
+    out
+}
