@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "definitions_and_tags",
         sql: include_str!("../migrations/V6__definitions_and_tags.sql"),
     },
+    Migration {
+        version: 7,
+        name: "task_view",
+        sql: include_str!("../migrations/V7__task_view.sql"),
+    },
 ];
 
 /// The schema version this runtime needs.

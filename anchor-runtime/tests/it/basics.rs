@@ -308,3 +308,47 @@ async fn bad_database_urls_are_config_errors() -> Result<()> {
     assert!(err.to_string().contains("connect"), "{err}");
     Ok(())
 }
+
+/// `task_view` spells the status, gives durations as intervals and the last error message,
+/// for people who query the table directly.
+#[tokio::test]
+async fn the_task_view_reads_like_the_docs_say() -> Result<()> {
+    let db = test_db().await?;
+    let id = db.client.enqueue(&NOTE, &note(3), &[]).await?;
+    let other = db
+        .client
+        .enqueue(
+            &NOTE,
+            &note(4),
+            &[TaskOverride::retry_policy(RetryPolicy::parse(
+                "1s,1m", false,
+            )?)],
+        )
+        .await?;
+    assert!(db.client.cancel_task(other).await?);
+    let conn = db.client.pool().get().await?;
+    let row = conn
+        .query_one(
+            "SELECT status, timeout::text, retry_intervals::text, last_error, payload->>'text' \
+             FROM anchor.task_view WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "pending");
+    assert_eq!(row.get::<_, String>(1), "00:00:05");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("{00:01:00}")
+    );
+    assert_eq!(row.get::<_, Option<String>>(3), None);
+    assert_eq!(row.get::<_, String>(4), "note 3");
+    let row = conn
+        .query_one(
+            "SELECT status, retry_intervals::text FROM anchor.task_view WHERE id = $1",
+            &[&other],
+        )
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "cancelled");
+    assert_eq!(row.get::<_, String>(1), "{00:00:01,00:01:00}");
+    Ok(())
+}
