@@ -88,9 +88,10 @@ fn bad_input_fails_with_explanations_and_never_crashes_a_worker() -> Result<()> 
         );
 
         // A dropped column: failures cannot be recorded while `errors` is gone. The worker
-        // keeps the outcomes, retries, and writes them once the column is back.
+        // keeps the outcomes, retries, and writes them once the column is back. (CASCADE:
+        // the column takes `task_view` with it, as it would for a person doing this.)
         admin
-            .batch_execute("ALTER TABLE anchor.tasks DROP COLUMN errors")
+            .batch_execute("ALTER TABLE anchor.tasks DROP COLUMN errors CASCADE")
             .await?;
         let doomed: Vec<DoomedParameters> = (0..10)
             .map(|n| DoomedParameters { n, sleep_ms: 0 })
