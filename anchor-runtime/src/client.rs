@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 
-use crate::connect::{connection_hint, ConnectOptions};
+use crate::connect::{hinted, ConnectOptions};
 use crate::db::Sql;
 use crate::error::{Error, ErrorKind, Result};
 use crate::notify::Notifier;
@@ -289,11 +289,11 @@ impl Client {
     pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
         self.check_config()?;
         self.inner.pool.get().await.map_err(|err| {
-            let context = "cannot get a database connection from the pool";
-            let message = match connection_hint(&err, self.inner.connect_options.as_ref()) {
-                Some(hint) => format!("{context} ({hint})"),
-                None => context.to_string(),
-            };
+            let message = hinted(
+                "cannot get a database connection from the pool",
+                &err,
+                self.inner.connect_options.as_ref(),
+            );
             Error::with_source(ErrorKind::Pool, message, err)
         })
     }

@@ -250,11 +250,21 @@ impl ConnectOptions {
         err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Error {
         let err = err.into();
-        let message = match connection_hint(err.as_ref(), Some(self)) {
-            Some(hint) => format!("{context} ({hint})"),
-            None => context.to_string(),
-        };
+        let message = hinted(context, err.as_ref(), Some(self));
         Error::with_source(ErrorKind::Database, message, err)
+    }
+}
+
+/// `context`, followed by what to change when `err` is a failure of TLS
+/// ([`connection_hint`]).
+pub(crate) fn hinted(
+    context: &str,
+    err: &(dyn std::error::Error + 'static),
+    options: Option<&ConnectOptions>,
+) -> String {
+    match connection_hint(err, options) {
+        Some(hint) => format!("{context} ({hint})"),
+        None => context.to_string(),
     }
 }
 

@@ -109,7 +109,7 @@ impl Verb {
 
     fn past(self) -> &'static str {
         match self {
-            Verb::Retry => "retried: it is due now",
+            Verb::Retry => "retried",
             Verb::Cancel => "cancelled",
             Verb::Delete => "deleted",
         }
@@ -153,7 +153,12 @@ async fn act(client: &Client, id: TaskId, verb: Verb, json: bool) -> anyhow::Res
                 json!({"id": id.get(), "action": verb.name(), "done": true, "status": status});
             println!("{shape}");
         } else {
-            println!("task {id} {}", verb.past());
+            let due = if matches!(verb, Verb::Retry) {
+                ": it is due now"
+            } else {
+                ""
+            };
+            println!("task {id} {}{due}", verb.past());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -177,17 +182,9 @@ fn refused(
         });
         println!("{shape}");
     } else {
-        eprintln!("task {id} was not {}: {reason}", past_participle(verb));
+        eprintln!("task {id} was not {}: {reason}", verb.past());
     }
     Ok(ExitCode::from(1))
-}
-
-fn past_participle(verb: Verb) -> &'static str {
-    match verb {
-        Verb::Retry => "retried",
-        Verb::Cancel => "cancelled",
-        Verb::Delete => "deleted",
-    }
 }
 
 fn not_found(id: TaskId, json: bool) -> anyhow::Result<ExitCode> {

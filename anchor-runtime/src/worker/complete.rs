@@ -303,14 +303,9 @@ async fn set_outcomes(shared: &Arc<Shared>, batch: &[Finished]) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    // A completion needs no retry policy: building one (a vector per task) is left to the
-    // outcomes that consult it.
     let decisions: Vec<Decision> = batch
         .iter()
-        .map(|f| match f.outcome {
-            Outcome::Completed => Decision::Complete,
-            _ => decide(&f.outcome, f.task.settings.retry.as_ref(), f.task.failures),
-        })
+        .map(|f| decide(&f.outcome, f.task.settings.retry.as_ref(), f.task.failures))
         .collect();
     let rows: Vec<OutcomeRow> = batch
         .iter()
