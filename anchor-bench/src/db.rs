@@ -25,6 +25,8 @@ pub const fn bench_task(name: &'static str, retry: Option<RetryDefaults>) -> Tas
         on_failed: None,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 

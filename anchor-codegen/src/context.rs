@@ -52,6 +52,10 @@ pub(crate) struct TaskContext {
     pub max_rescues: String,
     /// `maxRescues` for docs, when set.
     pub max_rescues_text: Option<u32>,
+    /// The queue's name as a Rust string literal.
+    pub queue_lit: String,
+    /// The priority (0 runs first).
+    pub priority: i16,
     pub is_failure_handler: bool,
 }
 
@@ -172,6 +176,8 @@ fn task_context(task: &Task, empty_params: bool) -> TaskContext {
             None => "None".into(),
         },
         max_rescues_text: task.max_rescues,
+        queue_lit: rust_str("default"),
+        priority: 0,
         is_failure_handler: task.is_failure_handler,
     }
 }

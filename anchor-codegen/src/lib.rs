@@ -31,6 +31,8 @@
 //!         on_failed: None,
 //!         timeout: DEFAULT_TIMEOUT,
 //!         max_rescues: None,
+//!         queue: "default",
+//!         priority: 0,
 //!         is_failure_handler: false,
 //!     }],
 //! };

@@ -19,6 +19,8 @@ static NOOP: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::main]
@@ -101,6 +103,8 @@ static PROBE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 /// Enqueues one task at a time into an idle worker and reports enqueue-to-start times.

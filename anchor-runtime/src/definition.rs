@@ -23,7 +23,18 @@ pub struct TaskDefinition {
     /// started and that brings its `rescues` to this number; `None` uses the worker's
     /// `WorkerConfig::max_rescues` (default 5). From tasks.yaml `maxRescues`.
     pub max_rescues: Option<u32>,
+    /// The queue the task runs in ([`DEFAULT_QUEUE`] unless tasks.yaml sets `queue`).
+    pub queue: &'static str,
+    /// Its priority within the queue, 0 (the default, runs first) to 9 (last), as in Oban;
+    /// FIFO among equal priorities. From tasks.yaml `priority`.
+    pub priority: i16,
 }
+
+/// The queue of a task whose definition names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// The lowest priority (runs last); 0 is the highest and the default.
+pub const LOWEST_PRIORITY: i16 = 9;
 
 /// Ties a parameter type to its task: `anchor generate` implements it for every task's
 /// parameter struct, with the task's generated definition. Calls that take the definition

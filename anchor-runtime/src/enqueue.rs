@@ -492,6 +492,8 @@ mod tests {
         on_failed: None,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     };
 
     const RETRYING: TaskDefinition = TaskDefinition {
@@ -506,6 +508,8 @@ mod tests {
         on_failed: Some("Handler"),
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     };
 
     #[test]

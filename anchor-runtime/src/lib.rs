@@ -18,6 +18,8 @@
 //!     on_failed: None,
 //!     default_params: "{}",
 //!     max_rescues: None,
+//!     queue: "default",
+//!     priority: 0,
 //! };
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
@@ -68,7 +70,9 @@ pub use client::{Client, DEFAULT_SCHEMA};
 pub use connect::{ConnectOptions, TlsConnector, DEFAULT_POOL_SIZE};
 pub use cron::{ScheduleId, DEFAULT_SCHEDULE_KEY};
 pub use db::driver::EnqueueTx;
-pub use definition::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters};
+pub use definition::{
+    CronDefaults, RetryDefaults, TaskDefinition, TaskParameters, DEFAULT_QUEUE, LOWEST_PRIORITY,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use overrides::TaskOverride;

@@ -33,6 +33,8 @@ pub(crate) type Handler =
 ///     on_failed: None,
 ///     default_params: "{}",
 ///     max_rescues: None,
+///     queue: "default",
+///     priority: 0,
 /// };
 ///
 /// let mut registry = Registry::new();

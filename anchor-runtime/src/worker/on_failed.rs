@@ -166,6 +166,8 @@ mod tests {
             on_failed: None,
             default_params: r#"{"channel":"ops","taskID":0}"#,
             max_rescues: None,
+            queue: "default",
+            priority: 0,
         };
         let (task, payload) = on_failed_task(Some(&HANDLER), "Handler", TaskId::new(42));
         let v: serde_json::Value = serde_json::from_str(&payload).unwrap();

@@ -44,6 +44,8 @@ const fn plain(name: &'static str, on_failed: Option<&'static str>) -> TaskDefin
         on_failed,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 

@@ -22,6 +22,8 @@ static NOTE: TaskDefinition = TaskDefinition {
     on_failed: Some("NoteFailed"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -36,6 +36,8 @@ const fn every_second(name: &'static str, on_failed: Option<&'static str>) -> Ta
         on_failed,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 
@@ -50,6 +52,8 @@ static CRON_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 static REMOVABLE: TaskDefinition = every_second("Removable", None);
 /// A cron task of the deployment that no longer has `Removable`: its ticks show that the
@@ -63,6 +67,8 @@ static UNRELATED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 /// A cron task with a required parameter: scheduled only from code.
 static REPORT_FOR: TaskDefinition = TaskDefinition {
@@ -77,6 +83,8 @@ static REPORT_FOR: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 /// The same task before and after its expression was edited in tasks.yaml.
 static EDITED_V1: TaskDefinition = TaskDefinition {
@@ -91,6 +99,8 @@ static EDITED_V1: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: r#"{"n":1}"#,
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 static EDITED_COMPANION: TaskDefinition = every_second("EditedCompanion", None);
 static EDITED_V2: TaskDefinition = TaskDefinition {
@@ -105,6 +115,8 @@ static EDITED_V2: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: r#"{"n":1}"#,
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -560,6 +572,8 @@ static BROKEN_DEFAULTS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::test]
@@ -639,6 +653,8 @@ static EXCLUSIVE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::test]

@@ -226,6 +226,8 @@ static BURST: anchor_runtime::TaskDefinition = anchor_runtime::TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 /// Right after a burst into a fresh table, before autovacuum has analysed it, the planner

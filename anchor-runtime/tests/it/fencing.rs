@@ -35,6 +35,8 @@ const fn retried(name: &'static str) -> TaskDefinition {
         on_failed: None,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 

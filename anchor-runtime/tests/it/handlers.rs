@@ -33,6 +33,8 @@ static NOTIFY_OPS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: r#"{"channel":"ops"}"#,
     max_rescues: Some(2),
+    queue: "default",
+    priority: 0,
 };
 
 static FAILS: TaskDefinition = TaskDefinition {
@@ -43,6 +45,8 @@ static FAILS: TaskDefinition = TaskDefinition {
     on_failed: Some("NotifyOps"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 fn config() -> WorkerConfig {

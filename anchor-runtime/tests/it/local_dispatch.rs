@@ -37,6 +37,8 @@ static GATED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 static OTHER: TaskDefinition = TaskDefinition {

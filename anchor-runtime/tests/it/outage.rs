@@ -21,6 +21,8 @@ static PING: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,8 @@ const fn def(name: &'static str, retry: Option<RetryDefaults>) -> TaskDefinition
         on_failed: None,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 
@@ -274,6 +276,8 @@ static MIXED: TaskDefinition = TaskDefinition {
     on_failed: Some("MixedFailed"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 static MIXED_FAILED: TaskDefinition = def("MixedFailed", None);
 

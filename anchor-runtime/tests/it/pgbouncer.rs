@@ -23,6 +23,8 @@ static BOUNCED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 /// One PgBouncer for this binary, with two server connections: consecutive statements of

@@ -113,6 +113,8 @@ static UNUSED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::test]

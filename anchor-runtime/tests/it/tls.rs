@@ -24,6 +24,8 @@ static PING: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 static TICK: TaskDefinition = TaskDefinition {
@@ -38,6 +40,8 @@ static TICK: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 struct TlsCluster {

@@ -27,6 +27,8 @@ const fn def(name: &'static str) -> TaskDefinition {
         on_failed: None,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 

@@ -46,6 +46,8 @@ const fn def(
         on_failed,
         default_params: "{}",
         max_rescues: None,
+        queue: "default",
+        priority: 0,
     }
 }
 
@@ -184,6 +186,8 @@ static DOOMED_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: r#"{"channel":"ops"}"#,
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::test]
@@ -258,6 +262,8 @@ static FATAL: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 #[tokio::test]

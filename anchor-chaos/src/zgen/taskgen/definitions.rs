@@ -22,6 +22,8 @@ pub const WORK: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"sleepMs\":0}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::WorkParameters {
@@ -42,6 +44,8 @@ pub const PLAIN: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"sleepMs\":0}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::PlainParameters {
@@ -67,6 +71,8 @@ pub const DOOMED: TaskDefinition = TaskDefinition {
     on_failed: Some("DoomedFailed"),
     default_params: "{\"sleepMs\":0}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::DoomedParameters {
@@ -87,6 +93,8 @@ pub const DOOMED_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"sleepMs\":200}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::DoomedFailedParameters {
@@ -108,6 +116,8 @@ pub const PLAIN_DOOMED: TaskDefinition = TaskDefinition {
     on_failed: Some("PlainDoomedFailed"),
     default_params: "{\"sleepMs\":0}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::PlainDoomedParameters {
@@ -128,6 +138,8 @@ pub const PLAIN_DOOMED_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"sleepMs\":200}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::PlainDoomedFailedParameters {
@@ -150,6 +162,8 @@ pub const POISON: TaskDefinition = TaskDefinition {
     on_failed: Some("PoisonFailed"),
     default_params: "{}",
     max_rescues: Some(3),
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::PoisonParameters {
@@ -170,6 +184,8 @@ pub const POISON_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::PoisonFailedParameters {
@@ -190,6 +206,8 @@ pub const HANG: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HangParameters {
@@ -214,6 +232,8 @@ pub const HOLD_CONNECTION: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HoldConnectionParameters {
@@ -234,6 +254,8 @@ pub const STRICT: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::StrictParameters {
@@ -263,6 +285,8 @@ pub const TICK: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"source\":\"cron\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::TickParameters {

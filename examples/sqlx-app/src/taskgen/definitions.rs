@@ -22,6 +22,8 @@ pub const SEND_WELCOME: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SendWelcomeParameters {

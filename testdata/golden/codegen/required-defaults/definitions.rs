@@ -16,6 +16,8 @@ pub const REQUIRED_DEFAULTS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"retries\":3,\"total\":-9000000000,\"level\":\"admin\",\"enabled\":true,\"quiet\":false,\"priority\":\"medium\",\"ratio\":0.25,\"tags\":[\"nightly\",\"batch\"],\"since\":\"2024-05-01\",\"note\":\"none\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::RequiredDefaultsParameters {

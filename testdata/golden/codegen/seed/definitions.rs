@@ -22,6 +22,8 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SendEmailParameters {
@@ -51,6 +53,8 @@ pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ProcessDailyReportsParameters {
@@ -76,6 +80,8 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     on_failed: Some("HandleOrderFailure"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ProcessOrderParameters {
@@ -96,6 +102,8 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HandleOrderFailureParameters {
@@ -121,6 +129,8 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     on_failed: Some("EscalateFailedNotification"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SendNotificationParameters {
@@ -141,6 +151,8 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"escalationLevel\":\"admin\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::EscalateFailedNotificationParameters {
@@ -166,6 +178,8 @@ pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     on_failed: Some("onDeleteOpaqueKeyFailed"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::DeleteOpaqueKeyParameters {
@@ -190,6 +204,8 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::OnDeleteOpaqueKeyFailedParameters {
@@ -218,6 +234,8 @@ pub const IMPORT_CATALOG_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"batchSize\":100}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ImportCatalogFailedParameters {
@@ -238,6 +256,8 @@ pub const CLEANUP: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::CleanupParameters {

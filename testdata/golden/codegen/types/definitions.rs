@@ -18,6 +18,8 @@ pub const MAP_TYPES: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"retries\":3,\"level\":\"admin\",\"enabled\":true,\"priority\":\"medium\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::MapTypesParameters {

@@ -24,6 +24,8 @@ pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     on_failed: Some("catalog_import_failed"),
     default_params: "{\"batch\":100,\"ratio\":0.5,\"dryRun\":false,\"mode\":\"incremental\",\"tags\":[\"catalog\",\"nightly\"]}",
     max_rescues: Some(3),
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ImportCatalogParameters {
@@ -48,6 +50,8 @@ pub const CATALOG_IMPORT_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"notify\":true}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::CatalogImportFailedParameters {
@@ -73,6 +77,8 @@ pub const NIGHTLY_DIGEST: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"audience\":\"staff\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::NightlyDigestParameters {
@@ -91,6 +97,8 @@ pub const EMPTY_PARAMS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::EmptyParamsParameters {

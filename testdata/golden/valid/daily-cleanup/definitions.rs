@@ -23,6 +23,8 @@ pub const DAILY_CLEANUP: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::DailyCleanupParameters {
@@ -46,6 +48,8 @@ pub const HEARTBEAT: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HeartbeatParameters {
@@ -69,6 +73,8 @@ pub const SIX_HOURLY: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SixHourlyParameters {

@@ -27,6 +27,8 @@ pub const PROCESS_DAILY_REPORTS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ProcessDailyReportsParameters {

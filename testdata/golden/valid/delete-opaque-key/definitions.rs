@@ -23,6 +23,8 @@ pub const DELETE_OPAQUE_KEY: TaskDefinition = TaskDefinition {
     on_failed: Some("onDeleteOpaqueKeyFailed"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::DeleteOpaqueKeyParameters {
@@ -47,6 +49,8 @@ pub const ON_DELETE_OPAQUE_KEY_FAILED: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::OnDeleteOpaqueKeyFailedParameters {

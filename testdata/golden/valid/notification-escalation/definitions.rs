@@ -23,6 +23,8 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     on_failed: Some("EscalateFailedNotification"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SendNotificationParameters {
@@ -43,6 +45,8 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"escalationLevel\":\"admin\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::EscalateFailedNotificationParameters {

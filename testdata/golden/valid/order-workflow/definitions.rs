@@ -23,6 +23,8 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     on_failed: Some("HandleOrderFailure"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ProcessOrderParameters {
@@ -43,6 +45,8 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HandleOrderFailureParameters {

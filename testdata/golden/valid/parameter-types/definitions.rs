@@ -20,6 +20,8 @@ pub const CHARGE_USER: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ChargeUserParameters {
@@ -42,6 +44,8 @@ pub const BACKOFF_TASK: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::BackoffTaskParameters {
@@ -60,6 +64,8 @@ pub const LONG_RUNNING_TASK: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::LongRunningTaskParameters {

@@ -23,6 +23,8 @@ pub const PROCESS_PAYMENT: TaskDefinition = TaskDefinition {
     on_failed: Some("HandlePaymentFailure"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ProcessPaymentParameters {
@@ -43,6 +45,8 @@ pub const HANDLE_PAYMENT_FAILURE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HandlePaymentFailureParameters {

@@ -28,6 +28,8 @@ pub const TASK_NAME: TaskDefinition = TaskDefinition {
     on_failed: Some("HandleTaskFailure"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::TaskNameParameters {
@@ -48,6 +50,8 @@ pub const HANDLE_TASK_FAILURE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HandleTaskFailureParameters {

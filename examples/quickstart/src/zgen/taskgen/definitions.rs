@@ -22,6 +22,8 @@ pub const SEND_EMAIL: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SendEmailParameters {
@@ -47,6 +49,8 @@ pub const PROCESS_ORDER: TaskDefinition = TaskDefinition {
     on_failed: Some("HandleOrderFailure"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::ProcessOrderParameters {
@@ -67,6 +71,8 @@ pub const HANDLE_ORDER_FAILURE: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::HandleOrderFailureParameters {
@@ -92,6 +98,8 @@ pub const SEND_NOTIFICATION: TaskDefinition = TaskDefinition {
     on_failed: Some("EscalateFailedNotification"),
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::SendNotificationParameters {
@@ -112,6 +120,8 @@ pub const ESCALATE_FAILED_NOTIFICATION: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"escalationLevel\":\"admin\"}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::EscalateFailedNotificationParameters {
@@ -132,6 +142,8 @@ pub const GENERATE_REPORT: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::GenerateReportParameters {
@@ -157,6 +169,8 @@ pub const CLEANUP_SESSIONS: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"olderThanMinutes\":30}",
     max_rescues: None,
+    queue: "default",
+    priority: 0,
 };
 
 impl TaskParameters for super::params::CleanupSessionsParameters {
