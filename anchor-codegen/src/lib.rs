@@ -9,7 +9,9 @@
 //! them.
 //!
 //! ```
-//! use anchor_spec::model::{Parameters, ParametersSource, Spec, Task, DEFAULT_TIMEOUT};
+//! use anchor_spec::model::{
+//!     Parameters, ParametersSource, Spec, Task, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_TIMEOUT,
+//! };
 //!
 //! let spec = Spec {
 //!     source: "api/tasks.yaml".into(),
@@ -31,8 +33,8 @@
 //!         on_failed: None,
 //!         timeout: DEFAULT_TIMEOUT,
 //!         max_rescues: None,
-//!         queue: "default",
-//!         priority: 0,
+//!         queue: DEFAULT_QUEUE.into(),
+//!         priority: DEFAULT_PRIORITY,
 //!         is_failure_handler: false,
 //!     }],
 //! };

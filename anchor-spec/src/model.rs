@@ -15,6 +15,18 @@ pub const DEFAULT_TIMEOUT: Duration = anchor_core::DEFAULT_TIMEOUT;
 /// The largest `maxRescues` a task may set. Its smallest is 1.
 pub const MAX_RESCUES_LIMIT: u32 = 1000;
 
+/// The queue of a task that sets no `queue`.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// The longest queue name, in characters: PostgreSQL's identifier length.
+pub const MAX_QUEUE_NAME_LEN: usize = 63;
+
+/// The priority of a task that sets no `priority`: 0, the highest (runs first).
+pub const DEFAULT_PRIORITY: i16 = 0;
+
+/// The lowest `priority` a task may set (runs last).
+pub const LOWEST_PRIORITY: i16 = 9;
+
 /// A validated tasks.yaml file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -46,6 +58,13 @@ pub struct Task {
     /// before the task fails as poison (1 to [`MAX_RESCUES_LIMIT`]); `None` leaves it to the
     /// worker's default.
     pub max_rescues: Option<u32>,
+    /// `queue`: the queue the task runs in ([`DEFAULT_QUEUE`] unless set); 1 to
+    /// [`MAX_QUEUE_NAME_LEN`] lowercase ASCII letters, digits, `_` and `-`, starting with a
+    /// letter.
+    pub queue: String,
+    /// `priority`: 0 ([`DEFAULT_PRIORITY`], runs first) to [`LOWEST_PRIORITY`]; FIFO among
+    /// equal priorities.
+    pub priority: i16,
     /// True when some task names this one in `events.onFailed`.
     pub is_failure_handler: bool,
 }

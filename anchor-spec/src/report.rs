@@ -158,11 +158,16 @@ mod tests {
             "cronjob",
             "events",
             "timeout",
+            "maxRescues",
+            "queue",
+            "priority",
         ];
         assert_eq!(did_you_mean("retry_policy", keys), Some("retryPolicy"));
         assert_eq!(did_you_mean("timout", keys), Some("timeout"));
         assert_eq!(did_you_mean("descripton", keys), Some("description"));
         assert_eq!(did_you_mean("cronJob", keys), Some("cronjob"));
+        assert_eq!(did_you_mean("queues", keys), Some("queue"));
+        assert_eq!(did_you_mean("priorty", keys), Some("priority"));
         assert_eq!(did_you_mean("zzz", keys), None);
     }
 }

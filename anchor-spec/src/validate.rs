@@ -12,7 +12,8 @@ use heck::ToSnakeCase;
 use serde_json::{json, Map, Value};
 
 use crate::model::{
-    CronJob, Parameters, ParametersSource, Spec, Task, DEFAULT_TIMEOUT, MAX_RESCUES_LIMIT,
+    CronJob, Parameters, ParametersSource, Spec, Task, DEFAULT_PRIORITY, DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT, LOWEST_PRIORITY, MAX_QUEUE_NAME_LEN, MAX_RESCUES_LIMIT,
 };
 use crate::report::{did_you_mean, hint_did_you_mean, Reporter};
 use crate::schema::{self, Checked, Property};
@@ -28,6 +29,8 @@ const TASK_KEYS: &[&str] = &[
     "events",
     "timeout",
     "maxRescues",
+    "queue",
+    "priority",
 ];
 const RETRY_KEYS: &[&str] = &["interval", "always_retry_on_failure", "max_retries"];
 const CRON_KEYS: &[&str] = &["cronExpression", "timezone"];
@@ -97,6 +100,8 @@ struct RawTask<'n> {
     on_failed: Option<Text<'n>>,
     timeout: Option<Duration>,
     max_rescues: Option<u32>,
+    queue: Option<String>,
+    priority: Option<i16>,
 }
 
 /// The known entries of a mapping: key name, key node, value node.
@@ -543,6 +548,8 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
         on_failed: None,
         timeout: None,
         max_rescues: None,
+        queue: None,
+        priority: None,
     };
     let mut name_seen = false;
     for (key_name, key, value) in entries {
@@ -610,6 +617,8 @@ fn read_task<'n>(r: &mut Reporter<'_>, node: &'n Node, index: usize) -> Option<R
                 }
             }
             "maxRescues" => task.max_rescues = max_rescues(r, value, &label),
+            "queue" => task.queue = queue(r, value, &label),
+            "priority" => task.priority = priority(r, value, &label),
             _ => {}
         }
     }
@@ -663,6 +672,150 @@ fn max_rescues(r: &mut Reporter<'_>, value: &Node, label: &str) -> Option<u32> {
                 ),
                 Some(example.into()),
             );
+        }
+    }
+    None
+}
+
+/// What a queue name is, as messages state it.
+fn queue_shape() -> String {
+    format!(
+        "a queue name is 1 to {MAX_QUEUE_NAME_LEN} lowercase ASCII letters, digits, `_` and `-`, starting with a letter"
+    )
+}
+
+/// A task's `queue`: 1 to [`MAX_QUEUE_NAME_LEN`] lowercase ASCII letters, digits, `_` and
+/// `-`, starting with a letter. Lowercase only, so `Emails` and `emails` cannot become two
+/// queues.
+fn queue(r: &mut Reporter<'_>, value: &Node, label: &str) -> Option<String> {
+    let what = format!("`queue` of {label}");
+    let name = match value.as_scalar() {
+        Some(Scalar::Str(s)) if !s.is_empty() => s.as_str(),
+        Some(Scalar::Str(_) | Scalar::Null) => {
+            r.error_at(
+                value,
+                format!("{what} is empty"),
+                Some("write e.g. `queue: emails`, or leave it out for the `default` queue".into()),
+            );
+            return None;
+        }
+        _ => {
+            let found = value.scalar_text().map_or_else(
+                || value.kind_name().to_string(),
+                |t| format!("{} `{t}`", value.kind_name()),
+            );
+            r.error_at(
+                value,
+                format!("{what} must be a queue name, found {found}"),
+                Some(format!("{}; write e.g. `queue: emails`", queue_shape())),
+            );
+            return None;
+        }
+    };
+    let count = name.chars().count();
+    let bad = name.chars().find(|c| !is_queue_char(*c));
+    let (problem, fix) = if count > MAX_QUEUE_NAME_LEN {
+        (
+            format!("it has {count} characters, more than the limit of {MAX_QUEUE_NAME_LEN}"),
+            "shorten it".to_string(),
+        )
+    } else if let Some(bad) = bad {
+        let shown = if bad.is_whitespace() {
+            "a space".to_string()
+        } else {
+            format!("`{bad}`")
+        };
+        let fix = near_queue(name).unwrap_or_else(|| "emails".into());
+        (
+            format!("{shown} is not allowed"),
+            format!("write e.g. `queue: {fix}`"),
+        )
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        let fix = near_queue(name).map_or_else(
+            || "put a letter first".to_string(),
+            |near| format!("write e.g. `queue: {near}`"),
+        );
+        ("it must start with a letter".to_string(), fix)
+    } else {
+        return Some(name.to_string());
+    };
+    r.error_at(
+        value,
+        format!("{what} is not a queue name: {problem}"),
+        Some(format!("{}; {fix}", queue_shape())),
+    );
+    None
+}
+
+/// A character a queue name may contain.
+fn is_queue_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+}
+
+/// A valid queue name close to `name` (`Emails!` → `emails`, `Bulk Mail` → `bulk_mail`,
+/// `_internal` → `internal`), when one can be had by changing case and punctuation only.
+fn near_queue(name: &str) -> Option<String> {
+    if !name.is_ascii() {
+        return None;
+    }
+    let mut near = String::new();
+    for c in name.trim().chars().map(|c| c.to_ascii_lowercase()) {
+        if is_queue_char(c) {
+            near.push(c);
+        } else if (c.is_whitespace() || matches!(c, '.' | '/' | ':')) && !near.ends_with('_') {
+            near.push('_');
+        }
+    }
+    let near = near.trim_matches(['_', '-']);
+    near.starts_with(|c: char| c.is_ascii_lowercase())
+        .then(|| near.to_string())
+}
+
+/// A task's `priority`: an integer from 0 (the default, runs first) to [`LOWEST_PRIORITY`].
+fn priority(r: &mut Reporter<'_>, value: &Node, label: &str) -> Option<i16> {
+    let what = format!("`priority` of {label}");
+    let rule = format!("{what} must be an integer from 0 (runs first) to {LOWEST_PRIORITY}");
+    let example = "write e.g. `priority: 3` (without quotes), or leave it out for 0";
+    let out_of_range = |r: &mut Reporter<'_>, negative: bool| {
+        let hint = if negative {
+            "0 is the highest priority (runs first, and the default); write `priority: 0`"
+                .to_string()
+        } else {
+            format!("{LOWEST_PRIORITY} is the lowest priority (runs last); write at most `priority: {LOWEST_PRIORITY}`")
+        };
+        let shown = value.scalar_text().unwrap_or_default();
+        r.error_at(value, format!("{rule}, found `{shown}`"), Some(hint));
+    };
+    match value.as_scalar() {
+        Some(Scalar::Int(n)) => match i16::try_from(*n) {
+            Ok(p @ DEFAULT_PRIORITY..=LOWEST_PRIORITY) => return Some(p),
+            _ => out_of_range(r, *n < 0),
+        },
+        // An integer too large for i64 reads as a float.
+        Some(Scalar::Float(f)) if f.fract() == 0.0 && f.abs() > f64::from(LOWEST_PRIORITY) => {
+            out_of_range(r, *f < 0.0);
+        }
+        Some(Scalar::Null) => r.error_at(
+            value,
+            format!("{what} is empty"),
+            Some(format!(
+                "write e.g. `priority: 3` (0 runs first, {LOWEST_PRIORITY} last), or leave it out for 0"
+            )),
+        ),
+        Some(Scalar::Str(s)) => {
+            let hint = match s.trim().parse::<i64>() {
+                Ok(n) => format!("write it without quotes: `priority: {n}`"),
+                Err(_) => format!(
+                    "a priority is a number, not a word: 0 (the default) runs first, {LOWEST_PRIORITY} last"
+                ),
+            };
+            r.error_at(value, format!("{rule}, found text `{s}`"), Some(hint));
+        }
+        _ => {
+            let found = value
+                .scalar_text()
+                .map_or_else(|| value.kind_name().to_string(), |t| format!("`{t}`"));
+            r.error_at(value, format!("{rule}, found {found}"), Some(example.into()));
         }
     }
     None
@@ -1057,6 +1210,11 @@ fn build_task(task: &RawTask<'_>, is_failure_handler: bool) -> Option<Task> {
         on_failed: task.on_failed.as_ref().map(|t| t.value.clone()),
         timeout: task.timeout.unwrap_or(DEFAULT_TIMEOUT),
         max_rescues: task.max_rescues,
+        queue: task
+            .queue
+            .clone()
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
+        priority: task.priority.unwrap_or(DEFAULT_PRIORITY),
         is_failure_handler,
     })
 }

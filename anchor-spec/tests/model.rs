@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use anchor_spec::model::{ParametersSource, Spec, DEFAULT_TIMEOUT};
+use anchor_spec::model::{
+    ParametersSource, Spec, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_TIMEOUT, LOWEST_PRIORITY,
+    MAX_QUEUE_NAME_LEN,
+};
 use serde_json::json;
 
 fn load(file: &str) -> Spec {
@@ -62,10 +65,14 @@ fn declared_parameters_keep_schema_defaults_and_order() {
     assert_eq!(retry.intervals.len(), 3);
     assert_eq!(retry.max_retries, Some(5));
     assert_eq!(import.max_rescues, Some(3));
+    assert_eq!(import.queue, "catalog-imports");
+    assert_eq!(import.priority, 5);
 
     let handler = &spec.tasks[1];
     assert!(handler.is_failure_handler);
     assert_eq!(handler.max_rescues, None);
+    assert_eq!(handler.queue, DEFAULT_QUEUE);
+    assert_eq!(handler.priority, 0);
     assert_eq!(handler.parameters.source, ParametersSource::Declared);
 
     let digest = &spec.tasks[2];
@@ -73,6 +80,7 @@ fn declared_parameters_keep_schema_defaults_and_order() {
     let cron = digest.cron.as_ref().expect("cron");
     assert_eq!(cron.expression, "30 6 * * MON-FRI");
     assert_eq!(cron.timezone.as_deref(), Some("America/New_York"));
+    assert_eq!((digest.queue.as_str(), digest.priority), ("reports", 9));
 
     let empty = &spec.tasks[3];
     assert!(empty.parameters.all_defaultable);
@@ -94,6 +102,34 @@ fn tasks_without_parameters_get_an_empty_object() {
     );
     assert!(long.parameters.all_defaultable);
     assert_eq!(long.timeout, Duration::from_secs(2 * 3600));
+}
+
+#[test]
+fn queue_and_priority_default_and_accept_their_bounds() {
+    let longest = "q".repeat(MAX_QUEUE_NAME_LEN);
+    let yaml = format!(
+        "tasks:\n  - name: Plain\n  - name: First\n    queue: a\n    priority: 0\n  - name: Last\n    queue: {longest}\n    priority: 9\n  - name: Mixed\n    queue: bulk-mail_2\n"
+    );
+    let outcome = anchor_spec::check("t.yaml", &yaml);
+    assert!(!outcome.has_errors(), "{:#?}", outcome.diagnostics);
+    let spec = outcome.spec.expect("model");
+    let got: Vec<(&str, i16)> = spec
+        .tasks
+        .iter()
+        .map(|t| (t.queue.as_str(), t.priority))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (DEFAULT_QUEUE, DEFAULT_PRIORITY),
+            ("a", 0),
+            (longest.as_str(), LOWEST_PRIORITY),
+            ("bulk-mail_2", DEFAULT_PRIORITY),
+        ]
+    );
+    let too_long = format!("tasks:\n  - name: A\n    queue: {longest}q\n");
+    let outcome = anchor_spec::check("t.yaml", &too_long);
+    assert_eq!(outcome.error_count(), 1, "{:#?}", outcome.diagnostics);
 }
 
 #[test]
