@@ -2,7 +2,7 @@
 //! here as a ready Rust token (string literals already escaped, numbers already converted),
 //! so templates only arrange code and cannot produce an unescaped string.
 
-use anchor_spec::model::{Spec, Task};
+use anchor_spec::model::{Spec, Task, DEFAULT_PRIORITY, DEFAULT_QUEUE};
 use serde::Serialize;
 
 use crate::names::TaskNames;
@@ -56,6 +56,9 @@ pub(crate) struct TaskContext {
     pub queue_lit: String,
     /// The priority (0 runs first).
     pub priority: i16,
+    /// The queue and priority for docs (`` `emails`, priority 3 ``), when either is not the
+    /// default.
+    pub queue_text: Option<String>,
     pub is_failure_handler: bool,
 }
 
@@ -176,8 +179,10 @@ fn task_context(task: &Task, empty_params: bool) -> TaskContext {
             None => "None".into(),
         },
         max_rescues_text: task.max_rescues,
-        queue_lit: rust_str("default"),
-        priority: 0,
+        queue_lit: rust_str(&task.queue),
+        priority: task.priority,
+        queue_text: (task.queue != DEFAULT_QUEUE || task.priority != DEFAULT_PRIORITY)
+            .then(|| format!("`{}`, priority {}", task.queue, task.priority)),
         is_failure_handler: task.is_failure_handler,
     }
 }

@@ -146,6 +146,42 @@ fn max_rescues_reaches_the_definition_and_its_doc_only_when_set() {
 }
 
 #[test]
+fn queue_and_priority_reach_the_definition_and_its_doc_only_when_not_the_defaults() {
+    let files = generate(
+        "tasks:\n  - name: Mail\n    queue: emails\n    priority: 3\n  \
+         - name: Late\n    priority: 9\n  - name: Plain\n",
+    );
+    let definitions = file(&files, "definitions.rs");
+    let (mail, rest) = definitions
+        .split_once("/// Defaults of the `Late` task.")
+        .expect("Late follows Mail");
+    let (late, plain) = rest
+        .split_once("/// Defaults of the `Plain` task.")
+        .expect("Plain follows Late");
+    assert!(
+        mail.contains("    queue: \"emails\",\n    priority: 3,\n"),
+        "{definitions}"
+    );
+    assert!(
+        mail.contains("/// - queue: `emails`, priority 3 (0 runs first)\n"),
+        "{definitions}"
+    );
+    assert!(
+        late.contains("    queue: \"default\",\n    priority: 9,\n"),
+        "{definitions}"
+    );
+    assert!(
+        late.contains("/// - queue: `default`, priority 9 (0 runs first)\n"),
+        "{definitions}"
+    );
+    assert!(
+        plain.contains("    queue: \"default\",\n    priority: 0,\n"),
+        "{definitions}"
+    );
+    assert!(!plain.contains("/// - queue:"), "{definitions}");
+}
+
+#[test]
 fn colliding_generated_type_names_are_an_error_not_a_silent_merge() {
     // Task `A`'s object property `bParameters` becomes `AParametersBParameters`, which is also
     // the parameter struct of task `AParametersB`; typify would reuse one for the other.

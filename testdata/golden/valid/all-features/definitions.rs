@@ -12,6 +12,7 @@ use anchor_runtime::{CronDefaults, RetryDefaults, TaskDefinition, TaskParameters
 /// - timeout: 90m
 /// - on failure: enqueues `catalog_import_failed`
 /// - lost-worker rescues before failing: 3
+/// - queue: `catalog-imports`, priority 5 (0 runs first)
 pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     name: "ImportCatalog",
     retry: Some(RetryDefaults {
@@ -24,8 +25,8 @@ pub const IMPORT_CATALOG: TaskDefinition = TaskDefinition {
     on_failed: Some("catalog_import_failed"),
     default_params: "{\"batch\":100,\"ratio\":0.5,\"dryRun\":false,\"mode\":\"incremental\",\"tags\":[\"catalog\",\"nightly\"]}",
     max_rescues: Some(3),
-    queue: "default",
-    priority: 0,
+    queue: "catalog-imports",
+    priority: 5,
 };
 
 impl TaskParameters for super::params::ImportCatalogParameters {
@@ -65,6 +66,7 @@ impl TaskParameters for super::params::CatalogImportFailedParameters {
 /// - retry: never retried
 /// - timeout: 1h
 /// - cron: `30 6 * * MON-FRI` (America/New_York), scheduled when a worker starts
+/// - queue: `reports`, priority 9 (0 runs first)
 pub const NIGHTLY_DIGEST: TaskDefinition = TaskDefinition {
     name: "NightlyDigest",
     retry: None,
@@ -77,8 +79,8 @@ pub const NIGHTLY_DIGEST: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{\"audience\":\"staff\"}",
     max_rescues: None,
-    queue: "default",
-    priority: 0,
+    queue: "reports",
+    priority: 9,
 };
 
 impl TaskParameters for super::params::NightlyDigestParameters {
