@@ -15,6 +15,8 @@ static REPORT: TaskDefinition = TaskDefinition {
     on_failed: Some("ReportFailed"),
     default_params: "{}",
     max_rescues: None,
+    queue: anchor_runtime::DEFAULT_QUEUE,
+    priority: 0,
 };
 
 fn anchor(url: &str, args: &[&str]) -> Output {

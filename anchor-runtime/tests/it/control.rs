@@ -26,6 +26,8 @@ static FLAKY: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: anchor_runtime::DEFAULT_QUEUE,
+    priority: 0,
 };
 
 static LATER: TaskDefinition = TaskDefinition {
@@ -36,6 +38,8 @@ static LATER: TaskDefinition = TaskDefinition {
     on_failed: None,
     default_params: "{}",
     max_rescues: None,
+    queue: anchor_runtime::DEFAULT_QUEUE,
+    priority: 0,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
