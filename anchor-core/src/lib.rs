@@ -8,7 +8,11 @@
 
 pub mod cron;
 pub mod duration;
+pub mod queue;
 pub mod retry;
 
 pub use duration::{format_duration, parse_duration, DurationError, DEFAULT_TIMEOUT, MAX_DURATION};
+pub use queue::{
+    is_queue_char, queue_name_problem, LOWEST_PRIORITY, MAX_QUEUE_NAME_LEN, QUEUE_NAME_RULE,
+};
 pub use retry::{parse_intervals, IntervalError, RetryPolicy};

@@ -19,13 +19,13 @@ pub const MAX_RESCUES_LIMIT: u32 = 1000;
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// The longest queue name, in characters: PostgreSQL's identifier length.
-pub const MAX_QUEUE_NAME_LEN: usize = 63;
+pub const MAX_QUEUE_NAME_LEN: usize = anchor_core::MAX_QUEUE_NAME_LEN;
 
 /// The priority of a task that sets no `priority`: 0, the highest (runs first).
 pub const DEFAULT_PRIORITY: i16 = 0;
 
 /// The lowest `priority` a task may set (runs last).
-pub const LOWEST_PRIORITY: i16 = 9;
+pub const LOWEST_PRIORITY: i16 = anchor_core::LOWEST_PRIORITY;
 
 /// A validated tasks.yaml file.
 #[derive(Debug, Clone, PartialEq)]

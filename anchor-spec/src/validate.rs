@@ -18,6 +18,7 @@ use crate::model::{
 use crate::report::{did_you_mean, hint_did_you_mean, Reporter};
 use crate::schema::{self, Checked, Property};
 use crate::yaml::{Node, NodeKind, Pos, Scalar};
+use anchor_core::is_queue_char;
 
 const TOP_KEYS: &[&str] = &["tasks"];
 const TASK_KEYS: &[&str] = &[
@@ -745,11 +746,6 @@ fn queue(r: &mut Reporter<'_>, value: &Node, label: &str) -> Option<String> {
         Some(format!("{}; {fix}", queue_shape())),
     );
     None
-}
-
-/// A character a queue name may contain.
-fn is_queue_char(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
 }
 
 /// A valid queue name close to `name` (`Emails!` → `emails`, `Bulk Mail` → `bulk_mail`,
