@@ -34,7 +34,7 @@ pub struct TaskDefinition {
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// The lowest priority (runs last); 0 is the highest and the default.
-pub const LOWEST_PRIORITY: i16 = 9;
+pub const LOWEST_PRIORITY: i16 = anchor_core::LOWEST_PRIORITY;
 
 /// Ties a parameter type to its task: `anchor generate` implements it for every task's
 /// parameter struct, with the task's generated definition. Calls that take the definition

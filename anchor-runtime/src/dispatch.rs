@@ -17,9 +17,9 @@ pub(crate) trait LocalWorker: Send + Sync {
     /// notification, and start no local task ahead of it until then.
     fn wake(&self);
 
-    /// A free slot for a task called `name`, if this worker runs such tasks, is idle (its
-    /// last claim drained the queue) and is not stopping.
-    fn reserve(self: Arc<Self>, name: &str) -> Option<Box<dyn ReservedSlot>>;
+    /// A free slot for a task called `name` in `queue`, if this worker runs such tasks in
+    /// that queue, is idle there (its last claim drained the queue) and is not stopping.
+    fn reserve(self: Arc<Self>, queue: &str, name: &str) -> Option<Box<dyn ReservedSlot>>;
 }
 
 /// A capacity slot reserved in a local worker for a task about to be inserted already
@@ -70,10 +70,10 @@ impl LocalWorkers {
         }
     }
 
-    /// A slot for a task called `name` in the first worker that can take one.
-    pub(crate) fn reserve(&self, name: &str) -> Option<Box<dyn ReservedSlot>> {
+    /// A slot for a task called `name` in `queue` in the first worker that can take one.
+    pub(crate) fn reserve(&self, queue: &str, name: &str) -> Option<Box<dyn ReservedSlot>> {
         self.live()
             .into_iter()
-            .find_map(|worker| worker.reserve(name))
+            .find_map(|worker| worker.reserve(queue, name))
     }
 }

@@ -59,6 +59,28 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
             format!("task {name} has a zero timeout in its definition; regenerate from tasks.yaml"),
         ));
     }
+    if let Some(problem) = anchor_core::queue_name_problem(def.queue) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "task {name} names queue `{}` in its definition, which is not a queue name: \
+                 {problem}; {}",
+                def.queue.escape_debug(),
+                anchor_core::QUEUE_NAME_RULE
+            ),
+        ));
+    }
+    if !(0..=crate::LOWEST_PRIORITY).contains(&def.priority) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "task {name} has priority {} in its definition; give 0 (runs first) to {} \
+                 (runs last)",
+                def.priority,
+                crate::LOWEST_PRIORITY
+            ),
+        ));
+    }
     let limit_ms = anchor_core::MAX_DURATION.as_millis();
     let too_long = std::iter::once(def.timeout_ms)
         .chain(
@@ -162,6 +184,26 @@ pub(crate) fn resolve(def: &TaskDefinition, overrides: &[TaskOverride]) -> Resul
                 task.due = Due::AfterMs(millis(*d, "run_after", name)?);
             }
             OverrideKind::Due(DueOverride::At(at)) => task.due = Due::At(*at),
+            OverrideKind::Queue(queue) => {
+                if let Some(problem) = anchor_core::queue_name_problem(queue) {
+                    return Err(invalid(format!(
+                        "queue `{}` for task {name} is not a queue name: {problem}; {}",
+                        queue.escape_debug(),
+                        anchor_core::QUEUE_NAME_RULE
+                    )));
+                }
+                task.settings.queue = queue.clone();
+            }
+            OverrideKind::Priority(priority) => {
+                if !(0..=crate::LOWEST_PRIORITY).contains(priority) {
+                    return Err(invalid(format!(
+                        "priority {priority} for task {name} is out of range; give 0 (runs \
+                         first) to {} (runs last)",
+                        crate::LOWEST_PRIORITY
+                    )));
+                }
+                task.settings.priority = *priority;
+            }
         }
     }
     if let (Some(n), Some(policy)) = (policy_max_retries, task.settings.retry.as_mut()) {
@@ -288,7 +330,11 @@ impl Client {
         let due = task.due_now();
         // A due task that an idle worker of this process can start goes to it directly.
         if due {
-            if let Some(slot) = self.inner.local_workers.reserve(def.name) {
+            if let Some(slot) = self
+                .inner
+                .local_workers
+                .reserve(&task.settings.queue, def.name)
+            {
                 // On a task of its own: the row is inserted already leased, so once the
                 // insert is sent it must be seen through to the start of the run even if
                 // the caller stops waiting (a request timeout, a `select!`); otherwise the

@@ -1,11 +1,18 @@
-//! Inspection and control of single tasks: read one task's row ([`Client::get_task`]),
-//! cancel a pending task ([`Client::cancel_task`]), retry a task now
+//! The operator's calls. Single tasks: read one task's row ([`Client::get_task`]), cancel a
+//! pending or running task ([`Client::cancel_task`]), retry a task now
 //! ([`Client::retry_task`]), delete a finished one ([`Client::delete_task`]) and free a
-//! unique tag ([`Client::free_unique_tag`]).
+//! unique tag ([`Client::free_unique_tag`]). Queues: list, pause and resume them
+//! ([`Client::queues`], [`Client::pause_queue`], [`Client::resume_queue`]). Many tasks:
+//! [`Client::list_tasks`] and [`Client::stats`].
+
+use std::time::Duration;
 
 use crate::client::Client;
 use crate::db;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::listing::{
+    QueueInfo, TaskCursor, TaskFilter, TaskPage, TaskStats, DEFAULT_STATS_WINDOW,
+};
 use crate::record::TaskRecord;
 use crate::task::TaskId;
 
@@ -29,15 +36,23 @@ impl Client {
         Ok(holder)
     }
 
-    /// Cancels a task that is still `pending`; returns whether it was. A cancelled task
-    /// frees its unique tag. Running and finished tasks are not touched.
+    /// Cancels a task that is `pending` or `running`; returns whether it was. Finished
+    /// tasks are not touched. A cancelled task frees its unique tag, is never retried and
+    /// enqueues no `onFailed` handler.
+    ///
+    /// A running task is `cancelled` in the database at once (its lease is taken away, so
+    /// whatever its run returns is not written) and its worker is told over a notification:
+    /// the run's [`TaskContext::cancelled`](crate::TaskContext::cancelled) completes, and
+    /// [`CANCEL_GRACE`](crate::CANCEL_GRACE) later the worker drops the run's future. A
+    /// worker that misses the notification (its LISTEN connection was down) stops the run
+    /// at its next lease renewal (a third of the lease, 10 s by default).
     pub async fn cancel_task(&self, id: TaskId) -> Result<bool> {
         let conn = self.conn().await?;
-        let cancelled = db::tasks::cancel(&mut self.pooled(&conn), self.sql(), id).await?;
-        if cancelled {
-            tracing::info!(task.id = %id, "task cancelled");
+        let before = db::tasks::cancel(&mut self.pooled(&conn), self.sql(), id).await?;
+        if let Some(before) = before {
+            tracing::info!(task.id = %id, was = %before, "task cancelled");
         }
-        Ok(cancelled)
+        Ok(before.is_some())
     }
 
     /// Makes a task due now, by hand: a `failed` or `cancelled` task goes back to
@@ -72,5 +87,85 @@ impl Client {
             tracing::info!(task.id = %id, "task deleted");
         }
         Ok(deleted)
+    }
+}
+
+impl Client {
+    /// Every queue anyone knows of: those of the task definitions workers stored, those
+    /// with pending or running tasks, and paused ones; sorted by name.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let conn = self.conn().await?;
+        db::queues::list(&self.pooled(&conn), self.sql()).await
+    }
+
+    /// Pauses `queue`: from their next claim (within a poll interval, at once for workers
+    /// that get the notification), no worker starts its tasks; runs in progress finish,
+    /// tasks a worker holds in its buffer are handed back, and enqueueing into it still
+    /// works. Durable: a paused queue stays paused across restarts until
+    /// [`Client::resume_queue`]. `by` says who paused it (shown by `anchor queues list`).
+    /// Returns whether it was running (false: it was paused already).
+    pub async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool> {
+        check_queue(queue)?;
+        let conn = self.conn().await?;
+        let changed = db::queues::pause(&mut self.pooled(&conn), self.sql(), queue, by).await?;
+        if changed {
+            tracing::info!(queue, by, "queue paused");
+        }
+        Ok(changed)
+    }
+
+    /// Resumes a paused `queue`; its workers are woken at once. Returns whether it was
+    /// paused.
+    pub async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        check_queue(queue)?;
+        let conn = self.conn().await?;
+        let changed = db::queues::resume(&mut self.pooled(&conn), self.sql(), queue).await?;
+        if changed {
+            tracing::info!(queue, "queue resumed");
+        }
+        Ok(changed)
+    }
+
+    /// One page of the tasks `filter` selects, newest first; pass [`TaskPage::next`] to
+    /// [`TaskFilter::after`] for the next page. Payloads and error histories are included.
+    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<TaskPage> {
+        let conn = self.conn().await?;
+        let mut tasks = db::listing::list(&self.pooled(&conn), self.sql(), filter).await?;
+        let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+        // One more row than the page was read to know whether another page follows.
+        let next = if tasks.len() > limit {
+            tasks.truncate(limit);
+            tasks.last().map(|t| TaskCursor(t.id))
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next })
+    }
+
+    /// Counts per queue, name and status (finished tasks over the last hour,
+    /// [`DEFAULT_STATS_WINDOW`]), the age of the oldest due task and what each worker runs.
+    pub async fn stats(&self) -> Result<TaskStats> {
+        self.stats_over(DEFAULT_STATS_WINDOW).await
+    }
+
+    /// [`Client::stats`] with finished tasks counted over `window`.
+    pub async fn stats_over(&self, window: Duration) -> Result<TaskStats> {
+        let conn = self.conn().await?;
+        db::listing::stats(&self.pooled(&conn), self.sql(), window).await
+    }
+}
+
+/// Refuses a queue name that cannot exist, with the rule.
+fn check_queue(queue: &str) -> Result<()> {
+    match anchor_core::queue_name_problem(queue) {
+        None => Ok(()),
+        Some(problem) => Err(Error::new(
+            ErrorKind::InvalidOverride,
+            format!(
+                "`{}` is not a queue name: {problem}; {}",
+                queue.escape_debug(),
+                anchor_core::QUEUE_NAME_RULE
+            ),
+        )),
     }
 }

@@ -54,6 +54,7 @@ mod enqueue;
 mod error;
 mod ids;
 mod inspect;
+mod listing;
 mod migrate;
 mod notify;
 mod overrides;
@@ -74,6 +75,10 @@ pub use definition::{
     CronDefaults, RetryDefaults, TaskDefinition, TaskParameters, DEFAULT_QUEUE, LOWEST_PRIORITY,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use listing::{
+    QueueInfo, TaskCount, TaskCursor, TaskFilter, TaskPage, TaskStats, WorkerLoad,
+    DEFAULT_STATS_WINDOW, MAX_PAGE,
+};
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use overrides::TaskOverride;
 pub use record::{ErrorRecord, TaskRecord, TaskStatus};
@@ -83,7 +88,7 @@ pub use schedule::CronSchedule;
 pub use settings::TaskSettings;
 #[doc(hidden)]
 pub use statements::Statements;
-pub use task::{BoxError, TaskContext, TaskError, TaskId};
+pub use task::{BoxError, TaskContext, TaskError, TaskId, CANCEL_GRACE};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 
 /// Re-exported so generated code and users need no direct dependency on them.

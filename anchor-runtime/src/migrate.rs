@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_view",
         sql: include_str!("../migrations/V7__task_view.sql"),
     },
+    Migration {
+        version: 8,
+        name: "queues",
+        sql: include_str!("../migrations/V8__queues.sql"),
+    },
 ];
 
 /// The schema version this runtime needs.

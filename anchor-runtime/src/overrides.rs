@@ -31,6 +31,8 @@ pub(crate) enum OverrideKind {
     Timeout(Duration),
     UniqueTag(String),
     Due(DueOverride),
+    Queue(String),
+    Priority(i16),
 }
 
 /// The one due-time setting, as [`TaskOverride::run_after`] or [`TaskOverride::run_at`]
@@ -76,5 +78,18 @@ impl TaskOverride {
     /// setting, the task's due time: given both, the last one wins.
     pub fn run_at(at: DateTime<Utc>) -> Self {
         TaskOverride(OverrideKind::Due(DueOverride::At(at)))
+    }
+
+    /// Runs the task in `queue` instead of its definition's (a queue name is 1 to 63
+    /// lowercase ASCII letters, digits, `_` and `-`, starting with a letter). Only workers
+    /// that serve that queue and have a handler for the task run it.
+    pub fn queue(queue: impl Into<String>) -> Self {
+        TaskOverride(OverrideKind::Queue(queue.into()))
+    }
+
+    /// Runs the task at `priority` instead of its definition's: 0 runs first,
+    /// [`LOWEST_PRIORITY`](crate::LOWEST_PRIORITY) (9) last; FIFO among equals.
+    pub fn priority(priority: i16) -> Self {
+        TaskOverride(OverrideKind::Priority(priority))
     }
 }

@@ -1,5 +1,5 @@
 //! [`TaskSettings`]: a task's settings (timeout, retry policy, failure handler, rescue
-//! bound), one value from the enqueue through the row to the worker and back to
+//! bound, queue and priority), one value from the enqueue through the row to the worker and back to
 //! inspection; and [`NewTask`], a task to insert, once its definition's defaults and the
 //! enqueue's overrides are merged and checked (`enqueue::resolve`).
 
@@ -26,6 +26,11 @@ pub struct TaskSettings {
     /// The task's own bound on lost-worker rescues (`maxRescues`); `None` leaves it to the
     /// rescuing worker's `WorkerConfig::max_rescues`.
     pub max_rescues: Option<u32>,
+    /// The queue it runs in ([`DEFAULT_QUEUE`](crate::DEFAULT_QUEUE) unless tasks.yaml or
+    /// [`TaskOverride::queue`](crate::TaskOverride::queue) names another).
+    pub queue: String,
+    /// Its priority in the queue: 0 (the default) runs first, 9 last; FIFO among equals.
+    pub priority: i16,
 }
 
 impl TaskSettings {
@@ -37,6 +42,8 @@ impl TaskSettings {
             retry: None,
             on_failed: None,
             max_rescues: None,
+            queue: crate::DEFAULT_QUEUE.to_string(),
+            priority: 0,
         }
     }
 
@@ -55,6 +62,8 @@ impl TaskSettings {
             }),
             on_failed: def.on_failed.map(str::to_string),
             max_rescues: def.max_rescues.map(|n| n.max(1)),
+            queue: def.queue.to_string(),
+            priority: def.priority.clamp(0, crate::LOWEST_PRIORITY),
         }
     }
 }

@@ -16,6 +16,29 @@ pub struct TaskContext {
     pub(crate) deadline: DateTime<Utc>,
     pub(crate) timeout: Duration,
     pub(crate) parent_id: Option<TaskId>,
+    pub(crate) cancel: Cancellation,
+}
+
+/// How long a run cancelled while it runs may go on after
+/// [`TaskContext::cancelled`] completes, before its worker drops the run's future.
+pub const CANCEL_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether someone cancelled the running task ([`Client::cancel_task`](crate::Client::cancel_task)
+/// or `anchor tasks cancel`): set once by the worker, read by [`TaskContext::cancelled`].
+#[derive(Debug, Clone)]
+pub(crate) struct Cancellation(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl Cancellation {
+    /// A context that is never cancelled (one built by hand).
+    pub(crate) fn never() -> Cancellation {
+        Cancellation(None)
+    }
+
+    /// The sending side (kept with the run's lease) and the context's side.
+    pub(crate) fn pair() -> (tokio::sync::watch::Sender<bool>, Cancellation) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Cancellation(Some(rx)))
+    }
 }
 
 impl TaskContext {
@@ -38,6 +61,7 @@ impl TaskContext {
             deadline,
             timeout,
             parent_id: None,
+            cancel: Cancellation::never(),
         }
     }
 
@@ -69,6 +93,41 @@ impl TaskContext {
     /// For an `onFailed` handler, the id of the task whose failure enqueued it.
     pub fn parent_id(&self) -> Option<TaskId> {
         self.parent_id
+    }
+
+    /// Whether the task has been cancelled while it runs. The task is already `cancelled`
+    /// in the database (no retry, no `onFailed` handler, whatever the run returns now); the
+    /// worker drops the run's future [`CANCEL_GRACE`](crate::CANCEL_GRACE) after telling
+    /// it, so a handler that checks this can stop cleanly first (roll back, release a
+    /// lock, delete a temporary file).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.0.as_ref().is_some_and(|rx| *rx.borrow())
+    }
+
+    /// Completes when the task is cancelled while it runs (see
+    /// [`TaskContext::is_cancelled`]); never, for a context built by hand. Use it in a
+    /// `select!` beside the work:
+    ///
+    /// ```no_run
+    /// # async fn work() {}
+    /// # async fn run(ctx: anchor_runtime::TaskContext) -> Result<(), anchor_runtime::TaskError> {
+    /// tokio::select! {
+    ///     () = work() => Ok(()),
+    ///     () = ctx.cancelled() => Err(anchor_runtime::TaskError::failed("cancelled")),
+    /// }
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        match &self.cancel.0 {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                // An error means the worker dropped the sender: the run is over anyway.
+                if rx.wait_for(|cancelled| *cancelled).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -132,12 +132,12 @@ impl CronSql {
             // One occurrence. The conflict target is the (schedule, tick) key, so a second
             // insert for one tick writes nothing and returns no row.
             // $1 name, $2 payload, $3 timeout, $4 intervals, $5 always, $6 max retries,
-            // $7 onFailed, $8 schedule id, $9 tick, $10 max rescues.
+            // $7 onFailed, $8 schedule id, $9 tick, $10 max rescues, $11 queue, $12 priority.
             insert_occurrence: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
                    retry_always, max_retries, on_failed, cron_schedule_id, cron_tick_at, \
-                   max_rescues) \
-                 VALUES ($1, $2::text::jsonb, now(), $3, $4, $5, $6, $7, $8, $9, $10) \
+                   max_rescues, queue, priority) \
+                 VALUES ($1, $2::text::jsonb, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT (cron_schedule_id, cron_tick_at) WHERE cron_schedule_id IS NOT NULL \
                  DO NOTHING RETURNING id"
             ),
@@ -498,6 +498,8 @@ pub(crate) async fn insert_occurrence(
                 &id,
                 &tick,
                 &columns.max_rescues,
+                &columns.queue,
+                &columns.priority,
             ],
         )
         .await

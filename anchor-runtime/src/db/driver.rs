@@ -64,6 +64,8 @@ pub enum Param<'a> {
     Int8(Option<i64>),
     /// `integer`.
     Int4(Option<i32>),
+    /// `smallint`.
+    Int2(i16),
     /// `boolean`.
     Bool(bool),
     /// `bigint[]`.
@@ -80,6 +82,7 @@ impl Param<'_> {
             Param::TextArray(v) => (v, Type::TEXT_ARRAY),
             Param::Int8(v) => (v, Type::INT8),
             Param::Int4(v) => (v, Type::INT4),
+            Param::Int2(v) => (v, Type::INT2),
             Param::Bool(v) => (v, Type::BOOL),
             Param::Int8Array(v) => (v, Type::INT8_ARRAY),
             Param::Timestamptz(v) => (v, Type::TIMESTAMPTZ),
@@ -233,6 +236,7 @@ mod sqlx_impls {
                 Param::TextArray(v) => query.bind(v.to_vec()),
                 Param::Int8(v) => query.bind(v),
                 Param::Int4(v) => query.bind(v),
+                Param::Int2(v) => query.bind(v),
                 Param::Bool(v) => query.bind(v),
                 Param::Int8Array(v) => query.bind(v.map(<[i64]>::to_vec)),
                 Param::Timestamptz(v) => query.bind(v),

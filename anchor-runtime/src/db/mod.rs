@@ -19,7 +19,9 @@
 
 pub(crate) mod cron;
 pub(crate) mod driver;
+pub(crate) mod listing;
 pub(crate) mod notify;
+pub(crate) mod queues;
 pub(crate) mod retention;
 pub(crate) mod schema;
 pub(crate) mod tasks;
@@ -65,6 +67,10 @@ pub(crate) struct Sql {
     pub workers: workers::WorkerSql,
     /// The notification channels and `LISTEN`.
     pub notify: notify::NotifySql,
+    /// `queues`: pausing, resuming, the per-queue counts.
+    pub queues: queues::QueueSql,
+    /// Task counts (listings are built per filter).
+    pub listing: listing::ListingSql,
     /// Migrations: the lock, `schema_migrations`.
     pub schema: schema::SchemaSql,
 }
@@ -78,13 +84,15 @@ impl Sql {
             retention: retention::RetentionSql::new(schema),
             workers: workers::WorkerSql::new(schema),
             notify: notify::NotifySql::new(schema),
+            queues: queues::QueueSql::new(schema),
+            listing: listing::ListingSql::new(schema),
             schema: schema::SchemaSql::new(schema),
         }
     }
 }
 
 /// A task's settings as its row's columns (`timeout_ms`, `retry_intervals_ms`,
-/// `retry_always`, `max_retries`, `on_failed`, `max_rescues`, the same in
+/// `retry_always`, `max_retries`, `on_failed`, `max_rescues`, `queue`, `priority`, the same in
 /// `task_definitions`): the one conversion, both ways, between them and [`TaskSettings`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SettingsColumns {
@@ -95,6 +103,8 @@ pub(crate) struct SettingsColumns {
     pub max_retries: Option<i32>,
     pub on_failed: Option<String>,
     pub max_rescues: Option<i32>,
+    pub queue: String,
+    pub priority: i16,
 }
 
 impl SettingsColumns {
@@ -110,6 +120,8 @@ impl SettingsColumns {
             max_retries: policy.and_then(|p| p.max_retries).map(int),
             on_failed: settings.on_failed.clone(),
             max_rescues: settings.max_rescues.map(int),
+            queue: settings.queue.clone(),
+            priority: settings.priority,
         }
     }
 
@@ -127,8 +139,16 @@ impl SettingsColumns {
             }),
             on_failed: self.on_failed,
             max_rescues: self.max_rescues.map(count),
+            queue: self.queue,
+            priority: self.priority.clamp(0, crate::LOWEST_PRIORITY),
         }
     }
+}
+
+/// A duration in milliseconds as the database computed it (`extract(epoch …) * 1000`);
+/// negative or non-finite values (clock steps) read as zero.
+fn millis_to_duration(ms: f64) -> Duration {
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::ZERO)
 }
 
 /// Quotes an identifier for SQL (`"name"`, doubling embedded quotes).

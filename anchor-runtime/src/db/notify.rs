@@ -7,6 +7,7 @@ use tokio_postgres::GenericClient;
 use super::driver::{Param, Run};
 use super::{db_error, quote_ident, Sql, CONTROL_TAG};
 use crate::error::Result;
+use crate::task::TaskId;
 
 /// Queues a notification on channel `$1`: delivered when the transaction commits, or at once
 /// outside one. The same statement for every schema (the channel is a parameter).
@@ -23,6 +24,9 @@ pub(crate) struct NotifySql {
     pub tasks_channel: String,
     /// The channel schedulers listen on for schedule changes (unquoted).
     pub cron_channel: String,
+    /// The channel workers take orders on (unquoted): `cancel <id>` (stop that run),
+    /// `pause <queue>`, `resume <queue>`.
+    pub control_channel: String,
     /// `LISTEN` on both channels, tagged for the control connection: one connection listens
     /// for new tasks and for schedule changes.
     listen: String,
@@ -32,21 +36,56 @@ impl NotifySql {
     pub(crate) fn new(schema: &str) -> NotifySql {
         let tasks_channel = format!("{schema}_tasks");
         let cron_channel = format!("{schema}_cron");
+        let control_channel = format!("{schema}_control");
         NotifySql {
             listen: format!(
-                "{CONTROL_TAG}LISTEN {}; LISTEN {}",
+                "{CONTROL_TAG}LISTEN {}; LISTEN {}; LISTEN {}",
                 quote_ident(&tasks_channel),
-                quote_ident(&cron_channel)
+                quote_ident(&cron_channel),
+                quote_ident(&control_channel)
             ),
             tasks_channel,
             cron_channel,
+            control_channel,
         }
     }
 }
 
-/// Whether a notification on `channel` announces a schedule change (else new tasks).
-pub(crate) fn is_schedule_change(sql: &Sql, channel: &str) -> bool {
-    channel == sql.notify.cron_channel
+/// What a notification on one of the schema's channels says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice<'a> {
+    /// Tasks may be due in this queue (empty: in any).
+    Tasks(&'a str),
+    /// A cron schedule changed.
+    Schedules,
+    /// Task `id` was cancelled while running: stop its run.
+    Cancel(TaskId),
+    /// A queue was paused (true) or resumed.
+    Paused(&'a str, bool),
+}
+
+/// Reads a notification; `None` for a channel or an order this runtime does not know (a
+/// newer runtime's, or a hand-written `NOTIFY`), which is ignored.
+pub(crate) fn notice<'a>(sql: &Sql, channel: &str, payload: &'a str) -> Option<Notice<'a>> {
+    if channel == sql.notify.tasks_channel {
+        return Some(Notice::Tasks(payload));
+    }
+    if channel == sql.notify.cron_channel {
+        return Some(Notice::Schedules);
+    }
+    if channel != sql.notify.control_channel {
+        return None;
+    }
+    let (verb, arg) = payload.split_once(' ')?;
+    match verb {
+        "cancel" => arg
+            .parse::<i64>()
+            .ok()
+            .map(|id| Notice::Cancel(TaskId::new(id))),
+        "pause" => Some(Notice::Paused(arg, true)),
+        "resume" => Some(Notice::Paused(arg, false)),
+        _ => None,
+    }
 }
 
 /// Listens on both channels on `conn`, a dedicated connection (a pooled one would drop the

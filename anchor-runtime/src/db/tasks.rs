@@ -47,7 +47,14 @@ pub(crate) struct TaskSql {
 const TASK_RUN_COLUMNS: &str =
     "t.id, t.name, t.payload::text, t.attempts, t.failures, t.timeout_ms, \
      t.retry_intervals_ms, t.retry_always, t.max_retries, t.on_failed, t.parent_id, \
-     t.rescues, t.max_rescues, t.run_started, t.lease_owner";
+     t.rescues, t.max_rescues, t.run_started, t.lease_owner, t.queue, t.priority";
+
+/// The columns [`record_from_row`] reads, for inspection and listing.
+pub(crate) const RECORD_COLUMNS: &str =
+    "id, name, status, payload, attempts, failures, errors, created_at, run_after, \
+     started_at, finished_at, updated_at, parent_id, unique_tag, timeout_ms, \
+     retry_intervals_ms, retry_always, max_retries, on_failed, lease_owner, lease_expires_at, \
+     rescues, max_rescues, queue, priority";
 
 /// How many entries a task's error history keeps: the newest. A task retried forever
 /// would otherwise grow its row without bound (and past jsonb's size limit).
@@ -82,35 +89,42 @@ const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires
 impl TaskSql {
     pub(crate) fn new(schema: &str) -> TaskSql {
         let tasks = format!("{}.tasks", quote_ident(schema));
+        let queues = format!("{}.queues", quote_ident(schema));
         let run_after = "coalesce($3::timestamptz, now() + $4::bigint * interval '1 millisecond')";
         TaskSql {
             // One task. `ON CONFLICT DO NOTHING` only ever fires on the unique-tag index
             // (ids come from an identity column), and then no row is returned.
             insert: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues) \
-                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues, queue, \
+                 priority) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14) \
                  ON CONFLICT DO NOTHING RETURNING id"
             ),
-            // The same, also queueing the wake-up notification on channel $13 (evaluated
-            // only for an inserted row; delivered when the transaction commits).
+            // The same, also queueing the wake-up notification on channel $15 with the
+            // task's queue as its payload (evaluated only for an inserted row; delivered when
+            // the transaction commits).
             insert_notify: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues) \
-                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT DO NOTHING RETURNING id, pg_notify($13, '')"
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues, queue, \
+                 priority) \
+                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14) \
+                 ON CONFLICT DO NOTHING RETURNING id, pg_notify($15, $13)"
             ),
             // Local dispatch (`worker/local.rs`): the same, inserted already leased to an idle
             // worker of the enqueuing process, as its claim would have left it: running, no
             // run started yet (the worker records the start, as after a claim), lease owner
-            // $13, token $14, lease length $15 ms. No notification: no other worker needs to
+            // $15, token $16, lease length $17 ms. No notification: no other worker needs to
             // look.
             insert_running: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues, \
-                 status, started_at, lease_owner, lease_token, lease_expires_at) \
+                 retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues, queue, \
+                 priority, status, started_at, lease_owner, lease_token, lease_expires_at) \
                  VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 {running}, now(), $13, $14, now() + $15::bigint * interval '1 millisecond') \
+                 $13, $14, {running}, now(), $15, $16, \
+                 now() + $17::bigint * interval '1 millisecond') \
                  ON CONFLICT DO NOTHING RETURNING id",
                 running = status::RUNNING,
             ),
@@ -118,8 +132,8 @@ impl TaskSql {
             // the payloads as one text array.
             insert_many: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
-                 retry_always, max_retries, on_failed, max_rescues) \
-                 SELECT $1, p::jsonb, {run_after}, $5, $6, $7, $8, $9, $10 \
+                 retry_always, max_retries, on_failed, max_rescues, queue, priority) \
+                 SELECT $1, p::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12 \
                  FROM unnest($2::text[]) AS p RETURNING id"
             ),
             // The holder of a tag: pending, running or completed (failed and cancelled
@@ -136,8 +150,16 @@ impl TaskSql {
                 status::FAILED,
                 status::CANCELLED
             ),
-            // The claim: one statement picks up to $2 due tasks this worker can run, skipping
-            // rows other workers hold, and leases them. It reads only `tasks_claim_idx`.
+            // The claim: one statement picks up to $2 due tasks of queue $6 this worker can
+            // run ($1 the names), skipping rows other workers hold, and leases them (owner
+            // $3, token $4, for $5 ms). Nothing is picked while the queue is paused.
+            // It reads only `tasks_claim_idx`, one priority at a time (0 first): each
+            // (queue, priority) range of the index starts with its due rows, so the scan of
+            // a priority ends at its first row not due yet. A single scan ordered by
+            // (priority, run_after) would instead walk every row not due yet (a retry
+            // waiting, a task scheduled for tomorrow) of each higher priority on every
+            // claim. The outer LIMIT stops the scans once $2 rows are picked, so lower
+            // priorities are not even looked at while a higher one has enough due rows.
             // The picked ids go to the update as one array (`id = ANY(ARRAY(...))`), which
             // is always a primary-key lookup; a join with the CTE let stale statistics pick a
             // hash join over the whole table (~100 ms per claim of 500 on 50k rows).
@@ -150,9 +172,15 @@ impl TaskSql {
             // the worker records a run's start (`mark_started`, or with its outcome).
             claim: format!(
                 "WITH picked AS ( \
-                   SELECT id FROM {tasks} \
-                   WHERE status = {pending} AND run_after <= now() AND name = ANY($1::text[]) \
-                   ORDER BY run_after, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                   SELECT c.id FROM generate_series(0, {lowest}) AS p(priority) \
+                   CROSS JOIN LATERAL ( \
+                     SELECT id FROM {tasks} \
+                     WHERE status = {pending} AND queue = $6 AND priority = p.priority::smallint \
+                       AND run_after <= now() AND name = ANY($1::text[]) \
+                     ORDER BY run_after, id LIMIT $2 FOR UPDATE SKIP LOCKED) c \
+                   WHERE NOT EXISTS (SELECT 1 FROM {queues} q \
+                     WHERE q.name = $6 AND q.paused_at IS NOT NULL) \
+                   LIMIT $2) \
                  UPDATE {tasks} t SET status = {running}, run_started = false, \
                    started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
                    lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
@@ -160,6 +188,7 @@ impl TaskSql {
                  RETURNING {TASK_RUN_COLUMNS}",
                 pending = status::PENDING,
                 running = status::RUNNING,
+                lowest = crate::LOWEST_PRIORITY,
             ),
             // The outcomes of many runs at once, each fenced by its lease token: per task
             // $4 the new status (completed, failed, or pending for a retry after $6 ms), $5
@@ -296,18 +325,28 @@ impl TaskSql {
                 failed = status::FAILED,
                 running = status::RUNNING,
             ),
-            get_task: format!(
-                "SELECT id, name, status, payload, attempts, failures, errors, created_at, \
-                   run_after, started_at, finished_at, updated_at, parent_id, unique_tag, \
-                   timeout_ms, retry_intervals_ms, retry_always, max_retries, on_failed, \
-                   lease_owner, lease_expires_at, rescues, max_rescues \
-                 FROM {tasks} WHERE id = $1"
-            ),
+            get_task: format!("SELECT {RECORD_COLUMNS} FROM {tasks} WHERE id = $1"),
+            // Cancels a pending or running task; returns its status before. A running one
+            // loses its lease (so its run's outcome, fenced by the token, is never written:
+            // no retry, no `onFailed` handler), gets a line in its error history, and its
+            // worker is told on the control channel $2 to stop the run.
             cancel: format!(
-                "UPDATE {tasks} SET status = {cancelled}, finished_at = now(), updated_at = now() \
-                 WHERE id = $1 AND status = {pending} RETURNING id",
+                "WITH old AS (SELECT id, status FROM {tasks} \
+                   WHERE id = $1 AND status IN ({pending}, {running}) FOR UPDATE) \
+                 UPDATE {tasks} t SET status = {cancelled}, finished_at = now(), \
+                   updated_at = now(), {CLEAR_LEASE}, \
+                   errors = CASE WHEN old.status = {running} THEN {err} ELSE t.errors END \
+                 FROM old WHERE t.id = old.id \
+                 RETURNING old.status::bigint, \
+                   CASE WHEN old.status = {running} THEN pg_notify($2, 'cancel ' || t.id) END",
                 cancelled = status::CANCELLED,
                 pending = status::PENDING,
+                running = status::RUNNING,
+                err = with_error(
+                    "t.errors",
+                    "CASE WHEN t.run_started THEN t.attempts ELSE t.attempts + 1 END",
+                    "'cancelled while running'"
+                ),
             ),
             // Retry now, by hand: a failed or cancelled task, or a pending one waiting for
             // its retry delay (or its `run_after`), becomes due at once. `attempts` and the
@@ -371,7 +410,7 @@ impl Insert<'_> {
     }
 }
 
-/// The parameters of an insert: the twelve common ones, then what `how` takes.
+/// The parameters of an insert: the fourteen common ones, then what `how` takes.
 fn insert_params<'a>(
     sql: &'a Sql,
     how: &Insert<'a>,
@@ -393,6 +432,8 @@ fn insert_params<'a>(
         Param::Text(task.unique_tag.as_deref()),
         Param::Int8(task.parent_id.map(TaskId::get)),
         Param::Int4(columns.max_rescues),
+        Param::Text(Some(&columns.queue)),
+        Param::Int2(columns.priority),
     ];
     match *how {
         Insert::Pending | Insert::Handler => {}
@@ -468,6 +509,8 @@ pub(crate) async fn insert_many(
         Param::Int4(columns.max_retries),
         Param::Text(columns.on_failed.as_deref()),
         Param::Int4(columns.max_rescues),
+        Param::Text(Some(&columns.queue)),
+        Param::Int2(columns.priority),
     ];
     let mut ids: Vec<TaskId> = conn
         .query_ids(&sql.tasks.insert_many, &params, &context)
@@ -525,6 +568,8 @@ fn claimed_from_row(
             max_retries: col!(8, "max_retries"),
             on_failed: col!(9, "on_failed"),
             max_rescues: col!(12, "max_rescues"),
+            queue: col!(15, "queue"),
+            priority: col!(16, "priority"),
         }
         .settings(),
         parent_id: col!(10, "parent_id"),
@@ -539,16 +584,23 @@ fn claimed_from_row(
     Ok((task, lost))
 }
 
-/// Claims up to `limit` due tasks called one of `names` for `worker_id`, leased for
-/// `lease_ms` under `token`. Rows that cannot be read come back as such, to be failed.
+/// What one claim asks for: up to `limit` due tasks of `queue` called one of `names`, for
+/// `worker_id`, leased for `lease_ms` under `token`.
+pub(crate) struct ClaimRequest<'a> {
+    pub queue: &'a str,
+    pub names: &'a [String],
+    pub limit: i64,
+    pub worker_id: &'a str,
+    pub token: i64,
+    pub lease_ms: i64,
+}
+
+/// Claims what `request` asks for. Rows that cannot be read come back as such, to be
+/// failed.
 pub(crate) async fn claim(
     conn: &impl Caching,
     sql: &Sql,
-    names: &[String],
-    limit: i64,
-    worker_id: &str,
-    token: i64,
-    lease_ms: i64,
+    request: &ClaimRequest<'_>,
 ) -> Result<Vec<std::result::Result<ClaimedTask, UnreadableRow>>> {
     let stmt = conn
         .prepare_cached(&sql.tasks.claim)
@@ -557,9 +609,20 @@ pub(crate) async fn claim(
     // The lease runs from a database time no earlier than this.
     let sent = Instant::now();
     let rows = conn
-        .query(&stmt, &[&names, &limit, &worker_id, &token, &lease_ms])
+        .query(
+            &stmt,
+            &[
+                &request.names,
+                &request.limit,
+                &request.worker_id,
+                &request.token,
+                &request.lease_ms,
+                &request.queue,
+            ],
+        )
         .await
-        .map_err(|e| db_error("cannot claim tasks", e))?;
+        .map_err(|e| db_error(&format!("cannot claim tasks of queue {}", request.queue), e))?;
+    let token = request.token;
     Ok(rows
         .iter()
         .map(|row| claimed_from_row(row, token, sent).map(|(task, _)| task))
@@ -810,7 +873,7 @@ pub(crate) async fn rescue_fail(
 }
 
 /// The status stored as `code`, if this runtime knows it.
-fn task_status(code: i16) -> Option<TaskStatus> {
+pub(crate) fn task_status(code: i16) -> Option<TaskStatus> {
     Some(match code {
         status::PENDING => TaskStatus::Pending,
         status::RUNNING => TaskStatus::Running,
@@ -842,6 +905,14 @@ pub(crate) async fn get<C: PooledClient>(
     let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
+    record_from_row(&row).map(Some)
+}
+
+/// Reads the columns of [`RECORD_COLUMNS`] into a record.
+pub(crate) fn record_from_row(row: &Row) -> Result<TaskRecord> {
+    let id: TaskId = row
+        .try_get("id")
+        .map_err(|err| Error::with_source(ErrorKind::Payload, "a task id cannot be read", err))?;
     // Every column is read fallibly: a row edited by hand into values the runtime never
     // writes is an error naming the column, not a panic of the caller.
     macro_rules! col {
@@ -882,10 +953,12 @@ pub(crate) async fn get<C: PooledClient>(
         max_retries: col!("max_retries"),
         on_failed: col!("on_failed"),
         max_rescues: col!("max_rescues"),
+        queue: col!("queue"),
+        priority: col!("priority"),
     }
     .settings();
-    Ok(Some(TaskRecord {
-        id: col!("id"),
+    Ok(TaskRecord {
+        id,
         name: col!("name"),
         status,
         payload: col!("payload"),
@@ -903,7 +976,7 @@ pub(crate) async fn get<C: PooledClient>(
         settings,
         lease_owner: col!("lease_owner"),
         lease_expires_at: col!("lease_expires_at"),
-    }))
+    })
 }
 
 /// Frees unique tag `tag` whatever its holder's status; returns the holder, if any.
@@ -954,11 +1027,26 @@ pub(crate) async fn delete_finished(conn: &mut impl Run, sql: &Sql, id: TaskId) 
     Ok(!ids.is_empty())
 }
 
-/// Cancels task `id` if it is still `pending`; returns whether it was.
-pub(crate) async fn cancel(conn: &mut impl Run, sql: &Sql, id: TaskId) -> Result<bool> {
+/// Cancels task `id` if it is pending or running; returns its status before, or `None`
+/// when it was neither (finished, or no such task).
+pub(crate) async fn cancel(
+    conn: &mut impl Run,
+    sql: &Sql,
+    id: TaskId,
+) -> Result<Option<TaskStatus>> {
     let context = format!("cannot cancel task {id}");
-    let ids = conn
-        .query_ids(&sql.tasks.cancel, &[Param::Int8(Some(id.get()))], &context)
+    let before = conn
+        .query_ids(
+            &sql.tasks.cancel,
+            &[
+                Param::Int8(Some(id.get())),
+                Param::Text(Some(&sql.notify.control_channel)),
+            ],
+            &context,
+        )
         .await?;
-    Ok(!ids.is_empty())
+    Ok(before
+        .first()
+        .and_then(|&code| i16::try_from(code).ok())
+        .and_then(task_status))
 }

@@ -69,31 +69,35 @@ impl WorkerSql {
             // Only rows whose settings changed are written.
             upsert_definitions: format!(
                 "INSERT INTO {s}.task_definitions AS d (name, timeout_ms, retry_intervals_ms, \
-                   retry_always, max_retries, max_rescues, on_failed, default_params, updated_by) \
+                   retry_always, max_retries, max_rescues, on_failed, default_params, queue, \
+                   priority, updated_by) \
                  SELECT e->>'name', (e->>'timeout_ms')::bigint, \
                    (SELECT array_agg(x::bigint) FROM jsonb_array_elements_text( \
                      CASE jsonb_typeof(e->'retry_intervals_ms') WHEN 'array' \
                      THEN e->'retry_intervals_ms' END) x), \
                    coalesce((e->>'retry_always')::boolean, false), (e->>'max_retries')::int, \
                    (e->>'max_rescues')::int, e->>'on_failed', \
-                   coalesce(e->'default_params', '{{}}'::jsonb), $2 \
+                   coalesce(e->'default_params', '{{}}'::jsonb), \
+                   coalesce(e->>'queue', 'default'), coalesce((e->>'priority')::smallint, 0), $2 \
                  FROM jsonb_array_elements($1::jsonb) e \
                  ON CONFLICT (name) DO UPDATE SET timeout_ms = EXCLUDED.timeout_ms, \
                    retry_intervals_ms = EXCLUDED.retry_intervals_ms, \
                    retry_always = EXCLUDED.retry_always, max_retries = EXCLUDED.max_retries, \
                    max_rescues = EXCLUDED.max_rescues, on_failed = EXCLUDED.on_failed, \
-                   default_params = EXCLUDED.default_params, updated_by = EXCLUDED.updated_by, \
+                   default_params = EXCLUDED.default_params, queue = EXCLUDED.queue, \
+                   priority = EXCLUDED.priority, updated_by = EXCLUDED.updated_by, \
                    updated_at = now() \
                  WHERE (d.timeout_ms, d.retry_intervals_ms, d.retry_always, d.max_retries, \
-                   d.max_rescues, d.on_failed, d.default_params) IS DISTINCT FROM \
+                   d.max_rescues, d.on_failed, d.default_params, d.queue, d.priority) \
+                   IS DISTINCT FROM \
                    (EXCLUDED.timeout_ms, EXCLUDED.retry_intervals_ms, EXCLUDED.retry_always, \
                    EXCLUDED.max_retries, EXCLUDED.max_rescues, EXCLUDED.on_failed, \
-                   EXCLUDED.default_params)"
+                   EXCLUDED.default_params, EXCLUDED.queue, EXCLUDED.priority)"
             ),
             // Read by `stored_definition`, in this order.
             definition: format!(
                 "SELECT timeout_ms, retry_intervals_ms, retry_always, max_retries, max_rescues, \
-                   on_failed, default_params::text \
+                   on_failed, default_params::text, queue, priority \
                  FROM {s}.task_definitions WHERE name = $1"
             ),
         }
@@ -181,6 +185,8 @@ pub(crate) async fn store_definitions<'a>(
                 "max_rescues": def.max_rescues,
                 "on_failed": def.on_failed,
                 "default_params": default_params,
+                "queue": def.queue,
+                "priority": def.priority.clamp(0, crate::LOWEST_PRIORITY),
             })
         })
         .collect();
@@ -227,6 +233,8 @@ pub(crate) async fn stored_definition(
                 max_retries: row.try_get(3)?,
                 max_rescues: row.try_get(4)?,
                 on_failed: row.try_get(5)?,
+                queue: row.try_get(7)?,
+                priority: row.try_get(8)?,
             }
             .settings(),
             default_params: row.try_get(6)?,

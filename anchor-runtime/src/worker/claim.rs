@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::complete::{Finished, Message, Outcome};
+use super::lanes::Lane;
 use super::{execute, lease, Backoff, Shared};
 use crate::claimed::{ClaimedTask, UnreadableRow};
 use crate::db;
@@ -26,21 +27,19 @@ pub(crate) struct Claimed {
     pub token: i64,
 }
 
-/// Claims up to `limit` due tasks.
-async fn claim_batch(shared: &Shared, limit: usize) -> Result<Claimed> {
+/// Claims up to `limit` due tasks of `lane`.
+async fn claim_batch(shared: &Shared, lane: &Lane, limit: usize) -> Result<Claimed> {
     let conn = shared.client.conn().await?;
     let token: i64 = rand::random();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = db::tasks::claim(
-        &conn,
-        shared.client.sql(),
-        &shared.names,
-        limit,
-        &shared.worker_id,
+    let request = db::tasks::ClaimRequest {
+        queue: &lane.queue,
+        names: &lane.names,
+        limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        worker_id: &shared.worker_id,
         token,
-        shared.lease_ms(),
-    )
-    .await?;
+        lease_ms: shared.lease_ms(),
+    };
+    let rows = db::tasks::claim(&conn, shared.client.sql(), &request).await?;
     let mut claimed = Claimed {
         tasks: Vec::with_capacity(rows.len()),
         unreadable: Vec::new(),
@@ -88,7 +87,7 @@ fn adapt_prefetch(
     }
 }
 
-/// The producer loop; returns when the worker stops.
+/// The producer loop of lane `lane` (one queue); returns when the worker stops.
 ///
 /// Claims fetch the free slots' worth of tasks plus up to `prefetch` more into a local
 /// buffer, so a busy worker makes one round trip per many tasks; the buffer feeds slots as
@@ -97,11 +96,14 @@ fn adapt_prefetch(
 /// fed during the round trip while claims stay large.
 /// With an empty buffer a claim is made only when a slot is free, so a worker never hoards
 /// work while all its slots are busy.
-pub(crate) async fn run_producer(shared: Arc<Shared>) {
+/// While the queue is announced paused, buffered tasks are handed back instead of started
+/// (the claim itself finds nothing in a paused queue).
+pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
+    let lane = shared.producer.lane(lane_index);
     let mut stop = shared.stop.subscribe();
     let mut backoff = Backoff::new();
-    let concurrency = shared.config.concurrency;
-    let base_prefetch = shared.config.effective_prefetch();
+    let concurrency = lane.concurrency;
+    let base_prefetch = lane.base_prefetch(&shared.config);
     // Without an explicit prefetch the buffer adapts to how fast tasks drain (see
     // `adapt_prefetch`); an explicit one is kept as given.
     let max_prefetch = if shared.config.prefetch.is_some() {
@@ -118,40 +120,34 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
     let mut backlog = false;
     let mut in_flight: Option<(usize, ClaimFuture<'_>)> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
-    if shared.names.is_empty() {
-        tracing::warn!(worker = %shared.worker_id, "no task handlers registered; nothing to claim");
-    }
     loop {
         if shared.stopping() {
             break;
         }
+        let paused = lane.paused.load(Ordering::Acquire);
         // Feed free slots from the buffer.
-        while shared.executing.load(Ordering::SeqCst) < concurrency {
+        while !paused && lane.executing.load(Ordering::SeqCst) < concurrency {
             let Some((_, task)) = buffer.pop_front() else {
                 break;
             };
-            execute::spawn_execution(&shared, task);
+            execute::spawn_execution(&shared, lane_index, task);
         }
-        // Hand back what waited too long behind busy slots.
+        // Hand back what waited too long behind busy slots, or what a pause holds back.
         if buffer
             .front()
-            .is_some_and(|(at, _)| at.elapsed() > BUFFER_TTL)
+            .is_some_and(|(at, _)| paused || at.elapsed() > BUFFER_TTL)
         {
             let stale: Vec<ClaimedTask> = buffer.drain(..).map(|(_, t)| t).collect();
             lease::release(&shared, &stale).await;
             prefetch = base_prefetch;
         }
-        let running = shared.executing.load(Ordering::SeqCst);
+        let running = lane.executing.load(Ordering::SeqCst);
         let may_claim = if buffer.is_empty() {
             running < concurrency
         } else {
             backlog && buffer.len() <= concurrency / 2
         };
-        let ready = in_flight.is_none()
-            && retry_at.is_none()
-            && should_claim
-            && may_claim
-            && !shared.names.is_empty();
+        let ready = in_flight.is_none() && retry_at.is_none() && should_claim && may_claim;
         if ready {
             prefetch = adapt_prefetch(
                 prefetch,
@@ -169,16 +165,16 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                 Box::pin(
                     shared
                         .client
-                        .bounded("claiming tasks", claim_batch(&shared, room)),
+                        .bounded("claiming tasks", claim_batch(&shared, lane, room)),
                 ),
             ));
             // A wake-up that arrives while the claim is in flight may concern a task the
             // claim's snapshot misses: it sets the flag again and is honoured afterwards.
             should_claim = false;
         }
-        shared
-            .producer
-            .set_drained(buffer.is_empty() && !backlog && !should_claim && in_flight.is_none());
+        lane.set_drained(
+            !paused && buffer.is_empty() && !backlog && !should_claim && in_flight.is_none(),
+        );
         tokio::select! {
             result = async {
                 match in_flight.as_mut() {
@@ -191,6 +187,10 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                     Ok(Claimed { tasks: batch, unreadable, token }) => {
                         backoff.reset();
                         backlog = batch.len() + unreadable.len() == want;
+                        if !batch.is_empty() {
+                            // The claim found the queue running: a resume was missed.
+                            lane.paused.store(false, Ordering::Release);
+                        }
                         if !unreadable.is_empty() {
                             fail_unreadable(&shared, unreadable, token).await;
                         }
@@ -225,13 +225,13 @@ pub(crate) async fn run_producer(shared: Arc<Shared>) {
                 retry_at = None;
                 should_claim = true;
             }
-            _ = shared.producer.notified() => should_claim = true,
-            _ = shared.slot_freed.notified() => should_claim |= backlog,
+            _ = lane.notified() => should_claim = true,
+            _ = lane.slot_freed.notified() => should_claim |= backlog,
             _ = tokio::time::sleep(shared.config.poll_interval) => should_claim = true,
             _ = stop.changed() => {}
         }
     }
-    shared.producer.set_drained(false);
+    lane.set_drained(false);
     // A claim already sent may have leased tasks: wait for it so they can be handed back.
     let mut unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
     if let Some((_, claim)) = in_flight.take() {

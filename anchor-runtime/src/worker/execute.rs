@@ -20,48 +20,69 @@ use super::Shared;
 use crate::claimed::ClaimedTask;
 use crate::task::{TaskContext, TaskError};
 
-/// One of the worker's capacity slots, taken for an execution (or reserved for a local
-/// dispatch, see `local.rs`); it is freed however the execution ends, also when aborted.
-pub(crate) struct SlotGuard(Arc<Shared>);
+/// One capacity slot of a lane, taken for an execution (or reserved for a local dispatch,
+/// see `local.rs`); it is freed however the execution ends, also when aborted.
+pub(crate) struct SlotGuard {
+    shared: Arc<Shared>,
+    lane: usize,
+}
 
 impl SlotGuard {
-    fn take(shared: &Arc<Shared>) -> SlotGuard {
-        shared.executing.fetch_add(1, Ordering::SeqCst);
-        SlotGuard(shared.clone())
+    fn take(shared: &Arc<Shared>, lane: usize) -> SlotGuard {
+        shared
+            .producer
+            .lane(lane)
+            .executing
+            .fetch_add(1, Ordering::SeqCst);
+        SlotGuard {
+            shared: shared.clone(),
+            lane,
+        }
     }
 
-    /// Takes a slot if one is free.
-    pub(crate) fn try_take(shared: &Arc<Shared>) -> Option<SlotGuard> {
-        let concurrency = shared.config.concurrency;
-        shared
+    /// Takes a slot of `lane` if one is free.
+    pub(crate) fn try_take(shared: &Arc<Shared>, lane: usize) -> Option<SlotGuard> {
+        let slots = shared.producer.lane(lane);
+        slots
             .executing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < concurrency).then_some(n + 1)
+                (n < slots.concurrency).then_some(n + 1)
             })
             .ok()
-            .map(|_| SlotGuard(shared.clone()))
+            .map(|_| SlotGuard {
+                shared: shared.clone(),
+                lane,
+            })
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.0
+        &self.shared
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.executing.fetch_sub(1, Ordering::SeqCst);
-        self.0.slot_freed.notify_one();
+        let lane = self.shared.producer.lane(self.lane);
+        lane.executing.fetch_sub(1, Ordering::SeqCst);
+        lane.slot_freed.notify_one();
+        self.shared.slot_freed.notify_one();
     }
 }
 
-/// Starts `task` on a new tokio task in a slot taken now.
-pub(crate) fn spawn_execution(shared: &Arc<Shared>, task: ClaimedTask) {
-    spawn_in_slot(shared, task, None);
+/// Starts `task` on a new tokio task in a slot of `lane` taken now.
+pub(crate) fn spawn_execution(shared: &Arc<Shared>, lane: usize, task: ClaimedTask) {
+    spawn_in_slot(shared, task, Slot::Take(lane));
 }
 
-/// Starts `task` on a new tokio task, in `slot` if one was reserved for it (else in one
-/// taken now), and records its abort handle with its lease.
-pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: Option<SlotGuard>) {
+/// Where an execution runs: in a slot reserved for it, or in one of a lane taken now.
+pub(crate) enum Slot {
+    Reserved(SlotGuard),
+    Take(usize),
+}
+
+/// Starts `task` on a new tokio task in `slot`, and records its abort handle with its
+/// lease.
+pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: Slot) {
     let Some(handler) = shared.registry.handler(&task.name) else {
         // The claim only selects registered names, so this cannot happen; the lease then
         // expires and the rescuer returns the task for a worker that knows it.
@@ -73,9 +94,11 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
     // abort handle recorded under one lock, so the renewer and the fencer always see either
     // no run or a run they can stop.
     let mut leases = shared.leases.lock();
+    let (cancel_tx, cancel) = crate::task::Cancellation::pair();
     let deadline = match leases.get_mut(&task.id) {
         Some(lease) if lease.token == task.token && !lease.deadline.passed() => {
             lease.started = Some(std::time::Instant::now());
+            lease.cancel = Some(cancel_tx);
             lease.deadline.clone()
         }
         Some(lease) if lease.token == task.token => {
@@ -95,7 +118,10 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
             return;
         }
     };
-    let guard = slot.unwrap_or_else(|| SlotGuard::take(shared));
+    let guard = match slot {
+        Slot::Reserved(guard) => guard,
+        Slot::Take(lane) => SlotGuard::take(shared, lane),
+    };
     // Bounded, so that no deadline arithmetic can overflow whatever the row holds.
     let timeout = task.settings.timeout.min(anchor_core::MAX_DURATION);
     let ctx = TaskContext {
@@ -108,6 +134,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
             .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
         timeout,
         parent_id: task.parent_id,
+        cancel,
     };
     let span = tracing::info_span!(
         "anchor.task",
@@ -184,7 +211,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: O
                 "lease not renewed in time (was this process paused?); the run is \
                      stopped and the task returns to pending when the lease expires"
             );
-            _guard.0.leases.forget(id, token);
+            _guard.shared.leases.forget(id, token);
             return;
         };
         match &outcome {

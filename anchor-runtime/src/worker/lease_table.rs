@@ -20,6 +20,8 @@ pub(crate) struct Lease {
     /// The number of the run this lease is for.
     pub(crate) attempt: i32,
     pub(crate) abort: Option<AbortHandle>,
+    /// Tells the run's [`TaskContext`](crate::TaskContext) it was cancelled.
+    pub(crate) cancel: Option<tokio::sync::watch::Sender<bool>>,
     /// When the run started here (`None` while the task waits in the buffer).
     pub(crate) started: Option<Instant>,
     /// Whether the run's start is recorded in the row (`run_started`), so that a rescue
@@ -167,12 +169,49 @@ impl LeaseTable {
                     token: task.token,
                     attempt: task.attempt_i32(),
                     abort: None,
+                    cancel: None,
                     started: None,
                     start_recorded: false,
                     deadline: Arc::new(LeaseDeadline::new(self.deadline(task.leased_at))),
                 },
             );
         }
+    }
+
+    /// The task `id` was cancelled while it runs (its row is `cancelled` already, the lease
+    /// gone): tells its run at once, and drops the run's future [`CANCEL_GRACE`] later if it
+    /// has not ended by then. Returns whether a run of it was going here.
+    ///
+    /// [`CANCEL_GRACE`]: crate::CANCEL_GRACE
+    pub(crate) fn cancel_run(self: &Arc<Self>, id: TaskId) -> bool {
+        let token = {
+            let leases = self.lock();
+            let Some(lease) = leases.get(&id) else {
+                return false;
+            };
+            if let Some(cancel) = &lease.cancel {
+                cancel.send_replace(true);
+            }
+            lease.token
+        };
+        tracing::info!(task.id = %id, "task cancelled while running; stopping it");
+        let table = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::CANCEL_GRACE).await;
+            let Some(table) = table.upgrade() else {
+                return;
+            };
+            let mut leases = table.lock();
+            if leases.get(&id).is_some_and(|l| l.token == token) {
+                if let Some(abort) = leases.remove(&id).and_then(|l| l.abort) {
+                    if !abort.is_finished() {
+                        tracing::info!(task.id = %id, "cancelled run did not stop in its grace; dropping it");
+                        abort.abort();
+                    }
+                }
+            }
+        });
+        true
     }
 
     /// Forgets the lease of `id` if it is still the one under `token` (the task may have

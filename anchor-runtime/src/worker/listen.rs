@@ -12,10 +12,12 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Notification};
 
 use super::control::Control;
+use super::lease_table::LeaseTable;
 use super::{Backoff, ProducerWake};
 use crate::client::Client;
 use crate::connect::{connection_hint, ConnectOptions};
 use crate::db;
+use crate::db::notify::Notice;
 
 /// How long the `LISTEN` statement may take on a fresh connection.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +32,8 @@ pub(crate) struct Listener {
     producer: Arc<ProducerWake>,
     /// Notified on the cron channel.
     schedules_changed: Arc<Notify>,
+    /// Where runs cancelled on the control channel are stopped.
+    leases: Arc<LeaseTable>,
     worker_id: String,
 }
 
@@ -39,6 +43,7 @@ impl Listener {
         control: Arc<Control>,
         producer: Arc<ProducerWake>,
         schedules_changed: Arc<Notify>,
+        leases: Arc<LeaseTable>,
         worker_id: &str,
     ) -> Listener {
         Listener {
@@ -46,6 +51,7 @@ impl Listener {
             control,
             producer,
             schedules_changed,
+            leases,
             worker_id: worker_id.to_string(),
         }
     }
@@ -82,13 +88,23 @@ impl Listener {
         }
     }
 
-    /// Routes a notification: schedule changes wake the scheduler, everything else the
-    /// producer.
+    /// Routes a notification: new tasks wake their queue's producer, schedule changes the
+    /// scheduler; a cancellation stops the run if it is here, a pause or resume tells the
+    /// queue's producer.
     fn route(&self, notification: &Notification) {
-        if db::notify::is_schedule_change(self.client.sql(), notification.channel()) {
-            self.schedules_changed.notify_one();
-        } else {
-            self.producer.wake();
+        let sql = self.client.sql();
+        match db::notify::notice(sql, notification.channel(), notification.payload()) {
+            Some(Notice::Tasks(queue)) => self.producer.wake_queue(queue),
+            Some(Notice::Schedules) => self.schedules_changed.notify_one(),
+            Some(Notice::Cancel(id)) => {
+                self.leases.cancel_run(id);
+            }
+            Some(Notice::Paused(queue, paused)) => self.producer.set_paused(queue, paused),
+            None => tracing::debug!(
+                channel = notification.channel(),
+                payload = notification.payload(),
+                "ignoring a notification this runtime does not know"
+            ),
         }
     }
 

@@ -10,9 +10,10 @@
 //! process that dies after the insert loses nothing (the lease expires and a rescuer returns
 //! the task). No notification goes out, because no other worker needs to look.
 //!
-//! It only happens when it cannot change which task runs first or where: the worker has a
-//! free slot and its last claim found no more due tasks than it asked for, with no wake-up
-//! since (`ProducerWake::queue_drained`), it runs tasks of that name, and it is not stopping.
+//! It only happens when it cannot change which task runs first or where: the worker serves
+//! the task's queue and name, the queue's lane has a free slot, its last claim found no more
+//! due tasks than it asked for, with no wake-up since (`Lane::drained`), the queue is not
+//! announced paused, and the worker is not stopping.
 //! Otherwise, or with [`WorkerConfig::local_dispatch`](super::WorkerConfig) off, the task is
 //! inserted `pending` and claimed as usual.
 
@@ -21,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::execute::{self, SlotGuard};
+use super::execute::{self, Slot, SlotGuard};
 use super::{lease, Shared};
 use crate::claimed::ClaimedTask;
 use crate::dispatch::{LocalWorker, ReservedSlot};
@@ -33,13 +34,16 @@ impl LocalWorker for Shared {
         self.wake_producer();
     }
 
-    fn reserve(self: Arc<Self>, name: &str) -> Option<Box<dyn ReservedSlot>> {
-        let idle =
-            !self.stopping() && self.producer.drained() && self.registry.handler(name).is_some();
+    fn reserve(self: Arc<Self>, queue: &str, name: &str) -> Option<Box<dyn ReservedSlot>> {
+        let lane = self.producer.lane_for(queue, name)?;
+        let slots = self.producer.lane(lane);
+        let idle = !self.stopping()
+            && slots.drained()
+            && !slots.paused.load(std::sync::atomic::Ordering::Acquire);
         if !idle {
             return None;
         }
-        let slot = SlotGuard::try_take(&self)?;
+        let slot = SlotGuard::try_take(&self, lane)?;
         Some(Box::new(LocalSlot { slot }))
     }
 }
@@ -101,6 +105,6 @@ impl LocalSlot {
             lease::release(&shared, std::slice::from_ref(&claimed)).await;
             return;
         }
-        execute::spawn_in_slot(&shared, claimed, Some(self.slot));
+        execute::spawn_in_slot(&shared, claimed, Slot::Reserved(self.slot));
     }
 }

@@ -26,6 +26,7 @@ mod complete;
 mod control;
 mod execute;
 mod heartbeat;
+mod lanes;
 mod lease;
 mod lease_table;
 mod listen;
@@ -36,7 +37,6 @@ mod rescue;
 mod scheduler;
 mod service;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use crate::client::Client;
 use crate::registry::Registry;
 use control::Control;
+pub(crate) use lanes::ProducerWake;
 use lease_table::LeaseTable;
 use service::Stop;
 
@@ -61,8 +62,14 @@ use service::Stop;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerConfig {
-    /// How many tasks run at once (default 10).
+    /// How many tasks of one queue run at once, for each queue without a concurrency of
+    /// its own (default 10).
     pub(crate) concurrency: usize,
+    /// The queues given their own concurrency ([`WorkerConfig::with_queue`]).
+    pub(crate) queues: std::collections::BTreeMap<String, usize>,
+    /// Whether the registry's queues not named by `with_queue` are served too (default
+    /// true).
+    pub(crate) other_queues: bool,
     /// How many claimed tasks may wait locally for a free slot, beyond `concurrency`
     /// (default: 4 × concurrency, growing up to 500 while a backlog of short tasks drains
     /// fast, and back as soon as tasks drain slowly; a value set here is kept fixed).
@@ -114,6 +121,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 10,
+            queues: std::collections::BTreeMap::new(),
+            other_queues: true,
             prefetch: None,
             poll_interval: Duration::from_secs(1),
             lease_duration: Duration::from_secs(30),
@@ -133,9 +142,23 @@ impl Default for WorkerConfig {
 
 /// What each setting is; every one is set with its `with_*` method.
 impl WorkerConfig {
-    /// How many tasks run at once (default 10).
+    /// How many tasks of one queue run at once, for every queue without a concurrency of
+    /// its own (default 10). Each queue has its own slots: a queue of slow tasks never
+    /// takes the slots of another.
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    /// The queues given their own concurrency with [`WorkerConfig::with_queue`].
+    pub fn queues(&self) -> &std::collections::BTreeMap<String, usize> {
+        &self.queues
+    }
+
+    /// Whether the worker also serves the queues of its registry that
+    /// [`WorkerConfig::with_queue`] does not name, at [`WorkerConfig::concurrency()`] each
+    /// (default true). A worker serves only queues its registry has tasks for.
+    pub fn other_queues(&self) -> bool {
+        self.other_queues
     }
 
     /// How many claimed tasks may wait locally for a free slot, beyond `concurrency`
@@ -232,6 +255,28 @@ impl WorkerConfig {
         self.concurrency = concurrency;
         self
     }
+
+    /// Serves `queue` with `concurrency` slots of its own (at least 1), e.g.
+    /// `.with_queue("emails", 20).with_queue("reports", 2)`.
+    ///
+    /// ```
+    /// let config = anchor_runtime::WorkerConfig::default()
+    ///     .with_queue("emails", 20)
+    ///     .with_queue("reports", 2)
+    ///     .with_other_queues(false);
+    /// assert_eq!(config.queues().get("reports"), Some(&2));
+    /// ```
+    pub fn with_queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        self.queues.insert(queue.into(), concurrency.max(1));
+        self
+    }
+
+    /// Sets [`WorkerConfig::other_queues()`]: `false` serves only the queues named by
+    /// [`WorkerConfig::with_queue`].
+    pub fn with_other_queues(mut self, serve: bool) -> Self {
+        self.other_queues = serve;
+        self
+    }
     /// Sets [`WorkerConfig::max_rescues()`] (at least 1).
     pub fn with_max_rescues(mut self, max_rescues: u32) -> Self {
         self.max_rescues = max_rescues;
@@ -316,6 +361,19 @@ impl WorkerConfig {
 
     /// Refuses settings that cannot work at all, naming the setting and the fix.
     fn check(&self) -> crate::Result<()> {
+        for queue in self.queues.keys() {
+            if let Some(problem) = anchor_core::queue_name_problem(queue) {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::Config,
+                    format!(
+                        "worker configuration: with_queue(\"{}\", …) names no possible queue: \
+                         {problem}; {}",
+                        queue.escape_debug(),
+                        anchor_core::QUEUE_NAME_RULE
+                    ),
+                ));
+            }
+        }
         if let Some(renew) = self.lease_renew_interval {
             let lease = self.lease_duration;
             let usable = lease.saturating_sub(self.fence_margin());
@@ -334,11 +392,6 @@ impl WorkerConfig {
             }
         }
         Ok(())
-    }
-
-    fn effective_prefetch(&self) -> usize {
-        self.prefetch
-            .unwrap_or_else(|| (self.concurrency * 4).min(500))
     }
 
     fn effective_renew_interval(&self) -> Duration {
@@ -363,42 +416,6 @@ impl WorkerConfig {
     }
 }
 
-/// The producer's wake-up: whoever makes work due (a notification, a rescue, a cron tick, a
-/// retry timer) calls [`ProducerWake::wake`]; local dispatch reads whether the queue is
-/// drained.
-#[derive(Default)]
-pub(crate) struct ProducerWake {
-    notify: Notify,
-    /// The producer's last claim found no more due tasks than it asked for, nothing waits
-    /// in its buffer and no wake-up came since: a task enqueued now would be the next to
-    /// run, so local dispatch may start it here (see `local.rs`).
-    queue_drained: AtomicBool,
-}
-
-impl ProducerWake {
-    /// Tells the producer that new work may be due. Until it has looked, the queue does not
-    /// count as drained, so local dispatch cannot put a task ahead of that work (`local.rs`).
-    pub(crate) fn wake(&self) {
-        self.queue_drained.store(false, Ordering::Release);
-        self.notify.notify_one();
-    }
-
-    /// Returns at the next wake-up.
-    async fn notified(&self) {
-        self.notify.notified().await
-    }
-
-    /// Whether the queue counts as drained (see the field).
-    fn drained(&self) -> bool {
-        self.queue_drained.load(Ordering::Acquire)
-    }
-
-    /// Set by the producer after each step of its loop.
-    fn set_drained(&self, drained: bool) {
-        self.queue_drained.store(drained, Ordering::Release);
-    }
-}
-
 /// State shared by the worker's hot path: the producer, the executions, the completer and
 /// local dispatch. The background services get only the parts they use (see `service.rs`).
 pub(crate) struct Shared {
@@ -406,13 +423,13 @@ pub(crate) struct Shared {
     registry: Registry,
     config: WorkerConfig,
     worker_id: String,
+    /// Every task name the worker serves, in all its queues.
     names: Vec<String>,
-    /// Wakes the producer when new work may be due; shared with the services that make
-    /// work due (the rescuer, the scheduler, the listener).
+    /// The queues served (each with its own slots and producer), and their wake-ups; shared
+    /// with the services that make work due (the rescuer, the scheduler, the listener).
     producer: Arc<ProducerWake>,
-    /// An execution ended, so capacity is free.
+    /// An execution ended, in any lane (shutdown waits on it).
     slot_freed: Notify,
-    executing: AtomicUsize,
     /// The leases this worker holds.
     leases: Arc<LeaseTable>,
     /// The listener's connection while it is up, else the pool (see `control.rs`): here
@@ -429,7 +446,6 @@ impl Shared {
         registry: Registry,
         config: WorkerConfig,
         worker_id: String,
-        names: Vec<String>,
         stop: watch::Sender<bool>,
         completer: mpsc::Sender<complete::Message>,
     ) -> Arc<Shared> {
@@ -442,15 +458,15 @@ impl Shared {
             Control::timeout_for(config.lease_duration),
             &worker_id,
         ));
+        let producer = Arc::new(ProducerWake::new(&registry, &config));
         Arc::new(Shared {
             client,
             registry,
             config,
             worker_id,
-            names,
-            producer: Arc::new(ProducerWake::default()),
+            names: producer.names(),
+            producer,
             slot_freed: Notify::new(),
-            executing: AtomicUsize::new(0),
             leases,
             control,
             stop,
@@ -528,18 +544,11 @@ impl Worker {
             .unwrap_or_else(default_worker_id);
         let (stop, _) = watch::channel(false);
         let (completer_tx, completer_rx) = mpsc::channel(complete::CHANNEL_CAPACITY);
-        let names: Vec<String> = self
-            .registry
-            .task_names()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
         let shared = Shared::new(
             self.client,
             self.registry,
             self.config,
             worker_id,
-            names,
             stop,
             completer_tx,
         );
@@ -547,26 +556,34 @@ impl Worker {
             tracing::info!(worker = %shared.worker_id, "worker disabled by configuration");
             return WorkerHandle {
                 shared,
-                producer: None,
+                producers: None,
                 renewer: None,
                 background: Vec::new(),
             };
         }
+        let queues: Vec<String> = shared
+            .producer
+            .lanes()
+            .iter()
+            .map(|lane| format!("{}={}", lane.queue, lane.concurrency))
+            .collect();
         tracing::info!(
             worker = %shared.worker_id,
             tasks = ?shared.names,
-            concurrency = shared.config.concurrency,
+            queues = ?queues,
             "worker starting"
         );
         let (renewer, background) = spawn_services(&shared, completer_rx);
-        let producer = tokio::spawn(claim::run_producer(shared.clone()));
+        let producers = (0..shared.producer.lanes().len())
+            .map(|lane| tokio::spawn(claim::run_producer(shared.clone(), lane)))
+            .collect();
         if shared.config.local_dispatch {
             let weak = Arc::downgrade(&shared);
             shared.client.register_local_worker(weak);
         }
         WorkerHandle {
             shared,
-            producer: Some(producer),
+            producers: Some(producers),
             renewer: Some(renewer),
             background,
         }
@@ -637,6 +654,7 @@ fn spawn_services(
         control.clone(),
         producer.clone(),
         schedules_changed.clone(),
+        leases.clone(),
         id,
     );
     let scheduler = scheduler::Scheduler::new(
@@ -691,7 +709,8 @@ async fn wait_for_signal() {
 /// Controls a started worker.
 pub struct WorkerHandle {
     shared: Arc<Shared>,
-    producer: Option<JoinHandle<()>>,
+    /// One producer per queue served; `None` for a disabled worker.
+    producers: Option<Vec<JoinHandle<()>>>,
     /// Kept apart from the other background tasks: after shutdown it goes on renewing the
     /// leases of runs that ignored the abort, until they end.
     renewer: Option<JoinHandle<()>>,
@@ -706,7 +725,7 @@ impl WorkerHandle {
 
     /// How many tasks are running now.
     pub fn running(&self) -> usize {
-        self.shared.executing.load(Ordering::SeqCst)
+        self.shared.producer.executing()
     }
 
     /// Stops gracefully: no new claims, running tasks get up to the shutdown grace to
@@ -720,22 +739,24 @@ impl WorkerHandle {
     pub async fn shutdown(mut self) {
         let shared = self.shared.clone();
         shared.stop.send_replace(true);
-        if let Some(producer) = self.producer.take() {
-            let _ = producer.await;
+        if let Some(producers) = self.producers.take() {
+            for producer in producers {
+                let _ = producer.await;
+            }
         } else {
             return;
         }
         let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace;
         loop {
             let freed = shared.slot_freed.notified();
-            if shared.executing.load(Ordering::SeqCst) == 0 {
+            if shared.producer.executing() == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 break;
             }
         }
-        let left = shared.executing.load(Ordering::SeqCst);
+        let left = shared.producer.executing();
         if left > 0 {
             tracing::warn!(
                 worker = %shared.worker_id,
@@ -800,7 +821,7 @@ impl WorkerHandle {
     /// and for emergencies.
     pub fn abort(mut self) {
         self.shared.stop.send_replace(true);
-        if let Some(producer) = self.producer.take() {
+        for producer in self.producers.take().into_iter().flatten() {
             producer.abort();
         }
         for task in self.background.drain(..).chain(self.renewer.take()) {
@@ -871,7 +892,6 @@ mod tests {
             Registry::new(),
             WorkerConfig::default(),
             "test".to_string(),
-            Vec::new(),
             stop,
             completer,
         )
@@ -906,5 +926,16 @@ mod tests {
         ] {
             assert!(Worker::new(client.clone(), Registry::new(), config).is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_queue_name_that_cannot_exist_is_a_configuration_error() {
+        let client = shared().await.client.clone();
+        let config = WorkerConfig::default().with_queue("Reports", 2);
+        let err = Worker::new(client, Registry::new(), config)
+            .err()
+            .expect("an upper-case queue name");
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        assert!(err.to_string().contains("with_queue(\"Reports\""), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 //! None of them may read the whole table, and each must use the index built for it.
 
 use anchor_runtime::tokio_postgres;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::harness::test_db;
@@ -279,6 +279,89 @@ async fn hot_statements_use_their_indexes_before_the_table_is_analysed() -> Resu
     for (what, sql) in batched {
         assert_no_seq_scan(&conn, what, sql, &(1..=500)).await?;
     }
+    drop(conn);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// The pages of the claim index the claim reads when it runs for real (`EXPLAIN (ANALYZE,
+/// BUFFERS)`, rolled back): names `Work0`, 100 tasks, queue `queue`. Also the plan text.
+async fn claim_buffers(
+    conn: &mut tokio_postgres::Client,
+    claim: &str,
+    queue: &str,
+) -> Result<(i64, String)> {
+    // A prepared statement outlives the transaction it was made in.
+    conn.batch_execute("DEALLOCATE ALL").await?;
+    let tx = conn.transaction().await?;
+    tx.batch_execute(&format!("PREPARE claim AS {claim}"))
+        .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim(\
+                 ARRAY['Work0']::text[], 100, 'w', 1, 30000, '{queue}')"
+            ),
+            &[],
+        )
+        .await?;
+    let json: Value = row.get(0);
+    let plan = &json[0]["Plan"];
+    // The pages its scans of the claim index read (the update's writes into the table and
+    // its other indexes grow with their depth, whatever the claim reads).
+    let touched: i64 = nodes(plan)
+        .into_iter()
+        .filter(|n| n.get("Index Name").and_then(Value::as_str) == Some("tasks_claim_idx"))
+        .map(|n| {
+            let pages = |k: &str| n.get(k).and_then(Value::as_i64).unwrap_or(0);
+            pages("Shared Hit Blocks") + pages("Shared Read Blocks")
+        })
+        .sum();
+    let claimed = plan.get("Actual Rows").and_then(Value::as_i64).unwrap_or(0);
+    let text = serde_json::to_string_pretty(plan)?;
+    tx.rollback().await?;
+    ensure!(
+        claimed == 100,
+        "the claim took {claimed} rows, not 100:\n{text}"
+    );
+    Ok((touched, text))
+}
+
+/// A backlog of another queue (1M pending rows, older than every task of this one, so at
+/// the head of the index before queues existed) costs the claim nothing: its scans read as
+/// many index pages with it as without it (one more level of the tree at most). Tasks due later at a higher priority (a retry
+/// waiting, a task scheduled for tomorrow) do not either.
+#[tokio::test]
+async fn the_claim_reads_nothing_of_other_queues_or_of_tasks_not_due() -> Result<()> {
+    let db = test_db().await?;
+    let (mut conn, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    conn.batch_execute(
+        "INSERT INTO anchor.tasks (name, timeout_ms, payload, run_after, priority) \
+         SELECT 'Work0', 60000, '{}'::jsonb, now() - interval '1 minute', 5 \
+         FROM generate_series(1, 1000)",
+    )
+    .await?;
+    // On its own: VACUUM cannot run inside the implicit transaction of several statements.
+    conn.batch_execute("VACUUM ANALYZE anchor.tasks").await?;
+    let claim = db.client.statements().claim;
+    let (alone, _) = claim_buffers(&mut conn, &claim, "default").await?;
+    conn.batch_execute(
+        "INSERT INTO anchor.tasks (name, timeout_ms, payload, run_after, queue) \
+         SELECT 'Foreign', 60000, '{}'::jsonb, now() - interval '1 day', 'other' \
+         FROM generate_series(1, 1000000); \
+         INSERT INTO anchor.tasks (name, timeout_ms, payload, run_after, priority) \
+         SELECT 'Work0', 60000, '{}'::jsonb, now() + interval '1 hour', 0 \
+         FROM generate_series(1, 100000)",
+    )
+    .await?;
+    conn.batch_execute("VACUUM ANALYZE anchor.tasks").await?;
+    let (with_backlog, plan) = claim_buffers(&mut conn, &claim, "default").await?;
+    ensure!(
+        with_backlog <= alone + alone / 5 + 20,
+        "the claim read {with_backlog} pages of its index beside a foreign backlog and tasks \
+         not due, {alone} without them:\n{plan}"
+    );
     drop(conn);
     let _ = driver.await;
     Ok(())

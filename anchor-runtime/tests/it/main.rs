@@ -13,6 +13,7 @@ mod local_dispatch;
 mod outage;
 mod outcomes;
 mod pgbouncer;
+mod queues;
 mod retention;
 mod tls;
 mod unregistered;
