@@ -1,9 +1,12 @@
 //! What an executor sees and returns: [`TaskId`], [`TaskContext`] and [`TaskError`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
 pub use crate::ids::TaskId;
 
@@ -26,7 +29,23 @@ pub const CANCEL_GRACE: Duration = Duration::from_millis(500);
 /// Whether someone cancelled the running task ([`Client::cancel_task`](crate::Client::cancel_task)
 /// or `anchor tasks cancel`): set once by the worker, read by [`TaskContext::cancelled`].
 #[derive(Debug, Clone)]
-pub(crate) struct Cancellation(Option<tokio::sync::watch::Receiver<bool>>);
+pub(crate) struct Cancellation(Option<Arc<CancelSignal>>);
+
+/// The signal a run's lease and its context share: one small allocation per run, and
+/// nothing to wake when the run ends uncancelled (the common case).
+#[derive(Debug, Default)]
+pub(crate) struct CancelSignal {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelSignal {
+    /// Marks the run cancelled and wakes whoever waits in [`TaskContext::cancelled`].
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
 
 impl Cancellation {
     /// A context that is never cancelled (one built by hand).
@@ -34,10 +53,10 @@ impl Cancellation {
         Cancellation(None)
     }
 
-    /// The sending side (kept with the run's lease) and the context's side.
-    pub(crate) fn pair() -> (tokio::sync::watch::Sender<bool>, Cancellation) {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (tx, Cancellation(Some(rx)))
+    /// The worker's side (kept with the run's lease) and the context's side.
+    pub(crate) fn pair() -> (Arc<CancelSignal>, Cancellation) {
+        let signal = Arc::new(CancelSignal::default());
+        (signal.clone(), Cancellation(Some(signal)))
     }
 }
 
@@ -101,7 +120,10 @@ impl TaskContext {
     /// it, so a handler that checks this can stop cleanly first (roll back, release a
     /// lock, delete a temporary file).
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.0.as_ref().is_some_and(|rx| *rx.borrow())
+        self.cancel
+            .0
+            .as_ref()
+            .is_some_and(|s| s.cancelled.load(Ordering::Acquire))
     }
 
     /// Completes when the task is cancelled while it runs (see
@@ -118,15 +140,18 @@ impl TaskContext {
     /// # }
     /// ```
     pub async fn cancelled(&self) {
-        match &self.cancel.0 {
-            Some(rx) => {
-                let mut rx = rx.clone();
-                // An error means the worker dropped the sender: the run is over anyway.
-                if rx.wait_for(|cancelled| *cancelled).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+        let Some(signal) = &self.cancel.0 else {
+            return std::future::pending().await;
+        };
+        loop {
+            // Registered before the flag is read, so a cancel in between is not missed.
+            let notified = signal.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if signal.cancelled.load(Ordering::Acquire) {
+                return;
             }
-            None => std::future::pending().await,
+            notified.await;
         }
     }
 }

@@ -29,8 +29,8 @@ impl ListingSql {
     pub(crate) fn new(schema: &str) -> ListingSql {
         let tasks = format!("{}.tasks", quote_ident(schema));
         ListingSql {
-            // Pending and running tasks all (pending from `tasks_claim_idx` alone, which
-            // includes the name), finished ones over the window $1 ms (`tasks_finished_idx`).
+            // Pending and running tasks all (through the partial claim and lease indexes),
+            // finished ones over the window $1 ms (`tasks_finished_idx`).
             counts: format!(
                 "SELECT queue, name, status, count(*)::bigint FROM {tasks} \
                    WHERE status IN ({pending}, {running}) GROUP BY 1, 2, 3 \

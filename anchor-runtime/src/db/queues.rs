@@ -43,7 +43,7 @@ impl QueueSql {
                  RETURNING 1::bigint, pg_notify($2, 'resume ' || name)"
             ),
             // Every queue named by a stored definition, a pending or running task, or the
-            // pause table, with its counts. The pending side reads `tasks_claim_idx` only
+            // pause table, with its counts. The pending side goes through `tasks_claim_idx`
             // (queue, run_after); running tasks are few.
             list: format!(
                 "WITH pending AS ( \

@@ -21,7 +21,7 @@ pub(crate) struct Lease {
     pub(crate) attempt: i32,
     pub(crate) abort: Option<AbortHandle>,
     /// Tells the run's [`TaskContext`](crate::TaskContext) it was cancelled.
-    pub(crate) cancel: Option<tokio::sync::watch::Sender<bool>>,
+    pub(crate) cancel: Option<Arc<crate::task::CancelSignal>>,
     /// When the run started here (`None` while the task waits in the buffer).
     pub(crate) started: Option<Instant>,
     /// Whether the run's start is recorded in the row (`run_started`), so that a rescue
@@ -190,7 +190,7 @@ impl LeaseTable {
                 return false;
             };
             if let Some(cancel) = &lease.cancel {
-                cancel.send_replace(true);
+                cancel.cancel();
             }
             lease.token
         };
