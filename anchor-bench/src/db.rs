@@ -165,6 +165,61 @@ impl Monitor {
         Ok(())
     }
 
+    /// The table of `--mode inspect`: `finished` completed tasks finished over the last ten
+    /// days with every 50th failed instead, and 50k pending tasks over three queues and five
+    /// names (a tenth not due yet); vacuumed and analysed.
+    pub async fn prefill_inspection(&self, finished: u64) -> Result<()> {
+        let finished = i64::try_from(finished).context("--completed-rows is too large")?;
+        let t = &self.tasks_table;
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO {t} (name, queue, status, attempts, timeout_ms, payload, \
+                       run_after, created_at, started_at, finished_at, updated_at, errors) \
+                     SELECT (ARRAY['Noop','Email','Report','Digest','Cleanup'])[1 + g % 5], \
+                       (ARRAY['default','emails','reports'])[1 + g % 3], \
+                       CASE WHEN g % 50 = 0 THEN 3 ELSE 2 END, 1, 3600000, \
+                       jsonb_build_object('i', g), f, f, f, f, f, \
+                       CASE WHEN g % 50 = 0 THEN jsonb_build_array(jsonb_build_object( \
+                         'attempt', 1, 'at', f, 'message', 'boom')) ELSE '[]'::jsonb END \
+                     FROM generate_series(1, $1::bigint) g, \
+                       LATERAL (SELECT now() - ($1::bigint - g) * (interval '10 days' / $1::bigint) AS f) x"
+                ),
+                &[&finished],
+            )
+            .await
+            .context("cannot pre-fill finished rows")?;
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO {t} (name, queue, timeout_ms, payload, run_after) \
+                     SELECT (ARRAY['Noop','Email','Report','Digest','Cleanup'])[1 + g % 5], \
+                       (ARRAY['default','emails','reports'])[1 + g % 3], 3600000, \
+                       jsonb_build_object('i', g), \
+                       CASE WHEN g % 10 = 0 THEN now() + interval '1 hour' ELSE now() END \
+                     FROM generate_series(1, 50000) g"
+                ),
+                &[],
+            )
+            .await
+            .context("cannot pre-fill pending rows")?;
+        self.conn
+            .batch_execute(&format!("VACUUM ANALYZE {t}"))
+            .await
+            .context("cannot vacuum the pre-filled table")?;
+        Ok(())
+    }
+
+    /// Every row of the task table.
+    pub async fn count_all(&self) -> Result<i64> {
+        let row = self
+            .conn
+            .query_one(&format!("SELECT count(*) FROM {}", self.tasks_table), &[])
+            .await
+            .context("cannot count tasks")?;
+        Ok(row.get(0))
+    }
+
     /// What the harness's pgbench drain does between loading its queue and draining it:
     /// analyse the table and checkpoint, so the drain does not pay for the load's dirty
     /// pages (a checkpoint that starts during the drain) and both start from the same state.

@@ -15,6 +15,7 @@
 //! point it at a throwaway database. See `docs/performance.md`.
 
 mod db;
+mod inspect;
 mod latency;
 mod mixed;
 mod rss;
@@ -35,6 +36,9 @@ enum Mode {
     Throughput,
     Latency,
     Mixed,
+    /// The operator's reads (list, stats, queues) on a table of `--completed-rows` finished
+    /// tasks (default 1M) and 50k pending ones.
+    Inspect,
     /// Internal: run one worker process for `--workers P` (started by the benchmark itself).
     #[value(hide = true)]
     WorkerChild,
@@ -180,6 +184,21 @@ async fn run(args: Args) -> Result<()> {
                 "PEER={PEER} MODE=latency LAT_N={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_mb={:.1}",
                 r.samples, r.p50_ms, r.p99_ms, r.max_ms, r.rss_mb
             );
+            Ok(())
+        }
+        Mode::Inspect => {
+            let rows = if args.completed_rows == 0 {
+                1_000_000
+            } else {
+                args.completed_rows
+            };
+            let r = inspect::run(&settings, rows).await?;
+            let figures: Vec<String> = r
+                .figures
+                .iter()
+                .map(|(name, ms)| format!("{name}={ms:.2}"))
+                .collect();
+            println!("PEER={PEER} MODE=inspect rows={} {}", r.rows, figures.join(" "));
             Ok(())
         }
         Mode::Mixed => {
