@@ -2,10 +2,12 @@
 //! and `--json` output, and the exit codes (0 done, 1 nothing done, 2 connection or schema
 //! problems).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use anchor_runtime::{Client, TaskDefinition, TaskOverride};
-use serde_json::Value;
+
+mod common;
+use common::{json, text};
 
 static REPORT: TaskDefinition = TaskDefinition {
     name: "Report",
@@ -20,24 +22,10 @@ static REPORT: TaskDefinition = TaskDefinition {
 };
 
 fn anchor(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anchor"))
-        .arg("tasks")
-        .args(args)
-        .env("DATABASE_URL", url)
-        .output()
-        .expect("run anchor tasks")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(output)))
+    let args: Vec<&str> = std::iter::once("tasks")
+        .chain(args.iter().copied())
+        .collect();
+    common::anchor(url, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

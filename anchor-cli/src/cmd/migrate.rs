@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 /// Flags of `anchor migrate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,16 +15,8 @@ pub struct Args {
 
 /// Applies every pending migration and prints what was done.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let client = anchor_runtime::Client::connect_with_pool_size(&args.database_url, 1)
-            .await
-            .context("cannot use --database-url")?
-            .try_with_schema(&args.schema)
-            .context("invalid --schema")?;
+    super::connect::block_on(async {
+        let client = super::connect::connect(&args.database_url, &args.schema).await?;
         match anchor_runtime::migrate(&client).await {
             Ok(report) if report.applied.is_empty() => {
                 println!(
@@ -54,5 +44,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-    })
+    })?
 }

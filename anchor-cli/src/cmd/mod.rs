@@ -1,6 +1,8 @@
 //! One module per subcommand: its flags (`Args`) and `run`, which returns the exit code.
-//! An `Err` from `run` is a usage or I/O problem and exits with 2.
+//! An `Err` from `run` is a usage or I/O problem and exits with 2. `connect` is what the
+//! database commands share: their flags and client.
 
+pub mod connect;
 pub mod cron;
 pub mod generate;
 pub mod migrate;

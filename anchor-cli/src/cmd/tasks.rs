@@ -8,23 +8,17 @@
 use std::process::ExitCode;
 
 use anchor_runtime::{Client, TaskId, TaskRecord};
-use anyhow::Context;
 use serde_json::{json, Value};
+
+use super::connect::Database;
 
 /// Flags of `anchor tasks`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    /// The database, e.g. postgres://user:password@host:5432/dbname.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
-    database_url: Option<String>,
-    /// The schema holding anchor's tables.
-    #[arg(long, default_value = anchor_runtime::DEFAULT_SCHEMA, global = true)]
-    schema: String,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    db: Database,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -54,27 +48,13 @@ enum Action {
 
 /// Runs the action and prints its result.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(url) = args.database_url.as_deref() else {
-        anyhow::bail!("no database given: pass --database-url or set DATABASE_URL");
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let client = Client::connect_with_pool_size(url, 1)
-            .await
-            .context("cannot use --database-url")?
-            .try_with_schema(&args.schema)
-            .context("invalid --schema")?;
-        anchor_runtime::check_schema(&client)
-            .await
-            .context("cannot use the task tables")?;
+    let json = args.db.json;
+    args.db.run(|client| async move {
         match args.action {
-            Action::Show { id } => show(&client, TaskId::new(id), args.json).await,
-            Action::Retry { id } => act(&client, TaskId::new(id), Verb::Retry, args.json).await,
-            Action::Cancel { id } => act(&client, TaskId::new(id), Verb::Cancel, args.json).await,
-            Action::Delete { id } => act(&client, TaskId::new(id), Verb::Delete, args.json).await,
+            Action::Show { id } => show(&client, TaskId::new(id), json).await,
+            Action::Retry { id } => act(&client, TaskId::new(id), Verb::Retry, json).await,
+            Action::Cancel { id } => act(&client, TaskId::new(id), Verb::Cancel, json).await,
+            Action::Delete { id } => act(&client, TaskId::new(id), Verb::Delete, json).await,
         }
     })
 }
