@@ -57,12 +57,15 @@ async fn show_retry_cancel_and_delete_one_task() {
         out.contains("unique tag report-2026-12") && out.contains("on failure ReportFailed"),
         "{out}"
     );
+    assert!(out.contains("queue default, priority 0"), "{out}");
     let shape = json(&anchor(&db.url, &["show", &id, "--json"]));
     assert_eq!(shape["status"], "pending");
     assert_eq!(shape["payload"]["month"], "2026-12");
     assert_eq!(shape["settings"]["timeout_ms"], 60_000);
     assert_eq!(shape["settings"]["on_failed"], "ReportFailed");
     assert!(shape["settings"]["retry"].is_null());
+    assert_eq!(shape["settings"]["queue"], "default");
+    assert_eq!(shape["settings"]["priority"], 0);
 
     // Delayed: a retry makes it due now; then cancel, delete.
     let retried = anchor(&db.url, &["retry", &id]);

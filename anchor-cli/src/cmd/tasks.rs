@@ -34,7 +34,8 @@ enum Action {
         /// The task's id.
         id: i64,
     },
-    /// Cancel a pending task.
+    /// Cancel a task; only a pending or running task can be cancelled (a running one is
+    /// told to stop, and its outcome is not written).
     Cancel {
         /// The task's id.
         id: i64,
@@ -102,10 +103,12 @@ impl Verb {
                 "it is {status}; only a failed or cancelled task, or a pending one waiting \
                  for its run_after, can be retried"
             ),
-            Verb::Cancel => format!("it is {status}; only a pending task can be cancelled"),
+            Verb::Cancel => {
+                format!("it is {status}; only a pending or running task can be cancelled")
+            }
             Verb::Delete => format!(
                 "it is {status}; only a finished (completed, failed or cancelled) task can be \
-                 deleted; cancel a pending one first"
+                 deleted; cancel a pending or running one first"
             ),
         }
     }
@@ -202,6 +205,8 @@ fn task_json(task: &TaskRecord) -> Value {
             })),
             "on_failed": settings.on_failed,
             "max_rescues": settings.max_rescues,
+            "queue": settings.queue,
+            "priority": settings.priority,
         },
         "lease": task.lease_owner.as_ref().map(|owner| json!({
             "owner": owner, "expires_at": task.lease_expires_at,
@@ -260,6 +265,11 @@ fn task_text(task: &TaskRecord) -> String {
     let _ = writeln!(out, "  run after {}", time(Some(task.run_after)));
     let _ = writeln!(out, "  started   {}", time(task.started_at));
     let _ = writeln!(out, "  finished  {}", time(task.finished_at));
+    let _ = writeln!(
+        out,
+        "  queue {}, priority {}",
+        settings.queue, settings.priority
+    );
     let _ = writeln!(
         out,
         "  timeout {}, retry {retry}, on failure {}, max rescues {}",
