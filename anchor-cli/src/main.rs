@@ -26,7 +26,7 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Create or upgrade the runtime's schema in a database.
     Migrate(cmd::migrate::Args),
-    /// Show, retry, cancel or delete one task.
+    /// List and count tasks; show, retry, cancel or delete one.
     Tasks(cmd::tasks::Args),
 }
 

@@ -68,3 +68,12 @@ pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Client> {
         .try_with_schema(schema)
         .context("invalid --schema")
 }
+
+/// A value parser for queue names: a name that cannot exist is a usage error, with the
+/// rule, before anything connects.
+pub fn queue_name(name: &str) -> Result<String, String> {
+    match anchor_core::queue_name_problem(name) {
+        None => Ok(name.to_string()),
+        Some(problem) => Err(format!("{problem}; {}", anchor_core::QUEUE_NAME_RULE)),
+    }
+}

@@ -1,4 +1,5 @@
-//! `anchor tasks show|retry|cancel|delete ID`: one task, read or acted on by hand.
+//! `anchor tasks show|retry|cancel|delete ID`: one task, read or acted on by hand; and
+//! `anchor tasks list|stats` (in `listing.rs`): many tasks, a page at a time, and counts.
 //!
 //! Exit codes: 0 done; 1 nothing done (no such task, or not in a state that allows it, with
 //! the reason); 2 usage or connection problems (a bad URL, a database that is down, a
@@ -11,6 +12,8 @@ use anchor_runtime::{Client, TaskId, TaskRecord};
 use serde_json::{json, Value};
 
 use super::connect::Database;
+use super::listing::{self, ListArgs, StatsArgs};
+use super::output::{millis, time_ms};
 
 /// Flags of `anchor tasks`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +26,12 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
+    /// List tasks, newest first, a page at a time, filtered by status, name, queue, tag,
+    /// parent or creation time.
+    List(ListArgs),
+    /// Count tasks per queue, name and status; the oldest due task's age; what each
+    /// worker runs.
+    Stats(StatsArgs),
     /// Show one task: status, attempts, settings, payload, error history.
     Show {
         /// The task's id.
@@ -52,6 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json = args.db.json;
     args.db.run(|client| async move {
         match args.action {
+            Action::List(list) => listing::list(&client, list, json).await,
+            Action::Stats(stats) => listing::stats(&client, stats, json).await,
             Action::Show { id } => show(&client, TaskId::new(id), json).await,
             Action::Retry { id } => act(&client, TaskId::new(id), Verb::Retry, json).await,
             Action::Cancel { id } => act(&client, TaskId::new(id), Verb::Cancel, json).await,
@@ -179,8 +190,8 @@ fn not_found(id: TaskId, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
-/// The `--json` shape of a task (docs/operations.md).
-fn task_json(task: &TaskRecord) -> Value {
+/// The `--json` shape of a task (docs/operations.md), also one entry of `tasks list`.
+pub(crate) fn task_json(task: &TaskRecord) -> Value {
     let settings = &task.settings;
     json!({
         "id": task.id.get(),
@@ -218,19 +229,10 @@ fn task_json(task: &TaskRecord) -> Value {
     })
 }
 
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// The text form of a task, one fact per line.
 fn task_text(task: &TaskRecord) -> String {
     use std::fmt::Write;
-    let time = |t: Option<anchor_runtime::chrono::DateTime<anchor_runtime::chrono::Utc>>| {
-        t.map_or_else(
-            || "-".to_string(),
-            |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
-        )
-    };
+    let time = time_ms;
     let settings = &task.settings;
     let retry = match &settings.retry {
         None => "none".to_string(),
