@@ -28,6 +28,8 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// List and count tasks; show, retry, cancel or delete one.
     Tasks(cmd::tasks::Args),
+    /// List the queues; pause or resume one.
+    Queues(cmd::queues::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Migrate(args) => cmd::migrate::run(args),
         Command::Tasks(args) => cmd::tasks::run(args),
+        Command::Queues(args) => cmd::queues::run(args),
     };
     match result {
         Ok(code) => code,

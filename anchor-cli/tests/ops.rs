@@ -1,6 +1,6 @@
 //! The operator commands end to end against a throwaway PostgreSQL: `anchor tasks
-//! list|stats` (filters, paging by cursor, counts), `anchor tasks cancel` of a running
-//! task, and colour only where stdout is a terminal.
+//! list|stats` (filters, paging by cursor, counts), `anchor queues list|pause|resume`,
+//! `anchor tasks cancel` of a running task, and colour only where stdout is a terminal.
 
 use std::future::Future;
 use std::process::{Command, Output};
@@ -266,6 +266,99 @@ async fn tasks_list_filters_pages_by_cursor_and_stats_counts() {
     assert!(has_escape(&forced), "{}", text(&forced));
     let json_out = on_a_terminal(&url, "tasks list --json", &[]);
     assert!(!json_out.contains('\u{1b}'), "{json_out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_list_pause_and_resume() {
+    let (url, client) = setup("cli_queues").await;
+    let emails = [TaskOverride::queue("emails")];
+    client
+        .enqueue(&EMAIL, &json!({}), &emails)
+        .await
+        .expect("enqueue");
+    client
+        .enqueue(&REPORT, &json!({}), &[])
+        .await
+        .expect("enqueue");
+    let queue = |shape: &Value, name: &str| -> Value {
+        let list = shape.as_array().unwrap_or_else(|| panic!("{shape}"));
+        list.iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {shape}"))
+            .clone()
+    };
+
+    let listed = json(&anchor(&url, &["queues", "list", "--json"]));
+    let emails = queue(&listed, "emails");
+    assert_eq!(emails["paused"], false, "{emails}");
+    assert_eq!((&emails["due"], &emails["running"]), (&json!(1), &json!(0)));
+    assert!(emails["oldest_due_age_ms"].is_u64(), "{emails}");
+    assert_eq!(queue(&listed, "default")["due"], 1);
+
+    let paused = anchor(&url, &["queues", "pause", "emails", "--by", "ops@test"]);
+    assert_eq!(code(&paused), Some(0), "{}", text(&paused));
+    assert!(
+        text(&paused).contains("queue emails paused"),
+        "{}",
+        text(&paused)
+    );
+    let emails = queue(
+        &json(&anchor(&url, &["queues", "list", "--json"])),
+        "emails",
+    );
+    assert_eq!(
+        (&emails["paused"], &emails["paused_by"]),
+        (&json!(true), &json!("ops@test"))
+    );
+    let out = text(&anchor(&url, &["queues", "list"]));
+    assert!(
+        out.lines().any(|l| l.starts_with("emails")
+            && l.contains("paused since")
+            && l.contains("by ops@test")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("default") && l.contains("running")),
+        "{out}"
+    );
+
+    let again = anchor(&url, &["queues", "pause", "emails"]);
+    assert_eq!(code(&again), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("paused already"), "{}", text(&again));
+    assert!(text(&again).contains("by ops@test"), "{}", text(&again));
+    let again = anchor(&url, &["queues", "pause", "emails", "--json"]);
+    assert_eq!(code(&again), Some(1));
+    let shape = json!({"queue": "emails", "action": "pause", "done": false, "paused": true});
+    assert_eq!(json(&again), shape);
+
+    let resumed = anchor(&url, &["queues", "resume", "emails", "--json"]);
+    assert_eq!(code(&resumed), Some(0), "{}", text(&resumed));
+    let shape = json!({"queue": "emails", "action": "resume", "done": true, "paused": false});
+    assert_eq!(json(&resumed), shape);
+    let again = anchor(&url, &["queues", "resume", "emails"]);
+    assert_eq!(code(&again), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("not paused"), "{}", text(&again));
+
+    // Who paused it, by default: the user at the host.
+    let by_default = anchor_with(
+        &url,
+        &["queues", "pause", "emails"],
+        &[("USER", "alice"), ("HOSTNAME", "box")],
+    );
+    assert_eq!(code(&by_default), Some(0), "{}", text(&by_default));
+    let emails = queue(
+        &json(&anchor(&url, &["queues", "list", "--json"])),
+        "emails",
+    );
+    assert_eq!(emails["paused_by"], "alice@box");
+
+    let bad = anchor(&url, &["queues", "pause", "Bad!"]);
+    assert_eq!(code(&bad), Some(2), "{}", text(&bad));
+    let rule = anchor_core::QUEUE_NAME_RULE;
+    assert!(text(&bad).contains(rule), "{}", text(&bad));
+    let down = anchor("postgres://nobody@127.0.0.1:1/none", &["queues", "list"]);
+    assert_eq!(code(&down), Some(2), "{}", text(&down));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

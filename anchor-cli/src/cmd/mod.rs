@@ -8,5 +8,6 @@ pub mod generate;
 pub mod listing;
 pub mod migrate;
 pub mod output;
+pub mod queues;
 pub mod tasks;
 pub mod validate;
