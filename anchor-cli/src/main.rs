@@ -30,6 +30,8 @@ enum Command {
     Tasks(cmd::tasks::Args),
     /// List the queues; pause or resume one.
     Queues(cmd::queues::Args),
+    /// List the cron schedules; pause or resume them.
+    Schedules(cmd::schedules::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => cmd::migrate::run(args),
         Command::Tasks(args) => cmd::tasks::run(args),
         Command::Queues(args) => cmd::queues::run(args),
+        Command::Schedules(args) => cmd::schedules::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! The operator commands end to end against a throwaway PostgreSQL: `anchor tasks
 //! list|stats` (filters, paging by cursor, counts), `anchor queues list|pause|resume`,
-//! `anchor tasks cancel` of a running task, and colour only where stdout is a terminal.
+//! `anchor schedules list|pause|resume`, `anchor tasks cancel` of a running task, and colour
+//! only where stdout is a terminal.
 
 use std::future::Future;
 use std::process::{Command, Output};
@@ -9,20 +10,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anchor_runtime::{
-    Client, Registry, TaskContext, TaskDefinition, TaskError, TaskId, TaskOverride, TaskStatus,
-    Worker, WorkerConfig,
+    Client, CronDefaults, Registry, TaskContext, TaskDefinition, TaskError, TaskId, TaskOverride,
+    TaskStatus, Worker, WorkerConfig,
 };
 use serde_json::{json, Value};
 
 mod common;
 use common::{anchor, anchor_with, json, text};
 
-const fn def(name: &'static str) -> TaskDefinition {
+const fn def(name: &'static str, cron: Option<CronDefaults>) -> TaskDefinition {
     TaskDefinition {
         name,
         retry: None,
         timeout_ms: 60_000,
-        cron: None,
+        cron,
         on_failed: None,
         default_params: "{}",
         max_rescues: None,
@@ -31,10 +32,29 @@ const fn def(name: &'static str) -> TaskDefinition {
     }
 }
 
-static REPORT: TaskDefinition = def("Report");
-static EMAIL: TaskDefinition = def("Email");
-static DOOMED: TaskDefinition = def("Doomed");
-static WAITER: TaskDefinition = def("Waiter");
+static REPORT: TaskDefinition = def("Report", None);
+static EMAIL: TaskDefinition = def("Email", None);
+static DOOMED: TaskDefinition = def("Doomed", None);
+static WAITER: TaskDefinition = def("Waiter", None);
+/// Cron tasks with a required parameter: scheduled from code only, never by a worker's
+/// start (and no worker runs here, so they never fire).
+static NIGHTLY: TaskDefinition = def(
+    "Nightly",
+    Some(CronDefaults {
+        expression: "0 3 * * *",
+        timezone: Some("Europe/Berlin"),
+        default_params: None,
+    }),
+);
+static HOURLY: TaskDefinition = def(
+    "Hourly",
+    Some(CronDefaults {
+        expression: "0 * * * *",
+        timezone: None,
+        default_params: None,
+    }),
+);
+
 /// A migrated database of its own, and a client on it.
 async fn setup(prefix: &str) -> (String, Client) {
     let db = anchor_testkit::shared()
@@ -359,6 +379,133 @@ async fn queues_list_pause_and_resume() {
     assert!(text(&bad).contains(rule), "{}", text(&bad));
     let down = anchor("postgres://nobody@127.0.0.1:1/none", &["queues", "list"]);
     assert_eq!(code(&down), Some(2), "{}", text(&down));
+}
+
+#[tokio::test]
+async fn schedules_list_pause_and_resume_by_id_or_task() {
+    let (url, client) = setup("cli_schedules").await;
+    let a = client
+        .schedule(&NIGHTLY, &json!({"customer": "a"}), &[])
+        .await;
+    let a = a.expect("schedule").get();
+    let b = client
+        .schedule(&NIGHTLY, &json!({"customer": "b"}), &[])
+        .await;
+    let b = b.expect("schedule").get();
+    let tag = [TaskOverride::unique_tag("hourly")];
+    let h = client.schedule(&HOURLY, &json!({}), &tag).await;
+    let h = h.expect("schedule").get();
+    let list = || json(&anchor(&url, &["schedules", "list", "--json"]));
+    let find = |shape: &Value, id: i64| -> Value {
+        shape
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["id"] == id))
+            .unwrap_or_else(|| panic!("no schedule {id} in {shape}"))
+            .clone()
+    };
+
+    let listed = list();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+    let nightly = find(&listed, a);
+    assert_eq!(nightly["task_name"], "Nightly");
+    assert_eq!(nightly["timezone"], "Europe/Berlin");
+    assert_eq!(nightly["payload"], json!({"customer": "a"}));
+    assert_eq!(
+        (&nightly["enabled"], &nightly["disabled_reason"]),
+        (&json!(true), &Value::Null)
+    );
+    assert_eq!(find(&listed, h)["key"], "hourly");
+    let out = text(&anchor(&url, &["schedules", "list"]));
+    assert!(out.contains("0 3 * * * (Europe/Berlin)"), "{out}");
+    assert!(
+        out.contains("NEXT FIRE (UTC)") && out.contains("enabled"),
+        "{out}"
+    );
+
+    // By id: a negative number is the target, not a flag.
+    let id_a = a.to_string();
+    let paused = anchor(&url, &["schedules", "pause", &id_a]);
+    assert_eq!(code(&paused), Some(0), "{}", text(&paused));
+    assert!(
+        text(&paused).contains(&format!("schedule {a} (Nightly/")),
+        "{}",
+        text(&paused)
+    );
+    let nightly = find(&list(), a);
+    assert_eq!(
+        (&nightly["enabled"], &nightly["disabled_reason"]),
+        (&json!(false), &json!("paused"))
+    );
+    let out = text(&anchor(&url, &["schedules", "list"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&id_a) && l.contains("disabled: paused")),
+        "{out}"
+    );
+    let again = anchor(&url, &["schedules", "pause", &id_a]);
+    assert_eq!(code(&again), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("paused already"), "{}", text(&again));
+
+    // By task name: every schedule of the task; only the ones not paused change.
+    let by_task = anchor(&url, &["schedules", "pause", "Nightly", "--json"]);
+    assert_eq!(code(&by_task), Some(0), "{}", text(&by_task));
+    let shape = json(&by_task);
+    assert_eq!(
+        (&shape["action"], &shape["done"]),
+        (&json!("pause"), &json!(true))
+    );
+    let mut changed: Vec<(i64, bool)> = shape["schedules"]
+        .as_array()
+        .expect("schedules")
+        .iter()
+        .map(|s| (s["id"].as_i64().expect("id"), s["changed"] == true))
+        .collect();
+    changed.sort();
+    let mut expected = vec![(a, false), (b, true)];
+    expected.sort();
+    assert_eq!(changed, expected, "{shape}");
+    assert_eq!(
+        find(&list(), h)["enabled"],
+        true,
+        "another task's schedule is untouched"
+    );
+
+    let resumed = anchor(&url, &["schedules", "resume", "Nightly"]);
+    assert_eq!(code(&resumed), Some(0), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("resumed: next fire"),
+        "{}",
+        text(&resumed)
+    );
+    let listed = list();
+    assert!(
+        [a, b]
+            .iter()
+            .all(|id| find(&listed, *id)["enabled"] == true),
+        "{listed}"
+    );
+    let again = anchor(&url, &["schedules", "resume", "Nightly", "--json"]);
+    assert_eq!(code(&again), Some(1), "{}", text(&again));
+    assert_eq!(json(&again)["done"], false);
+    let id_h = h.to_string();
+    let resume_h = anchor(&url, &["schedules", "resume", &id_h]);
+    assert_eq!(code(&resume_h), Some(1), "{}", text(&resume_h));
+    assert!(
+        text(&resume_h).contains("it is enabled"),
+        "{}",
+        text(&resume_h)
+    );
+
+    for missing in ["-999999", "NoSuchTask"] {
+        let none = anchor(&url, &["schedules", "pause", missing]);
+        assert_eq!(code(&none), Some(1), "{missing}: {}", text(&none));
+        assert!(text(&none).contains("no cron schedule"), "{}", text(&none));
+    }
+    let none = json(&anchor(&url, &["schedules", "pause", "-999999", "--json"]));
+    assert_eq!(
+        (&none["done"], &none["schedules"]),
+        (&json!(false), &json!([]))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

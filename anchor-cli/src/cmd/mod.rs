@@ -9,5 +9,6 @@ pub mod listing;
 pub mod migrate;
 pub mod output;
 pub mod queues;
+pub mod schedules;
 pub mod tasks;
 pub mod validate;
