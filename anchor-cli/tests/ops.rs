@@ -16,7 +16,7 @@ use anchor_runtime::{
 use serde_json::{json, Value};
 
 mod common;
-use common::{anchor, anchor_with, json, text};
+use common::{anchor, anchor_with, environment, json, text};
 
 const fn def(name: &'static str, cron: Option<CronDefaults>) -> TaskDefinition {
     TaskDefinition {
@@ -111,14 +111,9 @@ fn has_escape(output: &Output) -> bool {
 /// is a terminal as it is for an operator; returns what the terminal showed.
 fn on_a_terminal(url: &str, args: &str, envs: &[(&str, &str)]) -> String {
     let command = format!("{} {args}", env!("CARGO_BIN_EXE_anchor"));
-    let out = Command::new("script")
+    let out = environment(&mut Command::new("script"), url, envs)
         .args(["-qec", &command, "/dev/null"])
-        .env("DATABASE_URL", url)
         .env("TERM", "xterm-256color")
-        .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .envs(envs.iter().copied())
         .output()
         .expect("run script");
     assert!(out.status.success(), "{}", text(&out));

@@ -12,15 +12,24 @@ pub fn anchor(url: &str, args: &[&str]) -> Output {
 
 /// [`anchor`] with more environment variables.
 pub fn anchor_with(url: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anchor"))
+    environment(&mut Command::new(env!("CARGO_BIN_EXE_anchor")), url, envs)
         .args(args)
+        .output()
+        .expect("run anchor")
+}
+
+/// `command` with `DATABASE_URL=url`, none of the caller's colour settings, and `envs`.
+pub fn environment<'a>(
+    command: &'a mut Command,
+    url: &str,
+    envs: &[(&str, &str)],
+) -> &'a mut Command {
+    command
         .env("DATABASE_URL", url)
         .env_remove("NO_COLOR")
         .env_remove("CLICOLOR")
         .env_remove("CLICOLOR_FORCE")
         .envs(envs.iter().copied())
-        .output()
-        .expect("run anchor")
 }
 
 /// stdout then stderr, for assertions and their messages.
