@@ -42,7 +42,11 @@ pub async fn run(settings: &Settings, finished_rows: u64) -> Result<Report> {
     // A page deep in the table: below the middle of the ids.
     let middle = anchor_runtime::TaskFilter::default().with_limit(1);
     let newest = client.list_tasks(&middle).await?;
-    let top = newest.tasks.first().map(|t| t.id.get()).context("an empty table")?;
+    let top = newest
+        .tasks
+        .first()
+        .map(|t| t.id.get())
+        .context("an empty table")?;
     let deep: anchor_runtime::TaskCursor = (top / 2).to_string().parse()?;
 
     let n = 21;
@@ -50,7 +54,10 @@ pub async fn run(settings: &Settings, finished_rows: u64) -> Result<Report> {
     let all = TaskFilter::default();
     figures.push(("list_ms", median_ms(n, || client.list_tasks(&all)).await?));
     let failed = TaskFilter::default().with_status(TaskStatus::Failed);
-    figures.push(("list_failed_ms", median_ms(n, || client.list_tasks(&failed)).await?));
+    figures.push((
+        "list_failed_ms",
+        median_ms(n, || client.list_tasks(&failed)).await?,
+    ));
     let failed_in = TaskFilter::default()
         .with_status(TaskStatus::Failed)
         .with_queue("emails");

@@ -198,7 +198,11 @@ async fn run(args: Args) -> Result<()> {
                 .iter()
                 .map(|(name, ms)| format!("{name}={ms:.2}"))
                 .collect();
-            println!("PEER={PEER} MODE=inspect rows={} {}", r.rows, figures.join(" "));
+            println!(
+                "PEER={PEER} MODE=inspect rows={} {}",
+                r.rows,
+                figures.join(" ")
+            );
             Ok(())
         }
         Mode::Mixed => {
