@@ -30,7 +30,7 @@ pub struct QueueInfo {
     pub oldest_due_age: Option<Duration>,
 }
 
-/// Which tasks [`Client::list_tasks`] returns. Every filter given must match; build it with
+/// Which tasks [`Client::list_tasks`](crate::Client::list_tasks) returns. Every filter given must match; build it with
 /// the `with_*` setters.
 ///
 /// ```
@@ -137,7 +137,7 @@ impl TaskFilter {
     }
 }
 
-/// Where a page of [`Client::list_tasks`] ended. Pages run from the newest task to the
+/// Where a page of [`Client::list_tasks`](crate::Client::list_tasks) ended. Pages run from the newest task to the
 /// oldest by id; a page after a cursor holds only older tasks, so paging is stable while
 /// tasks are added or change status (a task that changes status between two pages is
 /// listed by at most one of them, as it was when its page was read).
@@ -203,7 +203,7 @@ pub struct WorkerLoad {
     pub running: u64,
 }
 
-/// What [`Client::stats`] counts.
+/// What [`Client::stats`](crate::Client::stats) counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskStats {
@@ -230,5 +230,5 @@ impl TaskStats {
     }
 }
 
-/// The finished-task window [`Client::stats`] uses.
+/// The finished-task window [`Client::stats`](crate::Client::stats) uses.
 pub const DEFAULT_STATS_WINDOW: Duration = Duration::from_secs(3600);
