@@ -61,6 +61,7 @@ mod overrides;
 mod record;
 mod registry;
 mod retention;
+mod run;
 mod schedule;
 mod settings;
 mod statements;
@@ -76,14 +77,15 @@ pub use definition::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use listing::{
-    QueueInfo, TaskCount, TaskCursor, TaskFilter, TaskPage, TaskStats, WorkerLoad,
-    DEFAULT_STATS_WINDOW, MAX_PAGE,
+    describe_enqueued, QueueInfo, TaskCount, TaskCursor, TaskFilter, TaskPage, TaskStats,
+    WorkerLoad, DEFAULT_STATS_WINDOW, MAX_PAGE,
 };
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use overrides::TaskOverride;
 pub use record::{ErrorRecord, TaskRecord, TaskStatus};
 pub use registry::Registry;
 pub use retention::RetentionConfig;
+pub use run::RunOutcome;
 pub use schedule::CronSchedule;
 pub use settings::TaskSettings;
 #[doc(hidden)]

@@ -72,13 +72,8 @@ pub(crate) struct Finished {
     pub outcome: Outcome,
 }
 
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Completed,
-    Failed { message: String, fatal: bool },
-    RetryWithoutEvent,
-}
+/// How an attempt ended (the same type `Registry::run` returns).
+pub(crate) use crate::run::RunOutcome as Outcome;
 
 /// What happens to the task after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,20 +5,16 @@
 //! worker, and the renewer can abort it when the lease turns out to be lost. No database
 //! connection or transaction is held while the handler runs.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 
 use chrono::Utc;
-use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::complete::{Finished, Message, Outcome};
 use super::Shared;
 use crate::claimed::ClaimedTask;
-use crate::task::{TaskContext, TaskError};
+use crate::task::TaskContext;
 
 /// One capacity slot of a lane, taken for an execution (or reserved for a local dispatch,
 /// see `local.rs`); it is freed however the execution ends, also when aborted.
@@ -156,56 +152,15 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: S
         tracing::debug!("task started");
         // The payload is needed only to decode the parameters; the outcome does not carry it.
         let payload = std::mem::take(&mut task.payload);
-        let work = async move {
-            match handler(ctx, &payload) {
-                Ok(future) => match future.await {
-                    Ok(()) => Outcome::Completed,
-                    Err(TaskError::Failed(err)) => Outcome::Failed {
-                        message: err.to_string(),
-                        fatal: false,
-                    },
-                    Err(TaskError::Fatal(err)) => Outcome::Failed {
-                        message: format!("fatal: {err}"),
-                        fatal: true,
-                    },
-                    Err(TaskError::RetryWithoutErrorEvent) => Outcome::RetryWithoutEvent,
-                },
-                // A payload that does not decode now never will: fail without retrying.
-                Err(err) => Outcome::Failed {
-                    message: format!("payload does not match the parameters of this task: {err}"),
-                    fatal: true,
-                },
-            }
-        };
         // The handler is never polled past its lease's local deadline. The fencer aborts
         // runs that pass it while waiting, but after this process was frozen (SIGSTOP, a VM
         // pause, a starved scheduler) the handler's own timers may fire in the same turn as
         // the fencer's: this check makes the stop come first, so no handler code runs once
         // a rescuer may have handed the task to another worker.
-        // The handler's future lives in this block only: it is dropped the moment the run
-        // ends (at the timeout, say), not after the outcome is handed over, so whatever it
-        // holds (a pooled connection) is given back while the completer may be busy.
-        let outcome = {
-            let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
-            let fenced = std::future::poll_fn(move |cx| {
-                if deadline.passed() {
-                    return Poll::Ready(None);
-                }
-                work.as_mut().poll(cx).map(Some)
-            });
-            match tokio::time::timeout(timeout, fenced).await {
-                Ok(None) => None,
-                Ok(Some(Ok(outcome))) => Some(outcome),
-                Ok(Some(Err(panic))) => Some(Outcome::Failed {
-                    message: format!("panicked: {}", panic_message(panic.as_ref())),
-                    fatal: false,
-                }),
-                Err(_) => Some(Outcome::Failed {
-                    message: format!("timed out after {}", anchor_core::format_duration(timeout)),
-                    fatal: false,
-                }),
-            }
-        };
+        let outcome = crate::run::run_handler(handler.as_ref(), ctx, &payload, timeout, || {
+            !deadline.passed()
+        })
+        .await;
         let Some(outcome) = outcome else {
             tracing::warn!(
                 "lease not renewed in time (was this process paused?); the run is \
@@ -237,16 +192,5 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: S
     let handle = tokio::spawn(execution);
     if let Some(lease) = leases.get_mut(&id) {
         lease.abort = Some(handle.abort_handle());
-    }
-}
-
-/// The text of a panic payload.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_string()
     }
 }
