@@ -15,6 +15,7 @@ pub(crate) const FILES: &[(&str, &str)] = &[
     ("definitions.rs.j2", "definitions.rs"),
     ("executor.rs.j2", "executor.rs"),
     ("runner.rs.j2", "runner.rs"),
+    ("testing.rs.j2", "testing.rs"),
 ];
 
 /// The embedded template sources.
@@ -31,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/executor.rs.j2"),
     ),
     ("runner.rs.j2", include_str!("../templates/runner.rs.j2")),
+    ("testing.rs.j2", include_str!("../templates/testing.rs.j2")),
 ];
 
 /// A configured minijinja environment holding the templates.

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::db;
+use crate::definition::TaskParameters;
 use crate::error::{Error, ErrorKind, Result};
 use crate::listing::{
     QueueInfo, TaskCursor, TaskFilter, TaskPage, TaskStats, DEFAULT_STATS_WINDOW,
 };
-use crate::record::TaskRecord;
+use crate::record::{TaskRecord, TaskStatus};
 use crate::task::TaskId;
 
 impl Client {
@@ -140,6 +141,32 @@ impl Client {
             None
         };
         Ok(TaskPage { tasks, next })
+    }
+
+    /// The pending tasks of `P`'s task (enqueued, not started, due or not), oldest first,
+    /// with their parameters decoded: what a test of code that enqueues asserts on. The
+    /// generated `taskgen::testing::enqueued_…` functions call this per task.
+    ///
+    /// A payload that does not decode into `P` is an error of kind
+    /// [`Payload`](ErrorKind::Payload) naming the task.
+    pub async fn enqueued<P: TaskParameters>(&self) -> Result<Vec<(TaskId, P)>> {
+        let mut filter = TaskFilter::default()
+            .with_name(P::DEFINITION.name)
+            .with_status(TaskStatus::Pending)
+            .with_limit(crate::listing::MAX_PAGE);
+        let mut found = Vec::new();
+        loop {
+            let page = self.list_tasks(&filter).await?;
+            for task in &page.tasks {
+                found.push((task.id, task.payload_as::<P>()?));
+            }
+            match page.next {
+                Some(cursor) => filter = filter.after(cursor),
+                None => break,
+            }
+        }
+        found.reverse();
+        Ok(found)
     }
 
     /// Counts per queue, name and status (finished tasks over the last hour,

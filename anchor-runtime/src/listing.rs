@@ -232,3 +232,28 @@ impl TaskStats {
 
 /// The finished-task window [`Client::stats`](crate::Client::stats) uses.
 pub const DEFAULT_STATS_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What an `assert_enqueued_…` helper prints when nothing matched: the tasks that were
+/// enqueued instead, one per line (their parameters in `Debug` form), or that none were.
+///
+/// ```
+/// #[derive(Debug)]
+/// struct SendEmail { user_id: i64 }
+/// let text = anchor_runtime::describe_enqueued(&[SendEmail { user_id: 7 }]);
+/// assert_eq!(text, "1 was enqueued:\n  SendEmail { user_id: 7 }");
+/// assert_eq!(anchor_runtime::describe_enqueued::<SendEmail>(&[]), "none was enqueued");
+/// ```
+pub fn describe_enqueued<P: std::fmt::Debug>(enqueued: &[P]) -> String {
+    if enqueued.is_empty() {
+        return "none was enqueued".to_string();
+    }
+    let mut text = format!(
+        "{} {} enqueued:",
+        enqueued.len(),
+        if enqueued.len() == 1 { "was" } else { "were" }
+    );
+    for params in enqueued {
+        text.push_str(&format!("\n  {params:?}"));
+    }
+    text
+}

@@ -4,7 +4,8 @@
 //!
 //! Implement [`Executor`] for your type and [`register`] it with an
 //! `anchor_runtime::Registry`; enqueue tasks through [`TaskRunner`]. The task defaults
-//! (retry policy, timeout, cron schedule, `onFailed`) are in [`definitions`] and [`TASKS`].
+//! (retry policy, timeout, cron schedule, `onFailed`) are in [`definitions`] and [`TASKS`];
+//! [`testing`] has typed helpers for tests of code that enqueues them.
 //!
 //! The files below are generated and marked `#[rustfmt::skip]`, so `cargo fmt` leaves them
 //! exactly as `anchor generate --check` expects.
@@ -25,6 +26,9 @@ pub mod params;
 
 #[rustfmt::skip]
 pub mod runner;
+
+#[rustfmt::skip]
+pub mod testing;
 
 pub use catalog::{task_names, TASKS};
 pub use executor::{register, Executor};
