@@ -1,7 +1,7 @@
 //! `cargo run -p quickstart`: every anchor feature, end to end, against a real PostgreSQL.
 //!
 //! It uses `DATABASE_URL` when set and otherwise starts a throwaway cluster from the server
-//! binaries on this machine ([`embedded_pg`]). It runs a worker, enqueues the tasks of
+//! binaries on this machine (`anchor_testing::TestCluster`). It runs a worker, enqueues the tasks of
 //! `api/tasks.yaml` in the ways an application does, checks from the database that each
 //! feature behaved as described, prints a summary table and exits 0 — or non-zero naming
 //! the feature that did not behave.
@@ -25,7 +25,6 @@ macro_rules! say_err {
     }};
 }
 
-mod embedded_pg;
 mod tasks;
 // ANCHOR: declare_module
 mod zgen {
@@ -45,12 +44,12 @@ use anyhow::{anyhow, bail, ensure, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::embedded_pg::EmbeddedPostgres;
 use crate::tasks::{Journal, PushService, Tasks, SCHEMA};
 use crate::zgen::taskgen::{
     self, task_names, GenerateReportParameters, ProcessOrderParameters, SendEmailParameters,
     SendNotificationParameters, SendNotificationParametersPriority, TaskRunner,
 };
+use anchor_testing::TestCluster;
 
 /// How long one feature may take before the quickstart calls it broken. Far above what any
 /// of them needs (the slowest, cron, needs about 6 s), so a slow machine does not fail.
@@ -106,7 +105,7 @@ async fn run() -> anyhow::Result<Outcome> {
     say!("anchor quickstart: durable, typed background tasks on PostgreSQL\n");
     // Declared before everything that uses the database, so it is dropped (stopped and
     // removed) last.
-    let mut _cluster: Option<EmbeddedPostgres> = None;
+    let mut _cluster: Option<TestCluster> = None;
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => {
             say!("• database: DATABASE_URL (schema {SCHEMA} is recreated for this run)");
@@ -115,7 +114,7 @@ async fn run() -> anyhow::Result<Outcome> {
         _ => {
             let spinner =
                 spinner("starting a throwaway PostgreSQL cluster (DATABASE_URL is not set)");
-            let cluster = tokio::task::block_in_place(EmbeddedPostgres::start);
+            let cluster = tokio::task::block_in_place(TestCluster::start);
             spinner.finish_and_clear();
             let cluster = match cluster {
                 Ok(cluster) => cluster,
@@ -124,7 +123,13 @@ async fn run() -> anyhow::Result<Outcome> {
                 Err(_) if received(&mut interrupt).await || received(&mut terminate).await => {
                     return Ok(Outcome::Interrupted);
                 }
-                Err(err) => return Err(err),
+                Err(err) => {
+                    return Err(anyhow::anyhow!(err).context(
+                        "cannot start a throwaway PostgreSQL for the quickstart; or point it at \
+                         a database you have: DATABASE_URL=postgres://user:password@localhost:5432/dbname \
+                         cargo run -p quickstart",
+                    ))
+                }
             };
             say!(
                 "• database: throwaway cluster at {} (server from {}), removed on exit",

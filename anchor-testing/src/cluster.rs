@@ -1,10 +1,11 @@
-//! A throwaway PostgreSQL cluster for the quickstart when `DATABASE_URL` is not set.
+//! [`TestCluster`]: a throwaway PostgreSQL cluster from the server binaries on the machine.
 //!
 //! It uses the server binaries already on the machine (`initdb`, `pg_ctl`, found on `PATH`
 //! or under `/usr/lib/postgresql/*/bin`), creates a cluster with trust authentication in a
 //! fresh temporary directory, starts it on a free port of 127.0.0.1 and removes everything
-//! again when the [`EmbeddedPostgres`] is dropped — on a normal exit, an error, a panic that
-//! unwinds, or Ctrl-C (the caller turns the signal into an ordinary return).
+//! again when the [`TestCluster`] is dropped — on a normal exit, an error, a panic that
+//! unwinds, or Ctrl-C (when the caller turns the signal into an ordinary return); a watchdog
+//! process removes it when the process ends without dropping it (a `static`, SIGKILL).
 //!
 //! PostgreSQL refuses to run as root. Run as root, the cluster belongs to the `postgres` OS
 //! user and the server commands run through `runuser -u postgres --` (util-linux, present on
@@ -17,10 +18,40 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use anyhow::{bail, Context};
+use crate::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Fails with `message`.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(Error::new(format!($($arg)*)))
+    };
+}
+
+/// Adds what was being done to an I/O error.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|err| Error::new(format!("{what}: {err}")))
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|err| Error::new(format!("{}: {err}", what())))
+    }
+}
 
 /// A running throwaway cluster; dropping it stops the server and deletes its directory.
-pub struct EmbeddedPostgres {
+///
+/// ```no_run
+/// let cluster = anchor_testing::TestCluster::start()?;
+/// println!("connect to {}", cluster.url());
+/// # Ok::<(), anchor_testing::Error>(())
+/// ```
+pub struct TestCluster {
     bin_dir: PathBuf,
     root: PathBuf,
     data_dir: PathBuf,
@@ -29,17 +60,19 @@ pub struct EmbeddedPostgres {
     stopped: bool,
 }
 
-impl EmbeddedPostgres {
+impl TestCluster {
     /// Creates and starts a cluster; the error says what to install when no server is found.
-    pub fn start() -> anyhow::Result<EmbeddedPostgres> {
+    /// It blocks while `initdb` and the server start (a second or two): from async code, call
+    /// it through `tokio::task::spawn_blocking` or `block_in_place`.
+    pub fn start() -> Result<TestCluster> {
         let bin_dir = find_server_binaries().ok_or_else(|| {
-            anyhow::anyhow!(
+            Error::new(
                 "no PostgreSQL server binaries found (looked for `initdb` and `pg_ctl` on PATH \
                  and in /usr/lib/postgresql/*/bin).\n\
                  Either install the server, e.g. `apt-get install postgresql` (Debian/Ubuntu), \
                  `dnf install postgresql-server` (Fedora) or `brew install postgresql` (macOS),\n\
-                 or point the quickstart at a database you have: \
-                 DATABASE_URL=postgres://user:password@localhost:5432/dbname cargo run -p quickstart"
+                 or use a database server you have (for anchor_testing::TestDatabase: \
+                 ANCHOR_TEST_DATABASE_URL=postgres://user:password@localhost:5432/postgres).",
             )
         })?;
         let run_as_postgres = running_as_root();
@@ -48,13 +81,13 @@ impl EmbeddedPostgres {
                 "running as root, but PostgreSQL refuses to run as root and there is no \
                  `postgres` OS user to run it as.\n\
                  Create one (`useradd --system postgres`; installing the server package usually \
-                 does), run as an ordinary user, or set DATABASE_URL to an existing database."
+                 does), run as an ordinary user, or use a database server you have."
             );
         }
         let root = make_temp_dir(run_as_postgres)?;
         // From here on the directory exists, so a failure must still remove it: build the
         // guard first and let its `Drop` clean up whatever step fails.
-        let mut cluster = EmbeddedPostgres {
+        let mut cluster = TestCluster {
             data_dir: root.join("data"),
             bin_dir,
             root,
@@ -71,12 +104,20 @@ impl EmbeddedPostgres {
         &self.url
     }
 
+    /// The URL of database `name` on this cluster.
+    pub fn url_for(&self, name: &str) -> String {
+        match self.url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => self.url.clone(),
+        }
+    }
+
     /// Where the server binaries were found, for the user's information.
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
 
-    fn init_and_start(&mut self) -> anyhow::Result<()> {
+    fn init_and_start(&mut self) -> Result<()> {
         let data = self.data_dir.to_string_lossy().into_owned();
         let out = self.server_command(
             "initdb",
@@ -99,15 +140,17 @@ impl EmbeddedPostgres {
 
         let port = free_port()?;
         // Appending keeps the file's owner (the `postgres` user when run as root). Durability
-        // settings are off because the cluster is deleted when the quickstart ends.
+        // settings are off because the cluster is deleted when its owner ends. Many tests
+        // in parallel each hold a pool: allow plenty of connections.
         let settings = format!(
-            "\n# Added by the anchor quickstart for a throwaway cluster.\n\
+            "\n# Added by anchor-testing for a throwaway cluster.\n\
              port = {port}\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\n\
              fsync = off\n\
              synchronous_commit = off\n\
-             full_page_writes = off\n",
+             full_page_writes = off\n\
+             max_connections = 400\n",
             self.root.display()
         );
         fs::OpenOptions::new()
@@ -137,7 +180,7 @@ impl EmbeddedPostgres {
 
     /// Starts a small shell process that stops the server and deletes the directory if this
     /// process dies without running `Drop` (SIGKILL, an abort). It runs in its own process
-    /// group, so the Ctrl-C meant for the quickstart does not reach it, and exits on its own
+    /// group, so the Ctrl-C meant for its owner does not reach it, and exits on its own
     /// once the directory is gone. Best effort: without it, cleanup still happens on every
     /// ordinary exit path.
     fn spawn_watchdog(&self) {
@@ -165,7 +208,7 @@ if [ -d "$dir" ]; then "$@" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm
 
     /// Runs one of the server binaries as the cluster's owner, inside the cluster directory
     /// (the `postgres` user may not be allowed into the caller's working directory).
-    fn server_command(&self, program: &str, args: &[&str]) -> anyhow::Result<Output> {
+    fn server_command(&self, program: &str, args: &[&str]) -> Result<Output> {
         let path = self.bin_dir.join(program);
         let mut command = if self.run_as_postgres {
             let mut c = Command::new("runuser");
@@ -204,7 +247,7 @@ if [ -d "$dir" ]; then "$@" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm
     }
 }
 
-impl Drop for EmbeddedPostgres {
+impl Drop for TestCluster {
     fn drop(&mut self) {
         self.stop();
     }
@@ -262,8 +305,8 @@ fn user_exists(name: &str) -> bool {
 }
 
 /// A new private directory under the system temp dir, owned by whoever runs the server.
-fn make_temp_dir(as_postgres: bool) -> anyhow::Result<PathBuf> {
-    let template = std::env::temp_dir().join("anchor-quickstart.XXXXXX");
+fn make_temp_dir(as_postgres: bool) -> Result<PathBuf> {
+    let template = std::env::temp_dir().join("anchor-pg.XXXXXX");
     let mut command = if as_postgres {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", "mktemp", "-d"]);
@@ -288,10 +331,13 @@ fn make_temp_dir(as_postgres: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// A port that was free a moment ago; the server binds it right after.
-fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
+    Ok(listener
+        .local_addr()
+        .context("cannot find a free port on 127.0.0.1")?
+        .port())
 }
 
 fn output_text(out: &Output) -> String {
@@ -309,7 +355,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("qs-find-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("anchor-testing-find-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create scratch dir");
         dir
