@@ -1,6 +1,7 @@
-//! Every code block in docs/guide.md that is marked `<!-- snippet: FILE#REGION -->` is exactly
-//! the region `ANCHOR: REGION` … `ANCHOR_END: REGION` of FILE, which the quickstart compiles
-//! (Rust) or generates from (YAML). So the guide never shows code that does not build.
+//! Every code block in docs/guide.md and docs/testing.md that is marked
+//! `<!-- snippet: FILE#REGION -->` is exactly the region `ANCHOR: REGION` …
+//! `ANCHOR_END: REGION` of FILE, which the quickstart or an example compiles (Rust) or
+//! generates from (YAML). So the docs never show code that does not build.
 //!
 //! After changing a region, refresh the guide with
 //! `UPDATE_GUIDE=1 cargo test -p quickstart --test guide_snippets` and review the diff.
@@ -8,7 +9,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const GUIDE: &str = "docs/guide.md";
+/// Each checked page, and the fewest snippets it must quote (a page that lost its markers
+/// would otherwise pass).
+const PAGES: &[(&str, usize)] = &[("docs/guide.md", 10), ("docs/testing.md", 4)];
 const MARKER: &str = "<!-- snippet: ";
 
 fn repo_root() -> PathBuf {
@@ -58,8 +61,15 @@ fn region(file: &str, name: &str) -> Result<String, String> {
 
 #[test]
 fn guide_snippets_match_the_quickstart() {
-    let path = repo_root().join(GUIDE);
-    let guide = fs::read_to_string(&path).expect("read docs/guide.md");
+    for &(page, at_least) in PAGES {
+        check_page(page, at_least);
+    }
+}
+
+/// Checks (or with `UPDATE_GUIDE` refreshes) the snippets of one page.
+fn check_page(page: &str, at_least: usize) {
+    let path = repo_root().join(page);
+    let guide = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {page}: {e}"));
     let lines: Vec<&str> = guide.lines().collect();
     let mut out: Vec<String> = Vec::new();
     let mut problems = Vec::new();
@@ -79,31 +89,31 @@ fn guide_snippets_match_the_quickstart() {
         let line_no = i + 1;
         let (file, name) = target
             .split_once('#')
-            .unwrap_or_else(|| panic!("{GUIDE}:{line_no}: expected FILE#REGION, got {target}"));
+            .unwrap_or_else(|| panic!("{page}:{line_no}: expected FILE#REGION, got {target}"));
         let fence = lines.get(i + 1).copied().unwrap_or("");
         assert!(
             fence.starts_with("```"),
-            "{GUIDE}:{line_no}: the snippet marker must be followed by a ``` block"
+            "{page}:{line_no}: the snippet marker must be followed by a ``` block"
         );
         let end = lines[i + 2..]
             .iter()
             .position(|l| l.trim_end() == "```")
             .map(|p| i + 2 + p)
-            .unwrap_or_else(|| panic!("{GUIDE}:{line_no}: unclosed code block"));
+            .unwrap_or_else(|| panic!("{page}:{line_no}: unclosed code block"));
         let shown = lines[i + 2..end].join("\n");
         match region(file, name) {
             Ok(expected) => {
                 checked += 1;
                 if shown != expected {
                     problems.push(format!(
-                        "{GUIDE}:{line_no}: the block differs from {file}#{name}; expected:\n{expected}\n"
+                        "{page}:{line_no}: the block differs from {file}#{name}; expected:\n{expected}\n"
                     ));
                 }
                 out.push(fence.to_string());
                 out.extend(expected.lines().map(str::to_string));
             }
             Err(err) => {
-                problems.push(format!("{GUIDE}:{line_no}: {err}"));
+                problems.push(format!("{page}:{line_no}: {err}"));
                 out.extend(lines[i + 1..end].iter().map(|l| l.to_string()));
             }
         }
@@ -111,14 +121,14 @@ fn guide_snippets_match_the_quickstart() {
         i = end + 1;
     }
     assert!(
-        checked >= 10,
-        "expected the guide to quote the quickstart, found {checked} snippets"
+        checked >= at_least,
+        "expected {page} to quote at least {at_least} snippets, found {checked}"
     );
     if !problems.is_empty() && std::env::var_os("UPDATE_GUIDE").is_some() {
         let mut text = out.join("\n");
         text.push('\n');
-        fs::write(&path, text).expect("write docs/guide.md");
-        eprintln!("updated {GUIDE}; review the diff");
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {page}: {e}"));
+        eprintln!("updated {page}; review the diff");
         return;
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

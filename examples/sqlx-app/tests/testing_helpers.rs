@@ -1,17 +1,22 @@
-//! The generated test helpers on this example's own tasks: what `sign_up` enqueued, read
-//! back typed (`taskgen::testing`), with an assertion whose failure lists what was
-//! enqueued instead; and the executor run once through the worker's path
-//! (`Registry::run`), with no worker.
+//! Testing this service the way docs/testing.md shows: a throwaway database per test
+//! (`anchor_testing::TestDatabase`), what `sign_up` enqueued read back typed with the
+//! generated `taskgen::testing` helpers (whose failure lists what was enqueued instead),
+//! every task run until none is left (`anchor_testing::drain`), and the executor run once
+//! through the worker's path with no database at all (`Registry::run`).
+//!
+//! Regions between `ANCHOR:` and `ANCHOR_END:` are quoted in docs/testing.md.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anchor_runtime::{Client, Registry, RunOutcome, TaskContext, TaskError, TaskId};
+use anchor_runtime::{Registry, RunOutcome, TaskContext, TaskError, TaskId, TaskStatus};
+use anchor_testing::{drain, DrainOptions, TestDatabase};
 use anyhow::{ensure, Context, Result};
 use sqlx::PgPool;
 use sqlx_app::taskgen::{self, Executor, SendWelcomeParameters, TaskRunner};
 
-/// Mails nobody: records the address, and refuses the ones the test says bounce.
+// ANCHOR: executor
+/// Mails nobody: records the address, and refuses the ones that bounce.
 #[derive(Default)]
 struct Mailer {
     sent: Mutex<Vec<String>>,
@@ -30,39 +35,46 @@ impl Executor for Mailer {
         Ok(())
     }
 }
+// ANCHOR_END: executor
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_sign_up_enqueued_is_read_back_typed() -> Result<()> {
-    let url = anchor_testkit::shared()
-        .create_database("helpers")
-        .await?
-        .url;
-    let client = Client::connect(&url).await?;
-    anchor_runtime::migrate(&client).await?;
-    let pool = PgPool::connect(&url).await.context("sqlx pool")?;
+/// The service's own tables beside anchor's, in the test's database.
+async fn app(db: &TestDatabase) -> Result<(PgPool, TaskRunner)> {
+    let pool = PgPool::connect(db.url()).await.context("sqlx pool")?;
     sqlx_app::create_tables(&pool).await?;
-    let runner = TaskRunner::new(client.clone());
+    Ok((pool, TaskRunner::new(db.client().clone())))
+}
 
-    ensure!(taskgen::testing::enqueued_send_welcome(&client)
-        .await?
-        .is_empty());
+// ANCHOR: enqueued
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_enqueues_the_welcome_mail_only_when_it_commits() -> Result<()> {
+    let db = TestDatabase::new().await?;
+    let (pool, runner) = app(&db).await?;
+
     let (ada, _) = sqlx_app::sign_up(&pool, &runner, "ada@example.test", true).await?;
     sqlx_app::sign_up(&pool, &runner, "rolled-back@example.test", false).await?;
-    sqlx_app::sign_up(&pool, &runner, "bob@example.test", true).await?;
 
-    let enqueued = taskgen::testing::enqueued_send_welcome(&client).await?;
-    let emails: Vec<&str> = enqueued.iter().map(|p| p.email.as_str()).collect();
-    ensure!(
-        emails == ["ada@example.test", "bob@example.test"],
-        "{emails:?}"
+    let mail =
+        taskgen::testing::assert_enqueued_send_welcome(db.client(), |p| p.user_id == ada).await;
+    assert_eq!(mail.email, "ada@example.test");
+    let all = taskgen::testing::enqueued_send_welcome(db.client()).await?;
+    assert_eq!(
+        all.len(),
+        1,
+        "the rolled-back sign-up enqueued nothing: {all:?}"
     );
-    let mail = taskgen::testing::assert_enqueued_send_welcome(&client, |p| p.user_id == ada).await;
-    ensure!(mail.email == "ada@example.test");
+    Ok(())
+}
+// ANCHOR_END: enqueued
 
-    // A failed assertion names what it looked for and lists what there is.
-    let check = client.clone();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_assertion_lists_what_was_enqueued_instead() -> Result<()> {
+    let db = TestDatabase::new().await?;
+    let (pool, runner) = app(&db).await?;
+    sqlx_app::sign_up(&pool, &runner, "ada@example.test", true).await?;
+    sqlx_app::sign_up(&pool, &runner, "bob@example.test", true).await?;
+    let client = db.client().clone();
     let missed = tokio::spawn(async move {
-        taskgen::testing::assert_enqueued_send_welcome(&check, |p| p.email.contains("carol")).await
+        taskgen::testing::assert_enqueued_send_welcome(&client, |p| p.email.contains("carol")).await
     })
     .await
     .expect_err("no carol was enqueued");
@@ -81,8 +93,37 @@ async fn what_sign_up_enqueued_is_read_back_typed() -> Result<()> {
     Ok(())
 }
 
+// ANCHOR: drain
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_welcome_mail_is_sent_and_a_bounce_fails_for_good() -> Result<()> {
+    let db = TestDatabase::new().await?;
+    let (pool, runner) = app(&db).await?;
+    sqlx_app::sign_up(&pool, &runner, "ada@example.test", true).await?;
+    sqlx_app::sign_up(&pool, &runner, "eve@bounce.test", true).await?;
+
+    let mailer = Arc::new(Mailer::default());
+    let mut registry = Registry::new();
+    taskgen::register(&mut registry, mailer.clone());
+    let report = drain(db.client(), registry, DrainOptions::default()).await?;
+
+    assert_eq!(
+        report.count("SendWelcome", TaskStatus::Completed),
+        1,
+        "{report}"
+    );
+    assert_eq!(
+        report.count("SendWelcome", TaskStatus::Failed),
+        1,
+        "{report}"
+    );
+    assert_eq!(*mailer.sent.lock().unwrap(), ["ada@example.test"]);
+    Ok(())
+}
+// ANCHOR_END: drain
+
+// ANCHOR: run_once
 #[tokio::test]
-async fn the_executor_runs_once_through_the_workers_path_without_a_worker() -> Result<()> {
+async fn the_executor_decodes_its_payload_as_a_worker_would() -> Result<()> {
     let mailer = Arc::new(Mailer::default());
     let mut registry = Registry::new();
     taskgen::register(&mut registry, mailer.clone());
@@ -94,8 +135,7 @@ async fn the_executor_runs_once_through_the_workers_path_without_a_worker() -> R
             &serde_json::json!({ "userId": 7, "email": "ada@example.test" }),
         )
         .await?;
-    ensure!(ran == RunOutcome::Completed, "{ran:?}");
-    ensure!(*mailer.sent.lock().expect("sent") == ["ada@example.test"]);
+    assert_eq!(ran, RunOutcome::Completed);
 
     let ran = registry
         .run(
@@ -103,20 +143,22 @@ async fn the_executor_runs_once_through_the_workers_path_without_a_worker() -> R
             &serde_json::json!({ "userId": 8, "email": "eve@bounce.test" }),
         )
         .await?;
-    ensure!(
-        ran == RunOutcome::Failed {
+    assert_eq!(
+        ran,
+        RunOutcome::Failed {
             message: "fatal: eve@bounce.test bounced".into(),
             fatal: true
-        },
-        "{ran:?}"
+        }
     );
-    // The payload is decoded as a worker decodes it: a missing field fails for good.
+
+    // A payload the parameters cannot hold fails for good, as on a worker.
     let ran = registry
         .run(ctx(), &serde_json::json!({ "userId": 9 }))
         .await?;
-    ensure!(
-        matches!(&ran, RunOutcome::Failed { message, fatal: true } if message.contains("email")),
+    assert!(
+        matches!(ran, RunOutcome::Failed { fatal: true, .. }),
         "{ran:?}"
     );
     Ok(())
 }
+// ANCHOR_END: run_once
