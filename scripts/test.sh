@@ -61,6 +61,8 @@ cargo test --workspace --locked --doc
 # it on for everyone); a generated module must also compile without it, as in a service
 # that does not use sqlx.
 cargo check --locked -p quickstart
+# A new crate outside the workspace: generate, enqueue, drain and assert with anchor-testing.
+bash scripts/newcomer.sh
 
 # Publishing checks: the API docs build without warnings (broken intra-doc links, missing
 # docs), and the crates a user installs or depends on package and build from their .crate
@@ -77,7 +79,7 @@ for link in anchor-codegen/templates:../templates anchor-runtime/migrations:../m
 done
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --locked --no-deps
 
-published=(anchor-core anchor-spec anchor-codegen anchor-runtime anchor-cli)
+published=(anchor-core anchor-spec anchor-codegen anchor-runtime anchor-testing anchor-cli)
 packages=()
 for crate in "${published[@]}"; do packages+=(-p "$crate"); done
 # cargo takes a registry crate of a given name and version to be immutable, the temporary
