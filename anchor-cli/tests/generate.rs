@@ -66,7 +66,8 @@ fn generate_writes_the_module_with_defaults_and_is_deterministic() {
             "executor.rs",
             "mod.rs",
             "params.rs",
-            "runner.rs"
+            "runner.rs",
+            "testing.rs"
         ]
     );
     for (name, contents) in &files {
@@ -82,7 +83,7 @@ fn generate_writes_the_module_with_defaults_and_is_deterministic() {
     let second = anchor(&dir, &["generate"]);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
     assert!(
-        text(&second.stdout).contains("0 written, 6 unchanged"),
+        text(&second.stdout).contains("0 written, 7 unchanged"),
         "{}",
         text(&second.stdout)
     );
@@ -136,7 +137,7 @@ fn check_fails_after_a_hand_edit_naming_the_file_and_writes_nothing() {
     // Generating again repairs exactly that file.
     let repair = anchor(&dir, &["generate"]);
     assert!(text(&repair.stdout).contains(&format!("wrote {OUT}/runner.rs")));
-    assert!(text(&repair.stdout).contains("1 written, 5 unchanged"));
+    assert!(text(&repair.stdout).contains("1 written, 6 unchanged"));
     assert_eq!(
         anchor(&dir, &["generate", "--check"]).status.code(),
         Some(0)
