@@ -397,11 +397,21 @@ impl Client {
         };
         let sent = std::time::Instant::now();
         let mut pooled = self.pooled(&conn);
-        let inserted = insert_one(&mut pooled, sql, how, &task, &payload).await?;
-        drop(conn);
-        let Inserted::New(id) = inserted else {
+        // Nothing inserted: the queue is paused, or the unique tag is taken. The ordinary
+        // insert (pending, announced) sorts out which, and the slot is freed.
+        let Some(id) = db::tasks::insert(&mut pooled, sql, how, &task, &payload).await? else {
+            drop(slot);
+            let inserted =
+                insert_one(&mut pooled, sql, Insert::PendingNotify, &task, &payload).await?;
+            // A new pending row (the queue is paused): it was announced. A taken tag: nothing
+            // new, and nothing to wake the workers for (a wake-up would also keep this
+            // worker from counting as idle for the next local dispatch).
+            if let Inserted::New(_) = inserted {
+                self.inner.local_workers.wake();
+            }
             return Ok(inserted.id());
         };
+        drop(conn);
         tracing::debug!(task.id = %id, task.name = %task.name, "task enqueued and started locally");
         slot.start(task, id, payload, token, sent).await;
         Ok(id)

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::driver::{Param, Pooled, PooledClient, Run};
@@ -117,14 +118,17 @@ impl TaskSql {
             // worker of the enqueuing process, as its claim would have left it: running, no
             // run started yet (the worker records the start, as after a claim), lease owner
             // $15, token $16, lease length $17 ms. No notification: no other worker needs to
-            // look.
+            // look. Nothing is inserted while the queue is paused (the worker's own view of
+            // the pause may be stale): the caller then inserts the task pending instead.
             insert_running: format!(
                 "INSERT INTO {tasks} (name, payload, run_after, timeout_ms, retry_intervals_ms, \
                  retry_always, max_retries, on_failed, unique_tag, parent_id, max_rescues, queue, \
                  priority, status, started_at, lease_owner, lease_token, lease_expires_at) \
-                 VALUES ($1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 SELECT $1, $2::text::jsonb, {run_after}, $5, $6, $7, $8, $9, $10, $11, $12, \
                  $13, $14, {running}, now(), $15, $16, \
-                 now() + $17::bigint * interval '1 millisecond') \
+                 now() + $17::bigint * interval '1 millisecond' \
+                 WHERE NOT EXISTS (SELECT 1 FROM {queues} q \
+                   WHERE q.name = $13 AND q.paused_at IS NOT NULL) \
                  ON CONFLICT DO NOTHING RETURNING id",
                 running = status::RUNNING,
             ),
@@ -185,7 +189,7 @@ impl TaskSql {
                    started_at = now(), updated_at = now(), lease_owner = $3, lease_token = $4, \
                    lease_expires_at = now() + $5::bigint * interval '1 millisecond' \
                  WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) \
-                 RETURNING {TASK_RUN_COLUMNS}",
+                 RETURNING {TASK_RUN_COLUMNS}, t.run_after",
                 pending = status::PENDING,
                 running = status::RUNNING,
                 lowest = crate::LOWEST_PRIORITY,
@@ -623,6 +627,16 @@ pub(crate) async fn claim(
         .await
         .map_err(|e| db_error(&format!("cannot claim tasks of queue {}", request.queue), e))?;
     let token = request.token;
+    // RETURNING gives the rows in the order the update met them (by id); the buffer runs
+    // them in the order given, which must be the claim's: priority, then due time, then id.
+    let mut rows = rows;
+    rows.sort_by_cached_key(|row| {
+        (
+            row.try_get::<_, i16>(16).unwrap_or(0),
+            row.try_get::<_, DateTime<Utc>>(17).ok(),
+            row.try_get::<_, i64>(0).unwrap_or(0),
+        )
+    });
     Ok(rows
         .iter()
         .map(|row| claimed_from_row(row, token, sent).map(|(task, _)| task))

@@ -120,6 +120,8 @@ pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
     let mut backlog = false;
     let mut in_flight: Option<(usize, ClaimFuture<'_>)> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // The lane's pause notices when the claim in flight was sent.
+    let mut claim_pause_notices = 0;
     loop {
         if shared.stopping() {
             break;
@@ -160,6 +162,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
         let room = (concurrency + prefetch).saturating_sub(running + buffer.len());
         if ready && room > 0 {
             last_claim_at = Some(Instant::now());
+            claim_pause_notices = lane.pause_notices.load(Ordering::Acquire);
             in_flight = Some((
                 room,
                 Box::pin(
@@ -187,8 +190,12 @@ pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
                     Ok(Claimed { tasks: batch, unreadable, token }) => {
                         backoff.reset();
                         backlog = batch.len() + unreadable.len() == want;
-                        if !batch.is_empty() {
-                            // The claim found the queue running: a resume was missed.
+                        // The claim found the queue running: a resume notice was missed. Not
+                        // when a pause was announced after the claim was sent: its snapshot
+                        // predates the pause.
+                        if !batch.is_empty()
+                            && lane.pause_notices.load(Ordering::Acquire) == claim_pause_notices
+                        {
                             lane.paused.store(false, Ordering::Release);
                         }
                         if !unreadable.is_empty() {

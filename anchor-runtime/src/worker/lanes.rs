@@ -4,7 +4,7 @@
 //! the lanes' producers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -14,7 +14,8 @@ use crate::registry::Registry;
 /// One queue this worker serves.
 pub(crate) struct Lane {
     pub(crate) queue: String,
-    /// The task names of this queue the worker has handlers for.
+    /// The task names the worker has handlers for: every one, in every lane, so that a task
+    /// an enqueue moved to this queue (`TaskOverride::queue`) runs here too.
     pub(crate) names: Vec<String>,
     /// How many of its tasks run at once.
     pub(crate) concurrency: usize,
@@ -32,6 +33,8 @@ pub(crate) struct Lane {
     /// hint: the claim itself reads the pause, so a missed notification delays nothing
     /// but the release of buffered tasks.
     pub(crate) paused: AtomicBool,
+    /// Counts pause notices, so that a claim sent before one cannot clear it.
+    pub(crate) pause_notices: AtomicU64,
 }
 
 impl Lane {
@@ -45,6 +48,7 @@ impl Lane {
             wake: Notify::new(),
             drained: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            pause_notices: AtomicU64::new(0),
         }
     }
 
@@ -86,36 +90,35 @@ pub(crate) struct ProducerWake {
 }
 
 impl ProducerWake {
-    /// The lanes `config` gives for `registry`: every queue the registry has tasks for, at
-    /// its configured concurrency ([`WorkerConfig::with_queue`]) or the default one,
-    /// except the queues left out by [`WorkerConfig::with_other_queues`]`(false)`.
+    /// The lanes `config` gives for `registry`: every queue named by
+    /// [`WorkerConfig::with_queue`], at its concurrency, and every other queue a task of the
+    /// registry is defined in, at the default concurrency, unless
+    /// [`WorkerConfig::with_other_queues`]`(false)` leaves those out. Each lane claims every
+    /// task name of the registry (a worker runs only what it has handlers for).
     pub(crate) fn new(registry: &Registry, config: &WorkerConfig) -> ProducerWake {
-        let mut queues: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for def in registry.definitions() {
-            queues
-                .entry(def.queue)
-                .or_default()
-                .push(def.name.to_string());
-        }
-        for queue in config.queues.keys() {
-            if !queues.contains_key(queue.as_str()) {
-                tracing::warn!(
-                    queue = %queue,
-                    "worker configuration names queue {queue}, but no registered task runs in it; \
-                     nothing to serve there"
-                );
+        let names: Vec<String> = registry
+            .task_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut queues: BTreeMap<String, usize> = config.queues.clone();
+        if config.other_queues {
+            for def in registry.definitions() {
+                if registry.handler(def.name).is_some() {
+                    queues
+                        .entry(def.queue.to_string())
+                        .or_insert(config.concurrency);
+                }
             }
         }
-        let lanes: Vec<Lane> = queues
-            .into_iter()
-            .filter_map(|(queue, names)| match config.queues.get(queue) {
-                Some(&concurrency) => Some(Lane::new(queue.to_string(), names, concurrency)),
-                None if config.other_queues => {
-                    Some(Lane::new(queue.to_string(), names, config.concurrency))
-                }
-                None => None,
-            })
-            .collect();
+        let lanes: Vec<Lane> = if names.is_empty() {
+            Vec::new()
+        } else {
+            queues
+                .into_iter()
+                .map(|(queue, concurrency)| Lane::new(queue, names.clone(), concurrency))
+                .collect()
+        };
         let by_queue = lanes
             .iter()
             .enumerate()
@@ -138,16 +141,18 @@ impl ProducerWake {
     }
 
     /// The lane that runs a task called `name` enqueued into `queue`: the lane of `queue`
-    /// when it has the name (a task enqueued into another queue than its definition's is
-    /// served by that queue's lane, if this worker runs the name there).
+    /// when this worker serves it and runs the name.
     pub(crate) fn lane_for(&self, queue: &str, name: &str) -> Option<usize> {
         self.lane_of_queue(queue)
             .filter(|&i| self.lanes[i].names.iter().any(|n| n == name))
     }
 
-    /// Every task name the worker serves, in every lane.
+    /// Every task name the worker serves (each lane has them all; none without a lane).
     pub(crate) fn names(&self) -> Vec<String> {
-        self.lanes.iter().flat_map(|l| l.names.clone()).collect()
+        self.lanes
+            .first()
+            .map(|l| l.names.clone())
+            .unwrap_or_default()
     }
 
     /// Wakes every lane.
@@ -171,6 +176,9 @@ impl ProducerWake {
     /// `resume_queue`), and wakes its lane to act on it.
     pub(crate) fn set_paused(&self, queue: &str, paused: bool) {
         if let Some(i) = self.lane_of_queue(queue) {
+            if paused {
+                self.lanes[i].pause_notices.fetch_add(1, Ordering::AcqRel);
+            }
             self.lanes[i].paused.store(paused, Ordering::Release);
             self.lanes[i].wake();
         }
@@ -212,19 +220,17 @@ mod tests {
     fn registry() -> Registry {
         let mut registry = Registry::new();
         for d in [&EMAIL, &DIGEST, &REPORT, &CLEANUP] {
-            registry.define(d);
+            registry.register(d, |_ctx: crate::TaskContext, _p: serde_json::Value| async {
+                Ok::<(), crate::TaskError>(())
+            });
         }
         registry
     }
 
-    fn lanes(wake: &ProducerWake) -> Vec<(String, usize, Vec<String>)> {
+    fn lanes(wake: &ProducerWake) -> Vec<(String, usize)> {
         wake.lanes()
             .iter()
-            .map(|l| {
-                let mut names = l.names.clone();
-                names.sort();
-                (l.queue.clone(), l.concurrency, names)
-            })
+            .map(|l| (l.queue.clone(), l.concurrency))
             .collect()
     }
 
@@ -234,22 +240,27 @@ mod tests {
         assert_eq!(
             lanes(&wake),
             vec![
-                ("default".into(), 7, vec!["Cleanup".into()]),
-                (
-                    "emails".into(),
-                    7,
-                    vec!["Digest".into(), "SendEmail".into()]
-                ),
-                ("reports".into(), 7, vec!["Report".into()]),
+                ("default".into(), 7),
+                ("emails".into(), 7),
+                ("reports".into(), 7)
             ]
         );
+        // Every lane claims every name: a Digest moved to `reports` runs there.
+        for lane in wake.lanes() {
+            assert_eq!(lane.names, ["Cleanup", "Digest", "Report", "SendEmail"]);
+        }
         assert_eq!(
-            wake.lane_for("emails", "Digest"),
-            wake.lane_of_queue("emails")
+            wake.lane_for("reports", "Digest"),
+            wake.lane_of_queue("reports")
         );
-        // A task enqueued into a queue whose lane does not run its name is not served there.
-        assert_eq!(wake.lane_for("reports", "Digest"), None);
+        assert_eq!(wake.lane_for("reports", "Unknown"), None);
         assert_eq!(wake.lane_for("nowhere", "Digest"), None);
+        // Definitions without handlers serve nothing.
+        let mut defined = Registry::new();
+        defined.define(&EMAIL);
+        assert!(ProducerWake::new(&defined, &WorkerConfig::default())
+            .lanes()
+            .is_empty());
     }
 
     #[test]
@@ -257,22 +268,21 @@ mod tests {
         let config = WorkerConfig::default()
             .with_queue("emails", 20)
             .with_queue("reports", 2)
-            .with_queue("unknown", 3);
+            .with_queue("bulk", 3);
         let wake = ProducerWake::new(&registry(), &config);
-        let served: Vec<(String, usize)> =
-            lanes(&wake).into_iter().map(|(q, c, _)| (q, c)).collect();
+        // `bulk` has no task defined in it: it serves the tasks enqueues move there.
         assert_eq!(
-            served,
+            lanes(&wake),
             vec![
+                ("bulk".into(), 3),
                 ("default".into(), 10),
                 ("emails".into(), 20),
                 ("reports".into(), 2)
             ]
         );
         let only = ProducerWake::new(&registry(), &config.with_other_queues(false));
-        let served: Vec<String> = lanes(&only).into_iter().map(|(q, _, _)| q).collect();
-        assert_eq!(served, vec!["emails".to_string(), "reports".to_string()]);
-        assert!(!only.names().contains(&"Cleanup".to_string()));
+        let served: Vec<String> = lanes(&only).into_iter().map(|(q, _)| q).collect();
+        assert_eq!(served, ["bulk", "emails", "reports"]);
     }
 
     #[test]

@@ -127,7 +127,11 @@ impl Renewer {
             // A lease missing from the result was either just finalised by the completer (and
             // forgotten, or about to be) or taken by a rescuer. Only the latter is still here
             // with the same token and a running execution.
-            if leases.get(id).is_some_and(|l| l.token == *token) {
+            // A run being cancelled has its grace: `LeaseTable::cancel_run` drops it.
+            if leases
+                .get(id)
+                .is_some_and(|l| l.token == *token && !l.cancelling)
+            {
                 if let Some(lease) = leases.remove(id) {
                     if let Some(abort) = lease.abort {
                         if !abort.is_finished() {

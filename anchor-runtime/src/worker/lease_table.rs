@@ -22,6 +22,10 @@ pub(crate) struct Lease {
     pub(crate) abort: Option<AbortHandle>,
     /// Tells the run's [`TaskContext`](crate::TaskContext) it was cancelled.
     pub(crate) cancel: Option<Arc<crate::task::CancelSignal>>,
+    /// The task was cancelled while this run goes on: the run has its grace
+    /// ([`CANCEL_GRACE`](crate::CANCEL_GRACE)) before it is dropped, and the renewer,
+    /// which finds the lease gone, leaves it alone meanwhile.
+    pub(crate) cancelling: bool,
     /// When the run started here (`None` while the task waits in the buffer).
     pub(crate) started: Option<Instant>,
     /// Whether the run's start is recorded in the row (`run_started`), so that a rescue
@@ -170,6 +174,7 @@ impl LeaseTable {
                     attempt: task.attempt_i32(),
                     abort: None,
                     cancel: None,
+                    cancelling: false,
                     started: None,
                     start_recorded: false,
                     deadline: Arc::new(LeaseDeadline::new(self.deadline(task.leased_at))),
@@ -183,15 +188,24 @@ impl LeaseTable {
     /// has not ended by then. Returns whether a run of it was going here.
     ///
     /// [`CANCEL_GRACE`]: crate::CANCEL_GRACE
+    ///
+    /// A task claimed but not started (waiting in the buffer) loses its lease here at once,
+    /// so it is never started.
     pub(crate) fn cancel_run(self: &Arc<Self>, id: TaskId) -> bool {
         let token = {
-            let leases = self.lock();
-            let Some(lease) = leases.get(&id) else {
+            let mut leases = self.lock();
+            let Some(lease) = leases.get_mut(&id) else {
                 return false;
             };
+            if lease.started.is_none() {
+                leases.remove(&id);
+                tracing::info!(task.id = %id, "task cancelled before it started here; not starting it");
+                return true;
+            }
             if let Some(cancel) = &lease.cancel {
                 cancel.cancel();
             }
+            lease.cancelling = true;
             lease.token
         };
         tracing::info!(task.id = %id, "task cancelled while running; stopping it");

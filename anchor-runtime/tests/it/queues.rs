@@ -101,6 +101,14 @@ async fn within_a_queue_higher_priority_runs_first_and_fifo_among_equals() -> Re
             .push(p["tag"].as_str().unwrap_or("?").to_string());
         async { Ok(()) }
     });
+    // Lower ids than everything below, at the lowest priority: a claim that returned its
+    // rows by id would run them first.
+    for i in 0..5 {
+        let tag = format!("p9-early-{i}");
+        db.client
+            .enqueue(&JOB, &json!({ "tag": tag }), &[TaskOverride::priority(9)])
+            .await?;
+    }
     // Enqueued in this order, with these priorities (JOB's own is 5).
     let plan: [(&str, Option<i16>); 7] = [
         ("p5-a", None),
@@ -129,20 +137,33 @@ async fn within_a_queue_higher_priority_runs_first_and_fifo_among_equals() -> Re
             ],
         )
         .await?;
-    // One slot and one task per claim, so the run order is the claim order.
+    // One slot, so the run order is the order of the claimed batch (the default prefetch
+    // claims several at once).
     let config = WorkerConfig::default()
         .with_concurrency(1)
-        .with_prefetch(0)
         .with_local_dispatch(false);
     let worker = Worker::new(db.client.clone(), registry, config)?.start();
     wait_for("every due task to run", Duration::from_secs(20), || async {
-        Ok((order.lock().unwrap().len() == 7).then_some(()))
+        Ok((order.lock().unwrap().len() == 12).then_some(()))
     })
     .await?;
     worker.shutdown().await;
     let ran = order.lock().unwrap().clone();
     ensure!(
-        ran == ["p0-a", "p0-b", "p2-a", "p5-a", "p5-b", "p9-a", "p9-b"],
+        ran == [
+            "p0-a",
+            "p0-b",
+            "p2-a",
+            "p5-a",
+            "p5-b",
+            "p9-early-0",
+            "p9-early-1",
+            "p9-early-2",
+            "p9-early-3",
+            "p9-early-4",
+            "p9-a",
+            "p9-b"
+        ],
         "ran in the order {ran:?}"
     );
     Ok(())
@@ -187,17 +208,14 @@ async fn queue_and_priority_overrides_are_stored_and_checked() -> Result<()> {
     Ok(())
 }
 
-/// `Job` as a service that runs it in the `bulk` queue declares it.
-static BULK_JOB: TaskDefinition = def("Job", "bulk", 5);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_moved_to_another_queue_runs_only_where_that_queue_is_served() -> Result<()> {
     let db = test_db().await?;
     let ran = Arc::new(AtomicU32::new(0));
-    let registry = |def: &'static TaskDefinition| {
+    let registry = || {
         let mut registry = Registry::new();
         let ran = ran.clone();
-        registry.register(def, move |_ctx: TaskContext, _p: serde_json::Value| {
+        registry.register(&JOB, move |_ctx: TaskContext, _p: serde_json::Value| {
             ran.fetch_add(1, Ordering::SeqCst);
             async { Ok(()) }
         });
@@ -207,18 +225,14 @@ async fn a_task_moved_to_another_queue_runs_only_where_that_queue_is_served() ->
         .client
         .enqueue(&JOB, &json!({}), &[TaskOverride::queue("bulk")])
         .await?;
-    // This worker runs Job in its own queue only.
-    let worker = Worker::new(db.client.clone(), registry(&JOB), WorkerConfig::default())?.start();
+    // This worker serves Job's own queue only.
+    let worker = Worker::new(db.client.clone(), registry(), WorkerConfig::default())?.start();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ensure!(ran.load(Ordering::SeqCst) == 0, "ran outside its queue");
     worker.shutdown().await;
-    // One that runs Job in `bulk` takes it.
-    let worker = Worker::new(
-        db.client.clone(),
-        registry(&BULK_JOB),
-        WorkerConfig::default(),
-    )?
-    .start();
+    // The same registry (the one generated code builds), also serving `bulk`, runs it.
+    let config = WorkerConfig::default().with_queue("bulk", 1);
+    let worker = Worker::new(db.client.clone(), registry(), config)?.start();
     wait_for_status(
         &db.client,
         id,
@@ -227,6 +241,104 @@ async fn a_task_moved_to_another_queue_runs_only_where_that_queue_is_served() ->
     )
     .await?;
     worker.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_during_a_pause_keeps_to_it_also_for_its_own_enqueues() -> Result<()> {
+    let db = test_db().await?;
+    let ran = Arc::new(AtomicU32::new(0));
+    let mut registry = Registry::new();
+    let r = ran.clone();
+    registry.register(&EMAIL, move |_ctx: TaskContext, _p: serde_json::Value| {
+        r.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    ensure!(db.client.pause_queue("emails", "tests").await?);
+    // Started after the pause (it got no notice), on the client that enqueues: its
+    // first claim finds nothing, so it counts as idle for local dispatch.
+    let worker = Worker::new(db.client.clone(), registry, WorkerConfig::default())?.start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = db.client.enqueue(&EMAIL, &json!({}), &[]).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let task = db.client.get_task(id).await?.context("task")?;
+    ensure!(
+        task.status == TaskStatus::Pending && ran.load(Ordering::SeqCst) == 0,
+        "ran in a paused queue: {:?}",
+        task.status
+    );
+    ensure!(db.client.resume_queue("emails").await?);
+    wait_for_status(
+        &db.client,
+        id,
+        TaskStatus::Completed,
+        Duration::from_secs(10),
+    )
+    .await?;
+    worker.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_while_it_waits_in_a_workers_buffer_never_starts() -> Result<()> {
+    let db = test_db().await?;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut registry = Registry::new();
+    let (r, s) = (release.clone(), started.clone());
+    registry.register(&EMAIL, move |_ctx: TaskContext, p: serde_json::Value| {
+        s.lock()
+            .unwrap()
+            .push(p["tag"].as_str().unwrap_or("?").to_string());
+        let r = r.clone();
+        async move {
+            if p["tag"] == json!("first") {
+                r.notified().await;
+            }
+            Ok(())
+        }
+    });
+    // Both due before the worker starts, one slot: its first claim takes both (the free
+    // slot and the prefetch), starts the first and holds the second in its buffer.
+    let first = db
+        .client
+        .enqueue(&EMAIL, &json!({ "tag": "first" }), &[])
+        .await?;
+    let second = db
+        .client
+        .enqueue(&EMAIL, &json!({ "tag": "second" }), &[])
+        .await?;
+    let config = WorkerConfig::default()
+        .with_concurrency(1)
+        .with_local_dispatch(false);
+    let worker = Worker::new(db.client.clone(), registry, config)?.start();
+    wait_for("the first to start", Duration::from_secs(10), || async {
+        Ok((started.lock().unwrap().len() == 1).then_some(()))
+    })
+    .await?;
+    let task = db.client.get_task(second).await?.context("task")?;
+    ensure!(
+        task.status == TaskStatus::Running,
+        "claimed into the buffer: {:?}",
+        task.status
+    );
+    ensure!(db.client.cancel_task(second).await?);
+    // Let the notice arrive, then free the slot the second would take.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.notify_one();
+    wait_for_status(
+        &db.client,
+        first,
+        TaskStatus::Completed,
+        Duration::from_secs(10),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    worker.shutdown().await;
+    let ran = started.lock().unwrap().clone();
+    ensure!(ran == ["first"], "started {ran:?}");
+    let task = db.client.get_task(second).await?.context("task")?;
+    ensure!(task.status == TaskStatus::Cancelled);
     Ok(())
 }
 
