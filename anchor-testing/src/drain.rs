@@ -1,7 +1,7 @@
 //! [`drain`]: runs the tasks of a database with a real worker until none is left to run,
 //! then reports what ran and how each task ended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,8 @@ pub struct DrainOptions {
     /// Make every pending task due at once, including retries waiting for their delay and
     /// tasks enqueued with `run_after` (default true), so a test need not wait for them.
     pub due_now: bool,
-    /// Stop after this many runs, for tasks that retry for ever (default 1000).
+    /// Stop after this many runs (over every task the drain saw, finished or not), for tasks
+    /// that retry or enqueue more work for ever (default 1000).
     pub max_runs: u64,
     /// Give up after this long (default 60 s).
     pub timeout: Duration,
@@ -140,8 +141,9 @@ async fn unfinished(client: &Client) -> Result<BTreeMap<TaskId, u32>> {
 /// With [`DrainOptions::due_now`] (the default) every pending task is made due at once, as
 /// often as needed: a retry's delay or a `run_after` does not make the test wait.
 ///
-/// Tasks of names `registry` has no handler for stay pending and end the drain as if
-/// absent; see them in [`DrainReport::tasks`].
+/// Tasks the worker cannot run (names `registry` has no handler for, queues it does not
+/// serve, paused queues) stay pending and do not hold the drain up; see them in
+/// [`DrainReport::tasks`].
 pub async fn drain(
     client: &Client,
     registry: Registry,
@@ -156,6 +158,7 @@ pub async fn drain(
         .map_or(0, |t| t.id.get());
     let before = unfinished(client).await?;
     let names: Vec<&'static str> = registry.task_names();
+    let served = served_queues(&registry, &options.worker);
     let worker = Worker::new(
         client.clone(),
         registry,
@@ -163,7 +166,8 @@ pub async fn drain(
     )?
     .start();
     let deadline = Instant::now() + options.timeout;
-    let outcome = run_until_idle(client, &names, &before, &options, deadline).await;
+    let runs = Runs::new(&before, newest);
+    let outcome = run_until_idle(client, &names, &served, runs, &options, deadline).await;
     worker.shutdown().await;
     let stopped_at_max_runs = outcome?;
     // Everything that was unfinished, and everything enqueued since.
@@ -211,17 +215,104 @@ fn runs_since(tasks: &[TaskRecord], before: &BTreeMap<TaskId, u32>) -> u64 {
         .sum()
 }
 
-/// Waits until nothing of `names` is left to run; returns whether it stopped at the run
-/// limit instead.
+/// Counts the runs a drain made: attempts now minus attempts when it began, over the tasks
+/// unfinished then and every task enqueued since, finished or not.
+struct Runs {
+    before: BTreeMap<TaskId, u32>,
+    /// The newest task id seen (listing above it finds the tasks enqueued since).
+    newest: i64,
+    /// Unfinished at the last look, with their attempts.
+    unfinished: BTreeMap<TaskId, u32>,
+    /// Finished, with their final attempts.
+    finished: BTreeMap<TaskId, u32>,
+}
+
+impl Runs {
+    fn new(before: &BTreeMap<TaskId, u32>, newest: i64) -> Runs {
+        Runs {
+            before: before.clone(),
+            newest,
+            unfinished: before.clone(),
+            finished: BTreeMap::new(),
+        }
+    }
+
+    /// Takes in one look at the table (`now`: the unfinished tasks) and returns the runs.
+    async fn update(&mut self, client: &Client, now: BTreeMap<TaskId, u32>) -> Result<u64> {
+        // Tasks enqueued since the last look, finished ones included.
+        let mut filter = TaskFilter::default().with_limit(anchor_runtime::MAX_PAGE);
+        let mut newest = self.newest;
+        'pages: loop {
+            let page = client.list_tasks(&filter).await?;
+            for task in &page.tasks {
+                if task.id.get() <= self.newest {
+                    break 'pages;
+                }
+                newest = newest.max(task.id.get());
+                if task.status.is_final() {
+                    self.finished.insert(task.id, task.attempts);
+                }
+            }
+            match page.next {
+                Some(cursor) => filter = filter.after(cursor),
+                None => break,
+            }
+        }
+        self.newest = newest;
+        // Tasks that were unfinished and are no more: read how they ended, once.
+        let gone: Vec<TaskId> = self
+            .unfinished
+            .keys()
+            .filter(|id| !now.contains_key(id) && !self.finished.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            let attempts = client.get_task(id).await?.map_or(0, |t| t.attempts);
+            self.finished.insert(id, attempts);
+        }
+        self.unfinished = now;
+        let since = |id: &TaskId, attempts: u32| {
+            u64::from(attempts.saturating_sub(self.before.get(id).copied().unwrap_or(0)))
+        };
+        Ok(self
+            .unfinished
+            .iter()
+            .chain(self.finished.iter())
+            .map(|(id, attempts)| since(id, *attempts))
+            .sum())
+    }
+}
+
+/// The queues the drain's worker serves (as `WorkerConfig` decides from the registry).
+fn served_queues(registry: &Registry, config: &WorkerConfig) -> BTreeSet<String> {
+    let mut queues: BTreeSet<String> = config.queues().keys().cloned().collect();
+    if config.other_queues() {
+        for def in registry.definitions() {
+            if registry.task_names().contains(&def.name) {
+                queues.insert(def.queue.to_string());
+            }
+        }
+    }
+    queues
+}
+
+/// Waits until nothing the worker can run is left; returns whether it stopped at the run
+/// limit instead. Tasks it cannot run (names without a handler, queues it does not serve
+/// or that are paused) do not count.
 async fn run_until_idle(
     client: &Client,
     names: &[&'static str],
-    before: &BTreeMap<TaskId, u32>,
+    served: &BTreeSet<String>,
+    mut runs: Runs,
     options: &DrainOptions,
     deadline: Instant,
 ) -> Result<bool> {
-    // Idle must hold twice in a row, a poll apart: a task that just finished may be about
-    // to enqueue its handler or its retry in the same transaction that is committing now.
+    // Idle must hold in two looks in a row, a worker poll apart: a task that just finished
+    // may be committing the insert of its handler or its retry.
+    let poll = options
+        .worker
+        .poll_interval()
+        .max(Duration::from_millis(25));
     let mut idle_once = false;
     loop {
         if Instant::now() > deadline {
@@ -231,38 +322,48 @@ async fn run_until_idle(
                 options.timeout
             )));
         }
+        let paused: BTreeSet<String> = client
+            .queues()
+            .await?
+            .into_iter()
+            .filter(|q| q.paused_at.is_some())
+            .map(|q| q.name)
+            .collect();
+        // One statement reads both statuses, so a task moving between them (a retry going
+        // back to pending) is seen in one of them.
+        let mut filter = TaskFilter::default()
+            .with_status(TaskStatus::Pending)
+            .with_status(TaskStatus::Running)
+            .with_limit(anchor_runtime::MAX_PAGE);
+        let mut unfinished = BTreeMap::new();
         let mut left = 0usize;
-        let mut runs = 0u64;
-        for status in [TaskStatus::Pending, TaskStatus::Running] {
-            for name in names {
-                let mut filter = TaskFilter::default()
-                    .with_status(status)
-                    .with_name(*name)
-                    .with_limit(anchor_runtime::MAX_PAGE);
-                loop {
-                    let page = client.list_tasks(&filter).await?;
-                    for task in &page.tasks {
-                        runs += u64::from(
-                            task.attempts
-                                .saturating_sub(before.get(&task.id).copied().unwrap_or(0)),
-                        );
-                        let due = task.run_after <= anchor_runtime::chrono::Utc::now();
-                        if status == TaskStatus::Running || due || options.due_now {
-                            left += 1;
-                        }
-                        if status == TaskStatus::Pending && !due && options.due_now {
-                            // Due now; `false` means it became due or started meanwhile.
-                            client.retry_task(task.id).await?;
-                        }
-                    }
-                    match page.next {
-                        Some(cursor) => filter = filter.after(cursor),
-                        None => break,
-                    }
+        let now = anchor_runtime::chrono::Utc::now();
+        loop {
+            let page = client.list_tasks(&filter).await?;
+            for task in &page.tasks {
+                unfinished.insert(task.id, task.attempts);
+                let runnable = names.contains(&task.name.as_str())
+                    && served.contains(&task.settings.queue)
+                    && !paused.contains(&task.settings.queue);
+                if !runnable {
+                    continue;
+                }
+                let due = task.run_after <= now;
+                if task.status == TaskStatus::Running || due || options.due_now {
+                    left += 1;
+                }
+                if task.status == TaskStatus::Pending && !due && options.due_now {
+                    // Due now; `false` means it became due or started meanwhile.
+                    client.retry_task(task.id).await?;
                 }
             }
+            match page.next {
+                Some(cursor) => filter = filter.after(cursor),
+                None => break,
+            }
         }
-        if runs >= options.max_runs && left > 0 {
+        let made = runs.update(client, unfinished).await?;
+        if made >= options.max_runs && left > 0 {
             return Ok(true);
         }
         if left == 0 {
@@ -273,6 +374,6 @@ async fn run_until_idle(
         } else {
             idle_once = false;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(poll).await;
     }
 }

@@ -86,10 +86,14 @@ impl TestDatabase {
     /// The same, with anchor's tables in `schema`.
     pub async fn with_schema(schema: &str) -> Result<TestDatabase> {
         let admin_url = server_url().await?;
+        // The pid and a counter keep this process's names apart; the random part keeps
+        // them apart from those of an earlier run that was killed before it dropped its
+        // databases on a long-lived server (containers reuse small pids).
         let name = format!(
-            "anchor_test_{}_{}",
+            "anchor_test_{}_{}_{:08x}",
             std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            random_suffix()
         );
         let admin = Client::connect_with_pool_size(&admin_url, 1).await?;
         let conn = admin
@@ -100,9 +104,19 @@ impl TestDatabase {
         conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
             .map_err(|e| {
+                let hint = if e.code()
+                    == Some(
+                        &anchor_runtime::tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE,
+                    ) {
+                    format!("; the user of {DATABASE_URL_VAR} needs the CREATEDB privilege")
+                } else {
+                    String::new()
+                };
+                let detail = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_string());
                 Error::new(format!(
-                    "cannot create the test database {name}: {e}; the user of {DATABASE_URL_VAR} \
-                     needs the CREATEDB privilege"
+                    "cannot create the test database {name}: {detail}{hint}"
                 ))
             })?;
         drop(conn);
@@ -167,6 +181,14 @@ impl Drop for TestDatabase {
             );
         }
     }
+}
+
+/// 32 bits that differ between runs (the clock's nanoseconds, mixed with the pid).
+fn random_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+    nanos.rotate_left(13) ^ std::process::id().wrapping_mul(0x9E37_79B9)
 }
 
 /// The server test databases are created on, as a URL of a database there that its user

@@ -170,6 +170,63 @@ async fn drain_runs_retries_delayed_tasks_and_failure_handlers_without_waiting()
     );
 }
 
+/// Each run enqueues the next: work that never ends, though no single task retries.
+static CHAIN: TaskDefinition = def("Chain", None, None);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_counts_the_runs_of_finished_tasks_toward_its_limit() {
+    let db = TestDatabase::new().await.expect("database");
+    let mut registry = Registry::new();
+    let client = db.client().clone();
+    registry.register(&CHAIN, move |_ctx: TaskContext, _p: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client.enqueue(&CHAIN, &serde_json::json!({}), &[]).await?;
+            Ok(())
+        }
+    });
+    db.client()
+        .enqueue(&CHAIN, &serde_json::json!({}), &[])
+        .await
+        .expect("the first link");
+    let options = DrainOptions::default()
+        .with_max_runs(20)
+        .with_timeout(Duration::from_secs(30));
+    let report = drain(db.client(), registry, options).await.expect("drain");
+    assert!(report.stopped_at_max_runs, "{report}");
+    assert!(report.runs >= 20, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_the_worker_cannot_run_do_not_hold_the_drain_up() {
+    let db = TestDatabase::new().await.expect("database");
+    let mut registry = Registry::new();
+    registry.register(&MOURN, |_ctx: TaskContext, _p: serde_json::Value| async {
+        Ok(())
+    });
+    let client = db.client();
+    client.pause_queue("default", "tests").await.expect("pause");
+    let paused = client
+        .enqueue(&MOURN, &serde_json::json!({}), &[])
+        .await
+        .expect("paused");
+    let elsewhere = client
+        .enqueue(
+            &MOURN,
+            &serde_json::json!({}),
+            &[TaskOverride::queue("elsewhere")],
+        )
+        .await
+        .expect("another queue");
+    let options = DrainOptions::default().with_timeout(Duration::from_secs(10));
+    let report = drain(client, registry, options).await.expect("drain");
+    for id in [paused, elsewhere] {
+        let task = report.tasks.iter().find(|t| t.id == id).expect("listed");
+        assert_eq!(task.status, TaskStatus::Pending, "{report}");
+    }
+    assert_eq!(report.runs, 0, "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_stops_at_its_run_limit_and_leaves_delays_alone_when_asked() {
     let db = TestDatabase::new().await.expect("database");
