@@ -491,6 +491,34 @@ async fn schedules_list_pause_and_resume_by_id_or_task() {
         text(&resume_h)
     );
 
+    // A schedule whose expression no longer parses cannot be resumed: it is reported, and
+    // the task's other schedules are resumed all the same.
+    for id in [a, b] {
+        let paused = anchor(&url, &["schedules", "pause", &id.to_string()]);
+        assert_eq!(code(&paused), Some(0), "{}", text(&paused));
+    }
+    client
+        .pool()
+        .get()
+        .await
+        .expect("a connection")
+        .execute(
+            "UPDATE anchor.cron_schedules SET expression = 'not cron' WHERE id = $1",
+            &[&a],
+        )
+        .await
+        .expect("break schedule a");
+    let mixed = anchor(&url, &["schedules", "resume", "Nightly"]);
+    assert_eq!(code(&mixed), Some(0), "{}", text(&mixed));
+    assert!(
+        text(&mixed).contains(&format!("schedule {a} (Nightly/"))
+            && text(&mixed).contains("was not resumed:"),
+        "{}",
+        text(&mixed)
+    );
+    assert_eq!(find(&list(), b)["enabled"], true, "b is resumed");
+    assert_eq!(find(&list(), a)["enabled"], false, "a stays paused");
+
     for missing in ["-999999", "NoSuchTask"] {
         let none = anchor(&url, &["schedules", "pause", missing]);
         assert_eq!(code(&none), Some(1), "{missing}: {}", text(&none));

@@ -159,8 +159,19 @@ async fn report(
     done: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let info = client.queues().await?.into_iter().find(|q| q.name == queue);
-    let paused = info.as_ref().and_then(|q| q.paused_at).is_some();
+    // The state afterwards follows from the verb; the lookup only adds since when and by
+    // whom for a queue that was paused already, so its failure (a slow count on a large
+    // table) must not turn a pause that happened into an error.
+    let paused = matches!(verb, Verb::Pause);
+    let info = if matches!(verb, Verb::Pause) && !done {
+        client
+            .queues()
+            .await
+            .ok()
+            .and_then(|queues| queues.into_iter().find(|q| q.name == queue))
+    } else {
+        None
+    };
     let code = if done {
         ExitCode::SUCCESS
     } else {

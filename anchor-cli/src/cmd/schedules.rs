@@ -216,16 +216,30 @@ async fn act(client: &Client, target: &Target, verb: Verb, json: bool) -> anyhow
         .filter(|s| target.matches(s))
         .collect();
     let mut results = Vec::with_capacity(matched.len());
+    // One schedule that cannot change (an expression that no longer parses cannot be
+    // resumed) is reported with the others; it does not stop the rest or hide what changed.
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(matched.len());
     for schedule in matched {
-        let changed = verb.applies(&schedule);
+        let mut changed = verb.applies(&schedule);
+        let mut error = None;
         if changed {
-            match verb {
-                Verb::Pause => client.pause_schedule(schedule.id).await?,
-                Verb::Resume => client.resume_schedule(schedule.id).await?,
+            let acted = match verb {
+                Verb::Pause => client.pause_schedule(schedule.id).await,
+                Verb::Resume => client.resume_schedule(schedule.id).await,
+            };
+            if let Err(err) = acted {
+                error = Some(err.to_string());
+                changed = false;
             }
         }
-        let after = client.get_schedule(schedule.id).await?.unwrap_or(schedule);
+        let after = client
+            .get_schedule(schedule.id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(schedule);
         results.push((after, changed));
+        errors.push(error);
     }
     let done = results.iter().any(|(_, changed)| *changed);
     let code = if done {
@@ -238,9 +252,12 @@ async fn act(client: &Client, target: &Target, verb: Verb, json: bool) -> anyhow
             "target": target.text(),
             "action": verb.name(),
             "done": done,
-            "schedules": results.iter().map(|(s, changed)| {
+            "schedules": results.iter().zip(&errors).map(|((s, changed), error)| {
                 let mut entry = schedule_json(s);
                 entry["changed"] = json!(changed);
+                if let Some(error) = error {
+                    entry["error"] = json!(error);
+                }
                 entry
             }).collect::<Vec<_>>(),
         });
@@ -253,11 +270,15 @@ async fn act(client: &Client, target: &Target, verb: Verb, json: bool) -> anyhow
     if results.is_empty() {
         eprintln!("nothing to {}: {}", verb.name(), target.missing());
     }
-    for (schedule, changed) in &results {
+    for ((schedule, changed), error) in results.iter().zip(&errors) {
         let which = format!(
             "schedule {} ({}/{})",
             schedule.id, schedule.task_name, schedule.key
         );
+        if let Some(error) = error {
+            eprintln!("{which} was not {}d: {error}", verb.name());
+            continue;
+        }
         match (verb, changed) {
             (Verb::Pause, true) => println!("{which} paused"),
             (Verb::Resume, true) => println!(
