@@ -196,3 +196,25 @@ fn check_queue(queue: &str) -> Result<()> {
         )),
     }
 }
+
+/// Returns the parameters of the oldest pending task of `P`'s task for which `matches`
+/// holds; panics (as an assertion does) when there is none, listing the pending tasks of
+/// that kind there are ([`describe_enqueued`](crate::describe_enqueued)). For tests of code
+/// that enqueues; the generated `taskgen::testing::assert_enqueued_…` functions call it.
+pub async fn assert_enqueued<P>(client: &Client, matches: impl Fn(&P) -> bool) -> P
+where
+    P: TaskParameters + std::fmt::Debug + Clone,
+{
+    let name = P::DEFINITION.name;
+    let enqueued: Vec<P> = match client.enqueued::<P>().await {
+        Ok(enqueued) => enqueued.into_iter().map(|(_, params)| params).collect(),
+        Err(err) => panic!("cannot read the enqueued {name} tasks: {err}"),
+    };
+    match enqueued.iter().find(|params| matches(params)) {
+        Some(params) => params.clone(),
+        None => panic!(
+            "no pending {name} task matches; {}",
+            crate::listing::describe_enqueued(&enqueued)
+        ),
+    }
+}

@@ -76,6 +76,7 @@ pub use definition::{
     CronDefaults, RetryDefaults, TaskDefinition, TaskParameters, DEFAULT_QUEUE, LOWEST_PRIORITY,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use inspect::assert_enqueued;
 pub use listing::{
     describe_enqueued, QueueInfo, TaskCount, TaskCursor, TaskFilter, TaskPage, TaskStats,
     WorkerLoad, DEFAULT_STATS_WINDOW, MAX_PAGE,

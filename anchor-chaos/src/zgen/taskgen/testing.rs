@@ -31,19 +31,7 @@ pub async fn assert_enqueued_work(
     client: &Client,
     matches: impl Fn(&WorkParameters) -> bool,
 ) -> WorkParameters {
-    let enqueued = match enqueued_work(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Work tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Work task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Plain` tasks, oldest first.
@@ -65,19 +53,7 @@ pub async fn assert_enqueued_plain(
     client: &Client,
     matches: impl Fn(&PlainParameters) -> bool,
 ) -> PlainParameters {
-    let enqueued = match enqueued_plain(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Plain tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Plain task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Doomed` tasks, oldest first.
@@ -99,19 +75,7 @@ pub async fn assert_enqueued_doomed(
     client: &Client,
     matches: impl Fn(&DoomedParameters) -> bool,
 ) -> DoomedParameters {
-    let enqueued = match enqueued_doomed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Doomed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Doomed task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `DoomedFailed` tasks, oldest first.
@@ -135,19 +99,7 @@ pub async fn assert_enqueued_doomed_failed(
     client: &Client,
     matches: impl Fn(&DoomedFailedParameters) -> bool,
 ) -> DoomedFailedParameters {
-    let enqueued = match enqueued_doomed_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued DoomedFailed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending DoomedFailed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `PlainDoomed` tasks, oldest first.
@@ -171,19 +123,7 @@ pub async fn assert_enqueued_plain_doomed(
     client: &Client,
     matches: impl Fn(&PlainDoomedParameters) -> bool,
 ) -> PlainDoomedParameters {
-    let enqueued = match enqueued_plain_doomed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued PlainDoomed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending PlainDoomed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `PlainDoomedFailed` tasks, oldest first.
@@ -207,19 +147,7 @@ pub async fn assert_enqueued_plain_doomed_failed(
     client: &Client,
     matches: impl Fn(&PlainDoomedFailedParameters) -> bool,
 ) -> PlainDoomedFailedParameters {
-    let enqueued = match enqueued_plain_doomed_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued PlainDoomedFailed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending PlainDoomedFailed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Poison` tasks, oldest first.
@@ -241,19 +169,7 @@ pub async fn assert_enqueued_poison(
     client: &Client,
     matches: impl Fn(&PoisonParameters) -> bool,
 ) -> PoisonParameters {
-    let enqueued = match enqueued_poison(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Poison tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Poison task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `PoisonFailed` tasks, oldest first.
@@ -277,19 +193,7 @@ pub async fn assert_enqueued_poison_failed(
     client: &Client,
     matches: impl Fn(&PoisonFailedParameters) -> bool,
 ) -> PoisonFailedParameters {
-    let enqueued = match enqueued_poison_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued PoisonFailed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending PoisonFailed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Hang` tasks, oldest first.
@@ -311,19 +215,7 @@ pub async fn assert_enqueued_hang(
     client: &Client,
     matches: impl Fn(&HangParameters) -> bool,
 ) -> HangParameters {
-    let enqueued = match enqueued_hang(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Hang tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Hang task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `HoldConnection` tasks, oldest first.
@@ -347,19 +239,7 @@ pub async fn assert_enqueued_hold_connection(
     client: &Client,
     matches: impl Fn(&HoldConnectionParameters) -> bool,
 ) -> HoldConnectionParameters {
-    let enqueued = match enqueued_hold_connection(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued HoldConnection tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending HoldConnection task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Strict` tasks, oldest first.
@@ -381,19 +261,7 @@ pub async fn assert_enqueued_strict(
     client: &Client,
     matches: impl Fn(&StrictParameters) -> bool,
 ) -> StrictParameters {
-    let enqueued = match enqueued_strict(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Strict tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Strict task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Tick` tasks, oldest first.
@@ -415,17 +283,5 @@ pub async fn assert_enqueued_tick(
     client: &Client,
     matches: impl Fn(&TickParameters) -> bool,
 ) -> TickParameters {
-    let enqueued = match enqueued_tick(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Tick tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Tick task matches; {}", anchor_runtime::describe_enqueued(&
-                enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,17 +28,5 @@ pub async fn assert_enqueued_send_welcome(
     client: &Client,
     matches: impl Fn(&SendWelcomeParameters) -> bool,
 ) -> SendWelcomeParameters {
-    let enqueued = match enqueued_send_welcome(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendWelcome tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendWelcome task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,17 +28,5 @@ pub async fn assert_enqueued_required_defaults(
     client: &Client,
     matches: impl Fn(&RequiredDefaultsParameters) -> bool,
 ) -> RequiredDefaultsParameters {
-    let enqueued = match enqueued_required_defaults(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued RequiredDefaults tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending RequiredDefaults task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -33,19 +33,7 @@ pub async fn assert_enqueued_send_email(
     client: &Client,
     matches: impl Fn(&SendEmailParameters) -> bool,
 ) -> SendEmailParameters {
-    let enqueued = match enqueued_send_email(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendEmail tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendEmail task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `ProcessDailyReports` tasks, oldest first.
@@ -69,19 +57,7 @@ pub async fn assert_enqueued_process_daily_reports(
     client: &Client,
     matches: impl Fn(&ProcessDailyReportsParameters) -> bool,
 ) -> ProcessDailyReportsParameters {
-    let enqueued = match enqueued_process_daily_reports(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ProcessDailyReports tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ProcessDailyReports task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `ProcessOrder` tasks, oldest first.
@@ -105,19 +81,7 @@ pub async fn assert_enqueued_process_order(
     client: &Client,
     matches: impl Fn(&ProcessOrderParameters) -> bool,
 ) -> ProcessOrderParameters {
-    let enqueued = match enqueued_process_order(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ProcessOrder tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ProcessOrder task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `HandleOrderFailure` tasks, oldest first.
@@ -141,19 +105,7 @@ pub async fn assert_enqueued_handle_order_failure(
     client: &Client,
     matches: impl Fn(&HandleOrderFailureParameters) -> bool,
 ) -> HandleOrderFailureParameters {
-    let enqueued = match enqueued_handle_order_failure(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued HandleOrderFailure tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending HandleOrderFailure task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `SendNotification` tasks, oldest first.
@@ -177,19 +129,7 @@ pub async fn assert_enqueued_send_notification(
     client: &Client,
     matches: impl Fn(&SendNotificationParameters) -> bool,
 ) -> SendNotificationParameters {
-    let enqueued = match enqueued_send_notification(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendNotification tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendNotification task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `EscalateFailedNotification` tasks, oldest first.
@@ -213,21 +153,7 @@ pub async fn assert_enqueued_escalate_failed_notification(
     client: &Client,
     matches: impl Fn(&EscalateFailedNotificationParameters) -> bool,
 ) -> EscalateFailedNotificationParameters {
-    let enqueued = match enqueued_escalate_failed_notification(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => {
-            panic!("cannot read the enqueued EscalateFailedNotification tasks: {err}")
-        }
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending EscalateFailedNotification task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `deleteOpaqueKey` tasks, oldest first.
@@ -251,19 +177,7 @@ pub async fn assert_enqueued_delete_opaque_key(
     client: &Client,
     matches: impl Fn(&DeleteOpaqueKeyParameters) -> bool,
 ) -> DeleteOpaqueKeyParameters {
-    let enqueued = match enqueued_delete_opaque_key(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued deleteOpaqueKey tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending deleteOpaqueKey task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `onDeleteOpaqueKeyFailed` tasks, oldest first.
@@ -287,21 +201,7 @@ pub async fn assert_enqueued_on_delete_opaque_key_failed(
     client: &Client,
     matches: impl Fn(&OnDeleteOpaqueKeyFailedParameters) -> bool,
 ) -> OnDeleteOpaqueKeyFailedParameters {
-    let enqueued = match enqueued_on_delete_opaque_key_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => {
-            panic!("cannot read the enqueued onDeleteOpaqueKeyFailed tasks: {err}")
-        }
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending onDeleteOpaqueKeyFailed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `import_catalog_failed` tasks, oldest first.
@@ -325,19 +225,7 @@ pub async fn assert_enqueued_import_catalog_failed(
     client: &Client,
     matches: impl Fn(&ImportCatalogFailedParameters) -> bool,
 ) -> ImportCatalogFailedParameters {
-    let enqueued = match enqueued_import_catalog_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued import_catalog_failed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending import_catalog_failed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Cleanup` tasks, oldest first.
@@ -359,17 +247,5 @@ pub async fn assert_enqueued_cleanup(
     client: &Client,
     matches: impl Fn(&CleanupParameters) -> bool,
 ) -> CleanupParameters {
-    let enqueued = match enqueued_cleanup(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Cleanup tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Cleanup task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

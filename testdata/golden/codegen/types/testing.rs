@@ -28,17 +28,5 @@ pub async fn assert_enqueued_map_types(
     client: &Client,
     matches: impl Fn(&MapTypesParameters) -> bool,
 ) -> MapTypesParameters {
-    let enqueued = match enqueued_map_types(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued MapTypes tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending MapTypes task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -31,19 +31,7 @@ pub async fn assert_enqueued_import_catalog(
     client: &Client,
     matches: impl Fn(&ImportCatalogParameters) -> bool,
 ) -> ImportCatalogParameters {
-    let enqueued = match enqueued_import_catalog(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ImportCatalog tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ImportCatalog task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `catalog_import_failed` tasks, oldest first.
@@ -67,19 +55,7 @@ pub async fn assert_enqueued_catalog_import_failed(
     client: &Client,
     matches: impl Fn(&CatalogImportFailedParameters) -> bool,
 ) -> CatalogImportFailedParameters {
-    let enqueued = match enqueued_catalog_import_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued catalog_import_failed tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending catalog_import_failed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `NightlyDigest` tasks, oldest first.
@@ -103,19 +79,7 @@ pub async fn assert_enqueued_nightly_digest(
     client: &Client,
     matches: impl Fn(&NightlyDigestParameters) -> bool,
 ) -> NightlyDigestParameters {
-    let enqueued = match enqueued_nightly_digest(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued NightlyDigest tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending NightlyDigest task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `EmptyParams` tasks, oldest first.
@@ -139,17 +103,5 @@ pub async fn assert_enqueued_empty_params(
     client: &Client,
     matches: impl Fn(&EmptyParamsParameters) -> bool,
 ) -> EmptyParamsParameters {
-    let enqueued = match enqueued_empty_params(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued EmptyParams tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending EmptyParams task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

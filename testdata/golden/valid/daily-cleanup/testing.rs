@@ -28,19 +28,7 @@ pub async fn assert_enqueued_daily_cleanup(
     client: &Client,
     matches: impl Fn(&DailyCleanupParameters) -> bool,
 ) -> DailyCleanupParameters {
-    let enqueued = match enqueued_daily_cleanup(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued DailyCleanup tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending DailyCleanup task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `Heartbeat` tasks, oldest first.
@@ -64,19 +52,7 @@ pub async fn assert_enqueued_heartbeat(
     client: &Client,
     matches: impl Fn(&HeartbeatParameters) -> bool,
 ) -> HeartbeatParameters {
-    let enqueued = match enqueued_heartbeat(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued Heartbeat tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending Heartbeat task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `SixHourly` tasks, oldest first.
@@ -100,17 +76,5 @@ pub async fn assert_enqueued_six_hourly(
     client: &Client,
     matches: impl Fn(&SixHourlyParameters) -> bool,
 ) -> SixHourlyParameters {
-    let enqueued = match enqueued_six_hourly(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SixHourly tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SixHourly task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,17 +28,5 @@ pub async fn assert_enqueued_process_daily_reports(
     client: &Client,
     matches: impl Fn(&ProcessDailyReportsParameters) -> bool,
 ) -> ProcessDailyReportsParameters {
-    let enqueued = match enqueued_process_daily_reports(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ProcessDailyReports tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ProcessDailyReports task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,19 +28,7 @@ pub async fn assert_enqueued_delete_opaque_key(
     client: &Client,
     matches: impl Fn(&DeleteOpaqueKeyParameters) -> bool,
 ) -> DeleteOpaqueKeyParameters {
-    let enqueued = match enqueued_delete_opaque_key(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued deleteOpaqueKey tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending deleteOpaqueKey task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `onDeleteOpaqueKeyFailed` tasks, oldest first.
@@ -64,19 +52,5 @@ pub async fn assert_enqueued_on_delete_opaque_key_failed(
     client: &Client,
     matches: impl Fn(&OnDeleteOpaqueKeyFailedParameters) -> bool,
 ) -> OnDeleteOpaqueKeyFailedParameters {
-    let enqueued = match enqueued_on_delete_opaque_key_failed(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => {
-            panic!("cannot read the enqueued onDeleteOpaqueKeyFailed tasks: {err}")
-        }
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending onDeleteOpaqueKeyFailed task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,19 +28,7 @@ pub async fn assert_enqueued_send_notification(
     client: &Client,
     matches: impl Fn(&SendNotificationParameters) -> bool,
 ) -> SendNotificationParameters {
-    let enqueued = match enqueued_send_notification(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendNotification tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendNotification task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `EscalateFailedNotification` tasks, oldest first.
@@ -64,19 +52,5 @@ pub async fn assert_enqueued_escalate_failed_notification(
     client: &Client,
     matches: impl Fn(&EscalateFailedNotificationParameters) -> bool,
 ) -> EscalateFailedNotificationParameters {
-    let enqueued = match enqueued_escalate_failed_notification(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => {
-            panic!("cannot read the enqueued EscalateFailedNotification tasks: {err}")
-        }
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending EscalateFailedNotification task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

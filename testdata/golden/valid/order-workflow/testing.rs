@@ -28,19 +28,7 @@ pub async fn assert_enqueued_process_order(
     client: &Client,
     matches: impl Fn(&ProcessOrderParameters) -> bool,
 ) -> ProcessOrderParameters {
-    let enqueued = match enqueued_process_order(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ProcessOrder tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ProcessOrder task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `HandleOrderFailure` tasks, oldest first.
@@ -64,17 +52,5 @@ pub async fn assert_enqueued_handle_order_failure(
     client: &Client,
     matches: impl Fn(&HandleOrderFailureParameters) -> bool,
 ) -> HandleOrderFailureParameters {
-    let enqueued = match enqueued_handle_order_failure(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued HandleOrderFailure tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending HandleOrderFailure task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

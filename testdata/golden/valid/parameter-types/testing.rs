@@ -30,19 +30,7 @@ pub async fn assert_enqueued_charge_user(
     client: &Client,
     matches: impl Fn(&ChargeUserParameters) -> bool,
 ) -> ChargeUserParameters {
-    let enqueued = match enqueued_charge_user(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ChargeUser tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ChargeUser task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `BackoffTask` tasks, oldest first.
@@ -66,19 +54,7 @@ pub async fn assert_enqueued_backoff_task(
     client: &Client,
     matches: impl Fn(&BackoffTaskParameters) -> bool,
 ) -> BackoffTaskParameters {
-    let enqueued = match enqueued_backoff_task(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued BackoffTask tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending BackoffTask task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `LongRunningTask` tasks, oldest first.
@@ -102,17 +78,5 @@ pub async fn assert_enqueued_long_running_task(
     client: &Client,
     matches: impl Fn(&LongRunningTaskParameters) -> bool,
 ) -> LongRunningTaskParameters {
-    let enqueued = match enqueued_long_running_task(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued LongRunningTask tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending LongRunningTask task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

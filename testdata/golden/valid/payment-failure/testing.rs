@@ -28,19 +28,7 @@ pub async fn assert_enqueued_process_payment(
     client: &Client,
     matches: impl Fn(&ProcessPaymentParameters) -> bool,
 ) -> ProcessPaymentParameters {
-    let enqueued = match enqueued_process_payment(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ProcessPayment tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ProcessPayment task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `HandlePaymentFailure` tasks, oldest first.
@@ -64,17 +52,5 @@ pub async fn assert_enqueued_handle_payment_failure(
     client: &Client,
     matches: impl Fn(&HandlePaymentFailureParameters) -> bool,
 ) -> HandlePaymentFailureParameters {
-    let enqueued = match enqueued_handle_payment_failure(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued HandlePaymentFailure tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending HandlePaymentFailure task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,17 +28,5 @@ pub async fn assert_enqueued_send_email(
     client: &Client,
     matches: impl Fn(&SendEmailParameters) -> bool,
 ) -> SendEmailParameters {
-    let enqueued = match enqueued_send_email(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendEmail tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendEmail task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -28,19 +28,7 @@ pub async fn assert_enqueued_task_name(
     client: &Client,
     matches: impl Fn(&TaskNameParameters) -> bool,
 ) -> TaskNameParameters {
-    let enqueued = match enqueued_task_name(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued TaskName tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending TaskName task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `HandleTaskFailure` tasks, oldest first.
@@ -64,17 +52,5 @@ pub async fn assert_enqueued_handle_task_failure(
     client: &Client,
     matches: impl Fn(&HandleTaskFailureParameters) -> bool,
 ) -> HandleTaskFailureParameters {
-    let enqueued = match enqueued_handle_task_failure(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued HandleTaskFailure tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending HandleTaskFailure task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }

@@ -32,19 +32,7 @@ pub async fn assert_enqueued_send_email(
     client: &Client,
     matches: impl Fn(&SendEmailParameters) -> bool,
 ) -> SendEmailParameters {
-    let enqueued = match enqueued_send_email(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendEmail tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendEmail task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `ProcessOrder` tasks, oldest first.
@@ -68,19 +56,7 @@ pub async fn assert_enqueued_process_order(
     client: &Client,
     matches: impl Fn(&ProcessOrderParameters) -> bool,
 ) -> ProcessOrderParameters {
-    let enqueued = match enqueued_process_order(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued ProcessOrder tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending ProcessOrder task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `HandleOrderFailure` tasks, oldest first.
@@ -104,19 +80,7 @@ pub async fn assert_enqueued_handle_order_failure(
     client: &Client,
     matches: impl Fn(&HandleOrderFailureParameters) -> bool,
 ) -> HandleOrderFailureParameters {
-    let enqueued = match enqueued_handle_order_failure(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued HandleOrderFailure tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending HandleOrderFailure task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `SendNotification` tasks, oldest first.
@@ -140,19 +104,7 @@ pub async fn assert_enqueued_send_notification(
     client: &Client,
     matches: impl Fn(&SendNotificationParameters) -> bool,
 ) -> SendNotificationParameters {
-    let enqueued = match enqueued_send_notification(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued SendNotification tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending SendNotification task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `EscalateFailedNotification` tasks, oldest first.
@@ -176,21 +128,7 @@ pub async fn assert_enqueued_escalate_failed_notification(
     client: &Client,
     matches: impl Fn(&EscalateFailedNotificationParameters) -> bool,
 ) -> EscalateFailedNotificationParameters {
-    let enqueued = match enqueued_escalate_failed_notification(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => {
-            panic!("cannot read the enqueued EscalateFailedNotification tasks: {err}")
-        }
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending EscalateFailedNotification task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `GenerateReport` tasks, oldest first.
@@ -214,19 +152,7 @@ pub async fn assert_enqueued_generate_report(
     client: &Client,
     matches: impl Fn(&GenerateReportParameters) -> bool,
 ) -> GenerateReportParameters {
-    let enqueued = match enqueued_generate_report(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued GenerateReport tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending GenerateReport task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
 
 /// The parameters of the pending `CleanupSessions` tasks, oldest first.
@@ -250,17 +176,5 @@ pub async fn assert_enqueued_cleanup_sessions(
     client: &Client,
     matches: impl Fn(&CleanupSessionsParameters) -> bool,
 ) -> CleanupSessionsParameters {
-    let enqueued = match enqueued_cleanup_sessions(client).await {
-        Ok(enqueued) => enqueued,
-        Err(err) => panic!("cannot read the enqueued CleanupSessions tasks: {err}"),
-    };
-    match enqueued.iter().find(|params| matches(params)) {
-        Some(params) => params.clone(),
-        None => {
-            panic!(
-                "no pending CleanupSessions task matches; {}",
-                anchor_runtime::describe_enqueued(& enqueued)
-            )
-        }
-    }
+    anchor_runtime::assert_enqueued(client, matches).await
 }
