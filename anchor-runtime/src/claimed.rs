@@ -25,6 +25,9 @@ pub(crate) struct ClaimedTask {
     /// The local time just before the statement that leased the task was sent: the lease
     /// runs from a database time no earlier than this (see `LeaseTable::deadline`).
     pub leased_at: Instant,
+    /// When the task was due (`run_after`, database time), when the claim read it: what
+    /// the queue-wait metric measures from.
+    pub due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A claimed or expired row whose columns cannot be read (edited by hand into values the
@@ -69,6 +72,7 @@ impl ClaimedTask {
             rescues: 0,
             token,
             leased_at: Instant::now(),
+            due: None,
         }
     }
 }

@@ -283,6 +283,7 @@ pub(crate) async fn insert_one(
 ) -> Result<Inserted> {
     for _ in 0..TAG_ATTEMPTS {
         if let Some(id) = db::tasks::insert(conn, sql, how, task, payload).await? {
+            crate::observe::enqueued(&task.name, &task.settings.queue, 1);
             return Ok(Inserted::New(id));
         }
         // Nothing inserted: the tag is taken. Read the holder's id; if it has just been
@@ -412,6 +413,7 @@ impl Client {
             return Ok(inserted.id());
         };
         drop(conn);
+        crate::observe::enqueued(&task.name, &task.settings.queue, 1);
         tracing::debug!(task.id = %id, task.name = %task.name, "task enqueued and started locally");
         slot.start(task, id, payload, token, sent).await;
         Ok(id)
@@ -504,6 +506,7 @@ impl Client {
         let conn = self.conn().await?;
         let ids =
             db::tasks::insert_many(&mut self.pooled(&conn), self.sql(), &task, &payloads).await?;
+        crate::observe::enqueued(&task.name, &task.settings.queue, ids.len());
         if task.due_now() {
             self.inner.local_workers.wake();
             self.inner.notifier.poke();
@@ -526,6 +529,7 @@ impl Client {
         };
         let sql = self.sql();
         let ids = db::tasks::insert_many(&mut tx, sql, &task, &payloads).await?;
+        crate::observe::enqueued(&task.name, &task.settings.queue, ids.len());
         if task.due_now() {
             db::notify::wake_workers(&mut tx, &sql.notify.tasks_channel).await?;
         }

@@ -52,6 +52,11 @@ impl Client {
         let before = db::tasks::cancel(&mut self.pooled(&conn), self.sql(), id).await?;
         if let Some(before) = before {
             tracing::info!(task.id = %id, was = %before, "task cancelled");
+            // Counted with the task's name and queue, read back (cancelling is rare; the
+            // statement shares the one-id shape of the others).
+            if let Ok(Some(task)) = self.get_task(id).await {
+                crate::observe::count(crate::observe::CANCELLED, &task.name, &task.settings.queue);
+            }
         }
         Ok(before.is_some())
     }

@@ -57,6 +57,7 @@ mod inspect;
 mod listing;
 mod migrate;
 mod notify;
+pub mod observe;
 mod overrides;
 mod record;
 mod registry;
@@ -82,6 +83,7 @@ pub use listing::{
     WorkerLoad, DEFAULT_STATS_WINDOW, MAX_PAGE,
 };
 pub use migrate::{check_schema, migrate, Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
+pub use observe::describe_metrics;
 pub use overrides::TaskOverride;
 pub use record::{ErrorRecord, TaskRecord, TaskStatus};
 pub use registry::Registry;

@@ -63,6 +63,8 @@ pub(crate) async fn fire_due(
         // Nothing locked; ending the transaction either way is the same.
         return Ok(round);
     }
+    // (name, queue) of each occurrence inserted, counted once committed.
+    let mut fired: Vec<(String, String)> = Vec::new();
     for row in &due {
         let (id, task_name, tick, now) = (row.id, &row.task_name, row.tick, row.now);
         let expression = &row.expression;
@@ -124,6 +126,7 @@ pub(crate) async fn fire_due(
         match occurrence {
             Some(task_id) => {
                 round.fired += 1;
+                fired.push((task_name.clone(), task.settings.queue.clone()));
                 if missed {
                     tracing::info!(
                         worker = %worker_id,
@@ -155,6 +158,9 @@ pub(crate) async fn fire_due(
         }
     }
     db::commit(tx, "cannot commit the cron round").await?;
+    for (name, queue) in &fired {
+        crate::observe::enqueued(name, queue, 1);
+    }
     Ok(round)
 }
 

@@ -580,6 +580,7 @@ fn claimed_from_row(
         rescues: u32::try_from(rescues).unwrap_or(0),
         token,
         leased_at,
+        due: None,
     };
     let lost = LostRun {
         started: col!(13, "run_started"),
@@ -639,7 +640,12 @@ pub(crate) async fn claim(
     });
     Ok(rows
         .iter()
-        .map(|row| claimed_from_row(row, token, sent).map(|(task, _)| task))
+        .map(|row| {
+            claimed_from_row(row, token, sent).map(|(mut task, _)| {
+                task.due = row.try_get(17).ok();
+                task
+            })
+        })
         .collect())
 }
 

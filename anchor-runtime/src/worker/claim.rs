@@ -122,6 +122,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
     let mut retry_at: Option<tokio::time::Instant> = None;
     // The lane's pause notices when the claim in flight was sent.
     let mut claim_pause_notices = 0;
+    let buffered = crate::observe::claim_buffer(&lane.queue);
     loop {
         if shared.stopping() {
             break;
@@ -175,6 +176,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
             // claim's snapshot misses: it sets the flag again and is honoured afterwards.
             should_claim = false;
         }
+        buffered.set(buffer.len() as f64);
         lane.set_drained(
             !paused && buffer.is_empty() && !backlog && !should_claim && in_flight.is_none(),
         );
@@ -239,6 +241,7 @@ pub(crate) async fn run_producer(shared: Arc<Shared>, lane_index: usize) {
         }
     }
     lane.set_drained(false);
+    buffered.set(0.0);
     // A claim already sent may have leased tasks: wait for it so they can be handed back.
     let mut unstarted: Vec<ClaimedTask> = buffer.into_iter().map(|(_, t)| t).collect();
     if let Some((_, claim)) = in_flight.take() {
@@ -282,6 +285,7 @@ async fn fail_unreadable(shared: &Arc<Shared>, rows: Vec<UnreadableRow>, token: 
             rescues: 0,
             token,
             leased_at: Instant::now(),
+            due: None,
         };
         shared.leases.track(std::slice::from_ref(&task));
         let finished = Finished {

@@ -250,7 +250,16 @@ async fn write_refused(
         )
         .await;
         match written {
-            Ok(_) => return Ok(()),
+            Ok(updated) => {
+                if updated > 0 {
+                    shared
+                        .metrics
+                        .get(&task.name, &task.settings.queue)
+                        .failed
+                        .increment(1);
+                }
+                return Ok(());
+            }
             Err(e) => {
                 if !refused_for_this_task(&e) {
                     return Err(e);
@@ -373,14 +382,24 @@ fn report(
             );
             continue;
         }
+        let metrics = shared.metrics.get(&task.name, &task.settings.queue);
         match decision {
-            Decision::Complete => completed += 1,
+            Decision::Complete => {
+                completed += 1;
+                metrics.succeeded.increment(1);
+            }
             Decision::Retry { delay, .. } | Decision::RetryWithoutEvent { delay } => {
                 tracing::info!(task.id = %task.id, task.name = %task.name, retry_in = ?delay, "task rescheduled");
                 retry_delays.insert(*delay);
+                if matches!(decision, Decision::Retry { .. }) {
+                    metrics.retried.increment(1);
+                } else {
+                    metrics.snoozed.increment(1);
+                }
             }
             Decision::Fail { message } => {
                 tracing::warn!(task.id = %task.id, task.name = %task.name, error = %message, "task failed permanently");
+                metrics.failed.increment(1);
             }
         }
     }

@@ -150,6 +150,15 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: S
             return;
         }
         tracing::debug!("task started");
+        let wait = task
+            .due
+            .and_then(|due| (Utc::now() - due).to_std().ok())
+            .unwrap_or_default();
+        let running = _guard
+            .shared
+            .metrics
+            .get(&task.name, &task.settings.queue)
+            .start(wait);
         // The payload is needed only to decode the parameters; the outcome does not carry it.
         let payload = std::mem::take(&mut task.payload);
         // The handler is never polled past its lease's local deadline. The fencer aborts
@@ -161,6 +170,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: S
             !deadline.passed()
         })
         .await;
+        running.finished();
         let Some(outcome) = outcome else {
             tracing::warn!(
                 "lease not renewed in time (was this process paused?); the run is \
@@ -186,6 +196,7 @@ pub(crate) fn spawn_in_slot(shared: &Arc<Shared>, mut task: ClaimedTask, slot: S
         {
             tracing::warn!("worker stopped before the outcome was written; the lease will expire");
         }
+        drop(running);
         drop(_guard);
     }
     .instrument(span);

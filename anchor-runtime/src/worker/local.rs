@@ -96,6 +96,10 @@ impl LocalSlot {
             parent_id: task.parent_id,
             token,
             leased_at: sent,
+            // Due when inserted, a moment ago: the wait is the time since the insert.
+            due: Some(
+                chrono::Utc::now() - chrono::Duration::from_std(sent.elapsed()).unwrap_or_default(),
+            ),
         };
         shared.leases.track(std::slice::from_ref(&claimed));
         if shared.stopping() {

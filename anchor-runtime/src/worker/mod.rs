@@ -438,6 +438,8 @@ pub(crate) struct Shared {
     control: Arc<Control>,
     stop: watch::Sender<bool>,
     completer: mpsc::Sender<complete::Message>,
+    /// Metric handles per task name and queue.
+    metrics: crate::observe::HandleCache,
 }
 
 impl Shared {
@@ -471,6 +473,7 @@ impl Shared {
             control,
             stop,
             completer,
+            metrics: crate::observe::HandleCache::default(),
         })
     }
 
@@ -537,6 +540,7 @@ impl Worker {
     /// Starts the worker on the current tokio runtime and returns at once. Dropping the
     /// handle leaves the worker running; call [`WorkerHandle::shutdown`] to stop it.
     pub fn start(self) -> WorkerHandle {
+        crate::observe::describe_metrics();
         let worker_id = self
             .config
             .worker_id

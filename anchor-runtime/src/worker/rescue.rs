@@ -105,6 +105,8 @@ impl Rescuer {
         }
         let rescued = expired.len();
         let mut poisoned: Vec<(TaskId, String)> = Vec::new();
+        // (name, queue, failed as poison) of each task taken back, counted once committed.
+        let mut counted: Vec<(String, String, bool)> = Vec::new();
         for row in expired {
             let (task, lost) = match row {
                 Ok(read) => read,
@@ -128,6 +130,7 @@ impl Rescuer {
                 let updated = db::tasks::rescue_fail(&tx, sql, task.id, &message).await?;
                 tracing::warn!(task.id = %task.id, task.name = %task.name, rescues = rescue, "worker lost too often; task failed as poison");
                 if updated == 1 {
+                    counted.push((task.name.clone(), task.settings.queue.clone(), true));
                     if let Some(handler) = task.settings.on_failed {
                         poisoned.push((task.id, handler));
                     }
@@ -140,12 +143,19 @@ impl Rescuer {
                 .started
                 .then(|| worker_lost_message(owner, rescue, max));
             db::tasks::rescue_to_pending(&tx, sql, task.id, message.as_deref()).await?;
+            counted.push((task.name.clone(), task.settings.queue.clone(), false));
             tracing::warn!(task.id = %task.id, task.name = %task.name, started = lost.started, rescues = rescue, "lease expired; task returned to pending");
         }
         let failed: Vec<(TaskId, &str)> =
             poisoned.iter().map(|(id, h)| (*id, h.as_str())).collect();
         let handlers = on_failed::enqueue_handlers(&self.registry, sql, &tx, &failed).await?;
         db::commit(tx, "cannot commit the rescue").await?;
+        for (name, queue, poison) in &counted {
+            crate::observe::count(crate::observe::RESCUED, name, queue);
+            if *poison {
+                crate::observe::count(crate::observe::FAILED, name, queue);
+            }
+        }
         // Rescued tasks are due at once.
         self.producer.wake();
         if handlers > 0 {
