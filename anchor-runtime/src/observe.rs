@@ -4,7 +4,7 @@
 //!
 //! Names and labels are listed in `docs/observability.md`; every metric carries the labels
 //! `task` (the task name) and `queue`. Workers look up the handles of a (task, queue) pair
-//! once ([`HandleCache`]) so that a run costs a few atomic operations, not a label lookup
+//! once (`HandleCache`) so that a run costs a few atomic operations, not a label lookup
 //! per metric; the handles are bound to the recorder installed when the worker first sees
 //! the pair, so install the recorder before starting workers.
 
